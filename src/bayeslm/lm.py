@@ -1,0 +1,346 @@
+"""A causal language model seen as a distribution over continuations: exact sampling and exact scoring.
+
+The prior π0, the model π being trained and any proposal q are all `LM`s. Two operations define it:
+
+* `sample` draws continuations by ancestral sampling with the KV cache and returns, for each one, the
+  log-probability under the very distribution it was drawn from;
+* `log_prob` scores given continuations with one batched forward pass.
+
+Both go through `Warp.log_probs`, so a sample re-scored by `log_prob` gets back its sampling log-probability
+(up to floating-point noise). A continuation is a list of token ids; it ends with EOS when sampling stopped
+there, and the EOS token is scored like any other. A continuation that does not end with EOS is scored as a
+prefix, i.e. the probability that sampling begins with it, which is exactly the probability of a sample cut
+at `max_new_tokens`. So the distribution over outputs of `sample(..., max_new_tokens=L)` sums to one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Warp:
+    """How logits become the sampling distribution: temperature, then top-k, then top-p (nucleus).
+
+    The defaults (temperature 1, no truncation) leave the model's own distribution untouched. Whatever the
+    setting, log-probabilities returned by `LM.sample` and `LM.log_prob` are those of the warped distribution
+    actually sampled, so importance weights computed from them stay correct.
+    """
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1] or None, got {self.top_p}")
+
+    @property
+    def is_identity(self) -> bool:
+        return self.temperature == 1.0 and self.top_k is None and self.top_p is None
+
+    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """Normalised log-probabilities (fp32) of the warped distribution over the last axis."""
+        logits = logits.float()
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        if self.top_k is not None and self.top_k < logits.shape[-1]:
+            kth = logits.topk(self.top_k, dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.top_p is not None and self.top_p < 1.0:
+            sorted_logits, order = logits.sort(dim=-1, descending=True)
+            probs = sorted_logits.softmax(-1)
+            # Drop a token once the tokens strictly more likely than it already cover top_p.
+            drop_sorted = (probs.cumsum(-1) - probs) >= self.top_p
+            drop = drop_sorted.scatter(-1, order, drop_sorted)
+            logits = logits.masked_fill(drop, float("-inf"))
+        return logits.log_softmax(-1)
+
+
+@dataclass
+class Samples:
+    """Continuations drawn from an `LM`, grouped by prompt: prompt c owns rows c*n .. c*n+n-1.
+
+    `tokens[i, :length[i]]` is continuation i (EOS included when `ended[i]`); `token_log_probs` is 0 past it.
+    `log_prob[i]` is the total log-probability (nats) of continuation i under the distribution sampled.
+    """
+
+    prompts: list[str]
+    n: int
+    tokens: torch.Tensor
+    length: torch.Tensor
+    token_log_probs: torch.Tensor
+    ended: torch.Tensor
+    texts: list[str]
+
+    @property
+    def log_prob(self) -> torch.Tensor:
+        return self.token_log_probs.sum(-1)
+
+    @property
+    def sample_prompts(self) -> list[str]:
+        """The prompt of each row."""
+        return [p for p in self.prompts for _ in range(self.n)]
+
+    @property
+    def continuations(self) -> list[list[int]]:
+        return [row[:k].tolist() for row, k in zip(self.tokens, self.length.tolist())]
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+
+def _pad(rows: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pads token rows to one length; returns ids and the attention mask (1 on real tokens)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if not r:
+            continue
+        span = slice(width - len(r), width) if side == "left" else slice(0, len(r))
+        ids[i, span] = torch.tensor(r, dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that count only real tokens, so padding on either side does not shift positions."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+class LM:
+    """A Hugging Face causal LM and its tokenizer, as a distribution over continuations of prompts.
+
+    `chat=True` wraps each prompt as a user turn with the tokenizer's chat template, so an instruction-tuned
+    model answers it. `warp` sets the distribution sampled and scored (see `Warp`). `batch_size` bounds how
+    many sequences go through the model at once.
+    """
+
+    def __init__(self, model, tokenizer, *, chat: bool = False, warp: Warp = Warp(), batch_size: int = 64,
+                 name: str = "model"):
+        if tokenizer.eos_token_id is None:
+            raise ValueError(f"the tokenizer of {name} has no EOS token: set tokenizer.eos_token before use, "
+                             "since sequences are only complete when they end with EOS")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.chat = chat
+        self.warp = warp
+        self.batch_size = batch_size
+        self.name = name
+        eos = {tokenizer.eos_token_id}
+        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        eos.update([gen_eos] if isinstance(gen_eos, int) else gen_eos or [])
+        self.eos_ids = torch.tensor(sorted(eos), dtype=torch.long)
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.max_length = getattr(model.config, "max_position_embeddings", None) or getattr(
+            model.config, "n_positions", None)
+
+    def __repr__(self) -> str:
+        return f"LM({self.name!r}, warp={self.warp})"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def warped(self, **warp) -> LM:
+        """The same model (shared weights) with another sampling distribution, e.g. `lm.warped(temperature=0.7)`."""
+        other = LM.__new__(LM)
+        other.__dict__.update(self.__dict__)
+        other.warp = replace(self.warp, **warp)
+        return other
+
+    # ----- prompts -------------------------------------------------------------------------------------------
+
+    def encode_prompts(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each prompt, ready to be continued (chat template applied when `chat`)."""
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a list of strings, not one string: wrap it as [prompt]")
+        if not prompts:
+            raise ValueError("the list of prompts is empty: give at least one prompt (\"\" for no prompt)")
+        encoded = []
+        for p in prompts:
+            if self.chat:
+                ids = self.tokenizer.apply_chat_template([{"role": "user", "content": p}],
+                                                         add_generation_prompt=True, tokenize=True,
+                                                         return_dict=True)["input_ids"]
+            else:
+                ids = self.tokenizer(p, add_special_tokens=True)["input_ids"]
+            if not ids:  # an empty prompt is conditioned on the start-of-text token
+                start = self.tokenizer.bos_token_id
+                ids = [start if start is not None else self.eos_id]
+            encoded.append(list(ids))
+        return encoded
+
+    def _check_fits(self, prompt_ids: list[list[int]], max_new_tokens: int):
+        longest = max(len(p) for p in prompt_ids)
+        if self.max_length is not None and longest + max_new_tokens > self.max_length:
+            raise ValueError(f"a prompt of {longest} tokens plus max_new_tokens={max_new_tokens} exceeds the "
+                             f"context of {self.name} ({self.max_length} tokens): shorten the prompt or "
+                             "lower max_new_tokens")
+
+    # ----- sampling ------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(self, prompts: Sequence[str], n: int = 1, max_new_tokens: int = 32, *,
+               seed: int | None = None, generator: torch.Generator | None = None) -> Samples:
+        """Draws n continuations of each prompt by ancestral sampling from the warped distribution.
+
+        Sampling stops at EOS (which is kept and counted) or after max_new_tokens tokens, EOS included.
+        """
+        if n < 1 or max_new_tokens < 1:
+            raise ValueError(f"n and max_new_tokens must be >= 1, got n={n}, max_new_tokens={max_new_tokens}")
+        prompt_ids = self.encode_prompts(prompts)
+        self._check_fits(prompt_ids, max_new_tokens)
+        if generator is None:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
+        rows = [ids for ids in prompt_ids for _ in range(n)]
+        tokens = torch.full((len(rows), max_new_tokens), self.pad_id, dtype=torch.long)
+        logps = torch.zeros((len(rows), max_new_tokens))
+        for start in range(0, len(rows), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            tokens[chunk], logps[chunk] = self._sample_batch(rows[chunk], max_new_tokens, generator)
+        length, ended = self._lengths(tokens)
+        texts = self.decode([row[:k] for row, k in zip(tokens.tolist(), length.tolist())])
+        return Samples(list(prompts), n, tokens, length, logps, ended, texts)
+
+    def _sample_batch(self, prompt_rows, max_new_tokens, generator):
+        device = self.device
+        ids, mask = _pad(prompt_rows, self.pad_id, "left")
+        ids, mask = ids.to(device), mask.to(device)
+        positions = _positions(mask)
+        eos_ids = self.eos_ids.to(device)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         logits_to_keep=1)
+        batch = ids.shape[0]
+        finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        tokens = torch.full((batch, max_new_tokens), self.pad_id, dtype=torch.long, device=device)
+        logps = torch.zeros((batch, max_new_tokens), device=device)
+        for t in range(max_new_tokens):
+            log_probs = self.warp.log_probs(out.logits[:, -1])
+            token = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
+            token_logp = log_probs.gather(-1, token[:, None]).squeeze(-1)
+            tokens[:, t] = torch.where(finished, self.pad_id, token)
+            logps[:, t] = torch.where(finished, 0.0, token_logp)
+            finished |= torch.isin(token, eos_ids)
+            if t + 1 == max_new_tokens or bool(finished.all()):
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            positions = positions[:, -1:] + 1
+            out = self.model(input_ids=tokens[:, t:t + 1], attention_mask=mask, position_ids=positions,
+                             past_key_values=out.past_key_values, use_cache=True)
+        return tokens.cpu(), logps.cpu()
+
+    def _lengths(self, tokens):
+        """Length of each sampled continuation (through its first EOS) and whether EOS ended it."""
+        is_eos = torch.isin(tokens, self.eos_ids)
+        first_eos = torch.where(is_eos.any(-1), is_eos.float().argmax(-1), tokens.shape[1])
+        ended = first_eos < tokens.shape[1]
+        length = torch.where(ended, first_eos + 1, tokens.shape[1])
+        return length, ended
+
+    def decode(self, continuations: Sequence[Sequence[int]]) -> list[str]:
+        """Text of each continuation, without its EOS or other special tokens."""
+        return self.tokenizer.batch_decode([list(c) for c in continuations], skip_special_tokens=True)
+
+    # ----- scoring -------------------------------------------------------------------------------------------
+
+    def log_prob(self, prompts: Sequence[str], continuations, *, padding_side: str = "left") -> torch.Tensor:
+        """Total log-probability (nats, fp32) of each continuation given its prompt, shape [B].
+
+        `continuations` are token-id lists (exact), or strings, which are tokenized and get EOS appended
+        (i.e. scored as complete texts). Gradients flow when called outside `torch.no_grad()`.
+        """
+        return self.token_log_probs(prompts, continuations, padding_side=padding_side).sum(-1)
+
+    def token_log_probs(self, prompts: Sequence[str], continuations, *, padding_side: str = "left"
+                        ) -> torch.Tensor:
+        """Per-token log-probabilities [B, L] of each continuation, 0 past its end."""
+        parts = [self._log_dists(chunk, padding_side) for chunk in self._chunks(prompts, continuations)]
+        width = max(p[1].shape[1] for p in parts)
+        out = []
+        for log_dists, targets, valid in parts:
+            lp = log_dists.gather(-1, targets[..., None]).squeeze(-1)
+            # where() rather than a product: padded positions may hold -inf or NaN.
+            lp = torch.where(valid, lp, torch.zeros((), device=lp.device))
+            out.append(F.pad(lp, (0, width - lp.shape[1])))
+        return torch.cat(out)
+
+    def kl(self, other: LM, prompts: Sequence[str], continuations) -> torch.Tensor:
+        """Σ_t KL(self(·|x<t) ‖ other(·|x<t)) along each continuation, shape [B], never negative.
+
+        Averaged over continuations sampled from `self`, this is an unbiased, Rao–Blackwellised estimate of
+        the sequence-level KL(self ‖ other): at each step the expectation over the next token is exact.
+        """
+        if self.tokenizer.get_vocab() != other.tokenizer.get_vocab():
+            raise ValueError(f"{self.name} and {other.name} have different vocabularies; a per-token KL needs "
+                             "the same tokenizer")
+        totals = []
+        for chunk in self._chunks(prompts, continuations):
+            log_p, _, valid = self._log_dists(chunk, "left")
+            log_q, _, _ = other._log_dists(chunk, "left")
+            vocab = min(log_p.shape[-1], log_q.shape[-1])
+            log_p, log_q = log_p[..., :vocab], log_q[..., :vocab]
+            # 0·log 0 = 0: tokens self cannot emit contribute nothing, even where other gives them -inf.
+            terms = torch.where(log_p > float("-inf"), log_p.exp() * (log_p - log_q), torch.zeros(()))
+            kl_t = terms.sum(-1).clamp(min=0)  # rounding can leave tiny negatives
+            totals.append(torch.where(valid, kl_t, torch.zeros(())).sum(-1))
+        return torch.cat(totals)
+
+    def _chunks(self, prompts, continuations):
+        if len(prompts) != len(continuations):
+            raise ValueError(f"got {len(prompts)} prompts for {len(continuations)} continuations: pass one prompt "
+                             "per continuation")
+        conts = [self._as_ids(c) for c in continuations]
+        prompt_ids = self.encode_prompts(list(prompts))
+        self._check_fits(prompt_ids, max(len(c) for c in conts))
+        for start in range(0, len(conts), self.batch_size):
+            end = start + self.batch_size
+            yield prompt_ids[start:end], conts[start:end]
+
+    def _as_ids(self, continuation) -> list[int]:
+        if isinstance(continuation, str):
+            return self.tokenizer(continuation, add_special_tokens=False)["input_ids"] + [self.eos_id]
+        if isinstance(continuation, torch.Tensor):
+            return continuation.tolist()
+        return list(continuation)
+
+    def _log_dists(self, chunk, padding_side):
+        """Warped next-token log-distributions along each continuation.
+
+        Returns log_dists [B, L, V] (position j predicts continuation token j), targets [B, L] and valid [B, L].
+        """
+        prompt_ids, conts = chunk
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        device = self.device
+        width = max(max(len(c) for c in conts), 1)
+        ids, mask = _pad([p + c for p, c in zip(prompt_ids, conts)], self.pad_id, padding_side)
+        ids, mask = ids.to(device), mask.to(device)
+        cont_len = torch.tensor([len(c) for c in conts], device=device)
+        if padding_side == "left":
+            # Every continuation ends at the last column, so only the last width+1 logits are needed;
+            # kept column width-len+j predicts token j.
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask),
+                                logits_to_keep=width + 1).logits[:, :-1]
+            first = width - cont_len
+        else:
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).logits
+            first = torch.tensor([len(p) - 1 for p in prompt_ids], device=device)
+        steps = torch.arange(width, device=device)
+        cols = (first[:, None] + steps[None, :]).clamp(max=logits.shape[1] - 1)
+        log_dists = self.warp.log_probs(logits[torch.arange(len(conts), device=device)[:, None], cols])
+        targets = _pad([c or [self.pad_id] for c in conts], self.pad_id, "right")[0]
+        targets = F.pad(targets, (0, width - targets.shape[1]), value=self.pad_id).to(device)
+        valid = steps[None, :] < cont_len[:, None]
+        return log_dists, targets, valid

