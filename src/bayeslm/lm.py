@@ -148,6 +148,13 @@ class LM:
     def __repr__(self) -> str:
         return f"LM({self.name!r}, warp={self.warp})"
 
+    def __mul__(self, potential):
+        """prior * potential is the target π* ∝ π0·φ (see `bayeslm.target`)."""
+        from bayeslm.potentials import Potential
+        from bayeslm.target import Target
+
+        return Target(self, potential) if isinstance(potential, Potential) else NotImplemented
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -167,8 +174,8 @@ class LM:
             raise TypeError("prompts must be a list of strings, not one string: wrap it as [prompt]")
         if not prompts:
             raise ValueError("the list of prompts is empty: give at least one prompt (\"\" for no prompt)")
-        encoded = []
-        for p in prompts:
+        encoded = {}
+        for p in dict.fromkeys(prompts):  # each distinct prompt once: scoring repeats them per sample
             if self.chat:
                 ids = self.tokenizer.apply_chat_template([{"role": "user", "content": p}],
                                                          add_generation_prompt=True, tokenize=True,
@@ -178,8 +185,8 @@ class LM:
             if not ids:  # an empty prompt is conditioned on the start-of-text token
                 start = self.tokenizer.bos_token_id
                 ids = [start if start is not None else self.eos_id]
-            encoded.append(list(ids))
-        return encoded
+            encoded[p] = list(ids)
+        return [encoded[p] for p in prompts]
 
     def _check_fits(self, prompt_ids: list[list[int]], max_new_tokens: int):
         longest = max(len(p) for p in prompt_ids)

@@ -53,7 +53,7 @@ def toy_lm(config: ToyConfig = ToyConfig(), *, name: str = "toy") -> LM:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     if config.train_steps:
         _train_on_corpus(model, tokenizer, config)
-    return LM(model, tokenizer, name=name)
+    return LM(model, tokenizer, name=name, batch_size=512)
 
 
 def _synthetic_corpus(words, count: int, generator: torch.Generator) -> list[list[int]]:
@@ -86,7 +86,7 @@ def _train_on_corpus(model, tokenizer, config: ToyConfig):
     model.train()
     for step in range(config.train_steps):
         batch = torch.randint(len(corpus), (64,), generator=generator)
-        loss = model(input_ids=ids[batch], labels=labels[batch]).loss
+        loss = model(input_ids=ids[batch], attention_mask=(labels[batch] != -100).long(), labels=labels[batch]).loss
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

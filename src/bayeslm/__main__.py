@@ -1,0 +1,5 @@
+import sys
+
+from bayeslm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,161 @@
+"""The Bayesian scorecard: how close a model q is to a target π* = π0·φ/Z, estimated from samples of q.
+
+With log-weights log w(x) = log P(x) − log q(x), P = π0·φ the unnormalised target, and n samples per prompt:
+
+    log Z        = log E_q[w]                          importance sampling
+    ELBO         = E_q[log w]            ≤ log Z
+    EUBO         = E_π*[log w]           ≥ log Z        self-normalised importance sampling (SNIS)
+    KL(q‖π*)     = log Z − ELBO
+    KL(π*‖q)     = EUBO − log Z
+    TV(q, π*)    = ½ E_q|1 − w/Z|
+    KL(q‖π0)     = E_q Σ_t KL(q(·|x<t) ‖ π0(·|x<t))    per-token analytic, never negative
+    H(q)         = −E_q[log q]
+
+Every estimate carries a standard error from its influence function (the delta method for ratios and logs).
+Each figure is computed per prompt and averaged over prompts. All weights stay in log space.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from bayeslm.diversity import distinct_n, self_bleu
+from bayeslm.lm import LM, Samples
+from bayeslm.target import Target
+
+
+class NoSupport(ValueError):
+    """Every sample of some prompt has zero target weight: nothing to estimate from."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    value: float
+    stderr: float
+
+    def to_json(self) -> dict:
+        return {"value": _json_float(self.value), "stderr": _json_float(self.stderr)}
+
+    def __str__(self) -> str:
+        return f"{self.value:.4f} ± {self.stderr:.4f}" if math.isfinite(self.value) else f"{self.value}"
+
+
+def _json_float(x: float) -> float | None:
+    """JSON has no infinity: an infinite KL (the model puts mass where the target has none) is null."""
+    return float(x) if math.isfinite(x) else None
+
+
+def _combine(per_prompt: torch.Tensor, influence: torch.Tensor) -> Estimate:
+    """Mean over prompts of per-prompt estimates [C], with the stderr from per-sample influences [C, n]."""
+    C, n = influence.shape
+    value = per_prompt.mean().item()
+    if not math.isfinite(value):
+        return Estimate(value, 0.0)
+    variance = influence.var(dim=1, correction=1) / n if n > 1 else torch.full((C,), float("inf"))
+    return Estimate(value, (variance.sum().sqrt() / C).item())
+
+
+def _mean(x: torch.Tensor) -> Estimate:
+    mean = x.mean(1)
+    return _combine(mean, x - mean[:, None])
+
+
+@dataclass
+class Scorecard:
+    """Estimates of one model against one target (see the module docstring for each figure)."""
+
+    model: str
+    target: str
+    n: int
+    estimates: dict[str, Estimate]
+    ess: float
+    diversity: dict[str, float]
+    statistics: dict[str, dict[str, Estimate]]
+    exact: dict[str, float] | None = field(default=None)
+
+    def __getitem__(self, key: str) -> Estimate:
+        return self.estimates[key]
+
+    def to_json(self) -> dict:
+        out = {"model": self.model, "target": self.target, "n": self.n, "ess": self.ess}
+        out.update({k: e.to_json() for k, e in self.estimates.items()})
+        out.update(self.diversity)
+        out["statistics"] = {name: {side: e.to_json() for side, e in sides.items()}
+                             for name, sides in self.statistics.items()}
+        if self.exact is not None:
+            out["exact"] = {k: _json_float(v) if isinstance(v, float) else v for k, v in self.exact.items()}
+        return out
+
+
+def _log_weight_moments(log_w: torch.Tensor):
+    """Per prompt: log Ẑ [C] and the normalised weights r = w/Ẑ [C, n] (mean 1), in log space."""
+    n = log_w.shape[1]
+    log_z = torch.logsumexp(log_w, 1) - math.log(n)
+    return log_z, torch.exp(log_w - log_z[:, None])
+
+
+def snis_mean(values: torch.Tensor, ratio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Self-normalised IS mean of values [C, n] under π*, given r = w/Ẑ; returns per-prompt means, influences.
+
+    Samples with zero weight contribute nothing, even where the value is infinite."""
+    n = values.shape[1]
+    weighted = torch.where(ratio > 0, ratio * values, torch.zeros(()).double())
+    mean = weighted.sum(1) / n
+    influence = torch.where(ratio > 0, ratio * (values - mean[:, None]), torch.zeros(()).double())
+    return mean, influence
+
+
+def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, samples: Samples | None = None,
+              analytic_kl: bool = True) -> Scorecard:
+    """Samples n continuations per prompt from `model` (or uses `samples`, drawn from it) and scores them."""
+    if samples is None:
+        samples = model.sample(target.prompts, n, target.max_new_tokens, seed=seed)
+    prompts, conts = samples.sample_prompts, samples.continuations
+    C, n = len(samples.prompts), samples.n
+    log_q = samples.log_prob.double()
+    same_as_prior = model.model is target.prior.model and model.warp == target.prior.warp
+    scored = target.score(prompts, conts, samples.texts, log_prior=log_q if same_as_prior else None)
+
+    def per_prompt(x):
+        return x.reshape(C, n)
+
+    log_w = per_prompt(scored.log_target - log_q)
+    log_q, log_prior = per_prompt(log_q), per_prompt(scored.log_prior)
+    empty = torch.isneginf(log_w).all(1)
+    if empty.any():
+        bad = [samples.prompts[i] for i in empty.nonzero().flatten().tolist()]
+        raise NoSupport(f"all {n} samples have zero target weight for prompt(s) {bad} (no sample satisfies the "
+                        f"constraints of {target.potential!r}). Draw more samples (-n), or use a proposal closer "
+                        "to the target")
+    log_z, ratio = _log_weight_moments(log_w)
+    est = {"log_z": _combine(log_z, ratio - 1)}
+    est["elbo"] = _mean(log_w)
+    eubo, eubo_influence = snis_mean(log_w, ratio)
+    est["eubo"] = _combine(eubo, eubo_influence)
+    elbo = log_w.mean(1)
+    est["kl_model_target"] = _combine(log_z - elbo, (ratio - 1) - (log_w - elbo[:, None]))
+    est["kl_target_model"] = _combine(eubo - log_z, eubo_influence - (ratio - 1))
+    gap = 0.5 * (1 - ratio).abs()
+    est["tv_model_target"] = _mean(gap)
+    if analytic_kl and not same_as_prior:
+        with torch.no_grad():
+            per_token_kl = model.kl(target.prior, prompts, conts).double().cpu()
+        est["kl_model_prior"] = _mean(per_prompt(per_token_kl))
+    else:
+        est["kl_model_prior"] = _mean(log_q - log_prior)
+    est["kl_model_prior_sampled"] = _mean(log_q - log_prior)
+    statistics = {}
+    for name, value in scored.stats.items():
+        value = per_prompt(value)
+        statistics[name] = {"model": _mean(value), "target": _combine(*snis_mean(value, ratio))}
+    est["reward_mean"] = statistics[target.reward_name]["model"]
+    est["target_reward_mean"] = statistics[target.reward_name]["target"]
+    est["entropy"] = _mean(-log_q)
+    ess = (n * n / (ratio ** 2).sum(1)).sum().item()
+    groups = [samples.texts[c * n:(c + 1) * n] for c in range(C)]
+    diversity = {f"distinct_{k}": sum(distinct_n(g, k) for g in groups) / C for k in (1, 2, 3)}
+    diversity["self_bleu"] = sum(self_bleu(g) for g in groups) / C
+    return Scorecard(model.name, repr(target), C * n, est, ess, diversity, statistics)

@@ -1,0 +1,155 @@
+"""Target files: a YAML description of π* = π0·φ, validated strictly, every error naming its field.
+
+    prior: default                 # default | toy | {toy: {seed: 0, train_steps: 200}} | a local model directory
+    prompts: ["Write a review:"]   # or prompts_file: prompts.txt (one prompt a line)
+    max_new_tokens: 32
+    potentials:                    # multiplied together
+      - exponential: {reward: sentiment, beta: 0.1}
+      - constraint: {predicate: {keyword: [movie]}}            # optional at_least / at_most bounds
+      - exponential_family: {features: [length], coefficients: [-0.1]}
+      - moments: {features: [{keyword: [movie]}], moments: [0.3], n: 1024, seed: 0}
+
+Rewards, predicates and features are specs of `bayeslm.rewards.from_spec`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from bayeslm.lm import LM
+from bayeslm.models import load_lm
+from bayeslm.potentials import Constraint, Exponential, ExponentialFamily, Potential, Product, constrain
+from bayeslm.rewards import from_spec
+from bayeslm.target import Target
+
+
+class ConfigError(ValueError):
+    """A config or target file that cannot be used as written; the message names the field."""
+
+
+def _fields(where: str, data, required: set[str], optional: set[str]) -> dict:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping with keys {sorted(required | optional)}, got {data!r}")
+    unknown = set(data) - required - optional
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(required | optional)}")
+    missing = required - set(data)
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {sorted(missing)}")
+    return data
+
+
+def _number(where: str, value, *, positive: bool = False, integer: bool = False):
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{where}: expected {'an integer' if integer else 'a number'}, got {value!r}")
+    if positive and not value > 0:
+        raise ConfigError(f"{where}: must be > 0, got {value!r}")
+    return value
+
+
+def _numbers(where: str, value) -> list[float]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: expected a non-empty list of numbers, got {value!r}")
+    return [_number(f"{where}[{i}]", v) for i, v in enumerate(value)]
+
+
+def _reward(where: str, spec):
+    try:
+        return from_spec(spec)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        raise ConfigError(f"{where}: {error}") from error
+
+
+def _rewards(where: str, specs) -> list:
+    if not isinstance(specs, list) or not specs:
+        raise ConfigError(f"{where}: expected a non-empty list of rewards, got {specs!r}")
+    return [_reward(f"{where}[{i}]", s) for i, s in enumerate(specs)]
+
+
+def _potential(where: str, entry, prior: LM, prompts: list[str], max_new_tokens: int) -> Potential:
+    kinds = ("exponential", "constraint", "exponential_family", "moments")
+    if not isinstance(entry, dict) or len(entry) != 1 or next(iter(entry)) not in kinds:
+        raise ConfigError(f"{where}: expected a mapping with exactly one key among {list(kinds)}, got {entry!r}")
+    (kind, args), = entry.items()
+    where = f"{where}.{kind}"
+    if kind == "exponential":
+        _fields(where, args, {"reward", "beta"}, set())
+        return Exponential(_reward(f"{where}.reward", args["reward"]),
+                           _number(f"{where}.beta", args["beta"], positive=True))
+    if kind == "constraint":
+        _fields(where, args, {"predicate"}, {"at_least", "at_most"})
+        bounds = {k: _number(f"{where}.{k}", args[k]) for k in ("at_least", "at_most") if k in args}
+        return Constraint(_reward(f"{where}.predicate", args["predicate"]), **bounds)
+    if kind == "exponential_family":
+        _fields(where, args, {"features", "coefficients"}, set())
+        features = _rewards(f"{where}.features", args["features"])
+        coefficients = _numbers(f"{where}.coefficients", args["coefficients"])
+        if len(features) != len(coefficients):
+            raise ConfigError(f"{where}: {len(features)} features but {len(coefficients)} coefficients; give one each")
+        return ExponentialFamily(features, coefficients)
+    _fields(where, args, {"features", "moments"}, {"n", "seed"})
+    features = _rewards(f"{where}.features", args["features"])
+    moments = _numbers(f"{where}.moments", args["moments"])
+    if len(features) != len(moments):
+        raise ConfigError(f"{where}: {len(features)} features but {len(moments)} moments; give one each")
+    n = _number(f"{where}.n", args.get("n", 1024), positive=True, integer=True)
+    seed = _number(f"{where}.seed", args.get("seed", 0), integer=True)
+    try:
+        return constrain(prior, features, moments, prompts=prompts, max_new_tokens=max_new_tokens, n=n, seed=seed)
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from error
+
+
+def _prompts(data: dict, base: Path) -> list[str]:
+    if ("prompts" in data) == ("prompts_file" in data):
+        raise ConfigError("prompts: give exactly one of 'prompts' (a list of strings) or 'prompts_file' (a path)")
+    if "prompts" in data:
+        prompts = data["prompts"]
+        if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ConfigError(f"prompts: expected a non-empty list of strings, got {prompts!r}")
+        return prompts
+    path = base / str(data["prompts_file"])
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except FileNotFoundError:
+        raise ConfigError(f"prompts_file: no file at {path}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"prompts_file: {path} is not UTF-8 text ({error}); re-save it as UTF-8") from None
+    prompts = [line for line in lines if line.strip()]
+    if not prompts:
+        raise ConfigError(f"prompts_file: {path} holds no prompt (one prompt a line)")
+    return prompts
+
+
+def parse_target(data, base: Path = Path("."), *, batch_size: int = 64) -> Target:
+    """A `Target` from the parsed YAML of a target file (relative paths resolve against `base`)."""
+    _fields("target", data, {"prior", "potentials"}, {"prompts", "prompts_file", "max_new_tokens"})
+    max_new_tokens = _number("max_new_tokens", data.get("max_new_tokens", 32), positive=True, integer=True)
+    prompts = _prompts(data, base)
+    prior_spec = data["prior"]
+    if isinstance(prior_spec, str) and prior_spec not in ("default", "toy"):
+        prior_spec = str(base / prior_spec)
+    try:
+        prior = load_lm(prior_spec, batch_size=batch_size)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        raise ConfigError(f"prior: {error}") from error
+    entries = data["potentials"]
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"potentials: expected a non-empty list, got {entries!r}")
+    potentials = [_potential(f"potentials[{i}]", e, prior, prompts, max_new_tokens) for i, e in enumerate(entries)]
+    potential = potentials[0] if len(potentials) == 1 else Product(potentials)
+    return Target(prior, potential, prompts, max_new_tokens)
+
+
+def load_target(path: str | Path, *, batch_size: int = 64) -> Target:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no target file at {path}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    return parse_target(data, path.parent, batch_size=batch_size)
