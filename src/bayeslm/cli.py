@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     args = build_parser().parse_args(argv)
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # stderr is for diagnostics, not weight-loading bars
     from bayeslm.estimate import NoSupport
     from bayeslm.models import ModelNotFound
     from bayeslm.rewards import RewardError
