@@ -104,3 +104,27 @@ def test_builtin_rewards_score_real_text():
     assert mild < 0.2 < 0.8 < rude
     assert regex(r"\d+")(["no digits", "room 101"], ["", ""]).tolist() == [0.0, 1.0]
     assert keyword(["Movie"])(["a movie.", "movies"], ["", ""]).tolist() == [1.0, 0.0]
+
+
+def test_local_sequence_classifier_reward(tmp_path):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from bayeslm.rewards import classifier
+    from bayeslm.toy import toy_tokenizer
+
+    tokenizer = toy_tokenizer()
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=16, n_layer=1, n_head=2, n_positions=16,
+                        pad_token_id=tokenizer.pad_token_id, id2label={0: "NEGATIVE", 1: "POSITIVE"},
+                        label2id={"NEGATIVE": 0, "POSITIVE": 1})
+    model = GPT2ForSequenceClassification(config).eval()
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    reward = classifier(str(tmp_path), label="POSITIVE")
+    texts = ["good movie", "not very good the movie", "bad"]
+    values = reward(texts, [""] * 3)
+    with torch.no_grad():
+        expected = [model(**tokenizer(t, return_tensors="pt")).logits.softmax(-1)[0, 1].item() for t in texts]
+    assert torch.allclose(values, torch.tensor(expected, dtype=torch.float64), atol=1e-5)
+    with pytest.raises(ValueError, match="not one of the classifier's labels"):
+        classifier(str(tmp_path), label="NEUTRAL")

@@ -111,6 +111,9 @@ def snis_mean(values: torch.Tensor, ratio: torch.Tensor) -> tuple[torch.Tensor, 
 def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, samples: Samples | None = None,
               analytic_kl: bool = True) -> Scorecard:
     """Samples n continuations per prompt from `model` (or uses `samples`, drawn from it) and scores them."""
+    if model.tokenizer.get_vocab() != target.prior.tokenizer.get_vocab():
+        raise ValueError(f"{model.name} and the prior {target.prior.name} use different tokenizers; the scorecard "
+                         "scores the model's token ids under the prior, so both must share one vocabulary")
     if samples is None:
         samples = model.sample(target.prompts, n, target.max_new_tokens, seed=seed)
     prompts, conts = samples.sample_prompts, samples.continuations

@@ -43,7 +43,8 @@ class Exact:
         self.log_prior = self.log_probs(prior)  # [C, S]
         total = torch.logsumexp(self.log_prior, 1)
         if (total.abs() > 1e-5).any():
-            raise AssertionError(f"the enumerated prior sums to {total.exp().tolist()} instead of 1")
+            raise ValueError(f"the enumerated prior sums to {total.exp().tolist()} instead of 1: the model's "
+                             "vocabulary or EOS handling does not match its tokenizer")
         self.stats = {}
         log_phi = []
         for prompt in target.prompts:

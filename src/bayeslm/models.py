@@ -30,20 +30,21 @@ def cache_dir() -> Path:
 
 
 def load_lm(source: str | dict = "default", *, batch_size: int = 64, chat: bool | None = None) -> LM:
-    """An `LM` from `"default"`, `"toy"`, `{"toy": {...ToyConfig fields}}` or a local model directory."""
+    """An `LM` from `"default"`, `"toy"`, `{"toy": {...ToyConfig fields}}` or a local model directory.
+
+    `chat` wraps prompts in the tokenizer's chat template (on by default for the default prior only; toy
+    tokenizers have no template)."""
     if isinstance(source, dict):
         if list(source) != ["toy"]:
             raise ValueError(f"a model given as a mapping must be {{toy: {{...}}}}, got keys {sorted(source)}")
         lm = toy_lm(ToyConfig(**_toy_fields(source["toy"] or {})))
     elif source == "toy":
         lm = toy_lm()
-    elif source == "default":
-        lm = _load_pretrained(_default_prior_dir(), chat=True if chat is None else chat, name="SmolLM2-135M-Instruct")
+    elif source == "default":  # an instruction-tuned model: prompts are user turns unless chat=False
+        lm = _load_pretrained(_default_prior_dir(), chat=chat is not False, name="SmolLM2-135M-Instruct")
     else:
         lm = _load_pretrained(Path(source), chat=bool(chat), name=str(source))
     lm.batch_size = batch_size
-    if chat is not None:
-        lm.chat = chat
     return lm
 
 

@@ -22,6 +22,11 @@ Statistics = dict[str, torch.Tensor]
 
 
 class Potential:
+    @property
+    def names(self) -> list[str]:
+        """Names of the statistics, in order; the first is what the scorecard reports as the reward."""
+        raise NotImplementedError
+
     def statistics(self, texts: Sequence[str], prompts: Sequence[str]) -> Statistics:
         """Named per-sample values [B] (float64) that log φ is computed from."""
         raise NotImplementedError
@@ -56,6 +61,10 @@ class Exponential(Potential):
     def __repr__(self) -> str:
         return f"Exponential({self.reward.name}, beta={self.beta})"
 
+    @property
+    def names(self):
+        return [self.reward.name]
+
     def statistics(self, texts, prompts):
         return {self.reward.name: self.reward(texts, prompts)}
 
@@ -77,6 +86,10 @@ class Constraint(Potential):
 
     def __repr__(self) -> str:
         return f"Constraint({self.name})"
+
+    @property
+    def names(self):
+        return [self.name]
 
     def statistics(self, texts, prompts):
         value = self.predicate(texts, prompts)
@@ -112,6 +125,10 @@ class ExponentialFamily(Potential):
         terms = ", ".join(f"{f.name}: {c:.4g}" for f, c in zip(self.features, self.coefficients.tolist()))
         return f"ExponentialFamily({terms})"
 
+    @property
+    def names(self):
+        return [f.name for f in self.features]
+
     def statistics(self, texts, prompts):
         return {f.name: f(texts, prompts) for f in self.features}
 
@@ -128,6 +145,10 @@ class Product(Potential):
 
     def __repr__(self) -> str:
         return " * ".join(map(repr, self.factors))
+
+    @property
+    def names(self):
+        return list(dict.fromkeys(name for factor in self.factors for name in factor.names))
 
     def statistics(self, texts, prompts):
         stats: Statistics = {}

@@ -64,13 +64,7 @@ class Target:
     @property
     def reward_name(self) -> str:
         """The statistic reported as the reward: the first potential's first statistic."""
-        factors = getattr(self.potential, "factors", [self.potential])
-        first = factors[0]
-        if hasattr(first, "reward"):
-            return first.reward.name
-        if hasattr(first, "features"):
-            return first.features[0].name
-        return first.name
+        return self.potential.names[0]
 
     def score(self, prompts: Sequence[str], continuations, texts: Sequence[str],
               log_prior: torch.Tensor | None = None) -> Scored:

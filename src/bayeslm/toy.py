@@ -47,6 +47,8 @@ def toy_lm(config: ToyConfig = ToyConfig(), *, name: str = "toy") -> LM:
     tokenizer = toy_tokenizer(config.words)
     gpt2 = GPT2Config(vocab_size=len(tokenizer), n_positions=config.n_positions, n_embd=config.n_embd,
                       n_layer=config.n_layer, n_head=config.n_head, bos_token_id=tokenizer.bos_token_id,
+                      # No dropout: a model scored in training mode must give the log-probs it sampled with.
+                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(config.seed)
     model = GPT2LMHeadModel(gpt2).eval()
