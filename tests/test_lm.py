@@ -80,7 +80,7 @@ def test_warped_log_probs_are_those_of_the_distribution_sampled(prior, warp):
     assert torch.allclose(model.log_prob(samples.sample_prompts, samples.continuations), samples.log_prob,
                           atol=1e-4)
     # ... and the warped distribution is still normalised over the whole space.
-    log_probs = model.log_prob(["the"] * len(seqs := continuations(8, prior.eos_id, 3)), seqs)
+    log_probs = model.log_prob(["the"] * len(seqs := continuations(8, [prior.eos_id], 3)), seqs)
     assert abs(torch.logsumexp(log_probs.double(), 0).item()) < 1e-5
 
 
@@ -92,7 +92,7 @@ def test_top_k_excludes_the_rest(prior):
 
 def test_analytic_kl_sums_to_exact_sequence_kl(prior):
     model = prior.warped(temperature=1.6)
-    seqs = continuations(8, prior.eos_id, 3)
+    seqs = continuations(8, [prior.eos_id], 3)
     prompts = ["the movie"] * len(seqs)
     log_q = model.log_prob(prompts, seqs).double()
     log_p = prior.log_prob(prompts, seqs).double()
@@ -137,3 +137,23 @@ def test_saved_toy_loads_from_a_local_path(prior, tmp_path):
     samples = prior.sample(PROMPTS, n=16, max_new_tokens=4, seed=8)
     assert torch.allclose(loaded.log_prob(samples.sample_prompts, samples.continuations), samples.log_prob,
                           atol=1e-5)
+
+
+def test_empty_continuation_scores_zero(prior):
+    for side in ("left", "right"):
+        assert prior.log_prob([""], [[]], padding_side=side).tolist() == [0.0]
+    assert prior.kl(prior.warped(temperature=2.0), [""], [[]]).tolist() == [0.0]
+
+
+def test_every_eos_id_ends_a_sample_and_the_enumeration():
+    from bayeslm.toy import ToyConfig, toy_lm
+
+    lm = toy_lm(ToyConfig(seed=1))
+    lm.model.generation_config.eos_token_id = [0, 1]  # BOS doubles as a second EOS
+    lm = LM(lm.model, lm.tokenizer)
+    samples = lm.sample(["the"], n=300, max_new_tokens=3, seed=0)
+    assert set(lm.eos_ids.tolist()) == {0, 1}
+    for cont, ended in zip(samples.continuations, samples.ended.tolist()):
+        assert not set(cont[:-1]) & {0, 1} and ended == (cont[-1] in (0, 1))
+    target = (lm * Exponential(lambda t, p: [0.0] * len(t), beta=1.0)).given(["the"], max_new_tokens=3)
+    assert abs(torch.logsumexp(Exact(target).log_prior, 1).item()) < 1e-5

@@ -128,3 +128,11 @@ def test_local_sequence_classifier_reward(tmp_path):
     assert torch.allclose(values, torch.tensor(expected, dtype=torch.float64), atol=1e-5)
     with pytest.raises(ValueError, match="not one of the classifier's labels"):
         classifier(str(tmp_path), label="NEUTRAL")
+
+
+def test_a_reward_and_a_constraint_on_it_report_separate_statistics():
+    product = Exponential(length(), beta=1.0) * Constraint(length(), at_most=1)
+    stats = product.statistics(["good movie", "bad"], ["", ""])
+    assert stats["length"].tolist() == [2.0, 1.0] and stats["satisfied(length<=1)"].tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError, match="same name"):
+        Exponential(length(), beta=1.0) * Exponential(length(), beta=2.0)

@@ -111,11 +111,12 @@ def snis_mean(values: torch.Tensor, ratio: torch.Tensor) -> tuple[torch.Tensor, 
 def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, samples: Samples | None = None,
               analytic_kl: bool = True) -> Scorecard:
     """Samples n continuations per prompt from `model` (or uses `samples`, drawn from it) and scores them."""
-    if model.tokenizer.get_vocab() != target.prior.tokenizer.get_vocab():
-        raise ValueError(f"{model.name} and the prior {target.prior.name} use different tokenizers; the scorecard "
-                         "scores the model's token ids under the prior, so both must share one vocabulary")
+    model._check_compatible(target.prior)
     if samples is None:
         samples = model.sample(target.prompts, n, target.max_new_tokens, seed=seed)
+    elif samples.prompts != target.prompts or samples.tokens.shape[1] > target.max_new_tokens:
+        raise ValueError("the samples were drawn for other prompts or a longer max_new_tokens than the target's; "
+                         "draw them with model.sample(target.prompts, n, target.max_new_tokens)")
     prompts, conts = samples.sample_prompts, samples.continuations
     C, n = len(samples.prompts), samples.n
     log_q = samples.log_prob.double()
@@ -135,14 +136,17 @@ def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, samples
                         "to the target")
     log_z, ratio = _log_weight_moments(log_w)
     est = {"log_z": _combine(log_z, ratio - 1)}
-    est["elbo"] = _mean(log_w)
+    elbo = log_w.mean(1)
+    est["elbo"] = _combine(elbo, log_w - elbo[:, None])
     eubo, eubo_influence = snis_mean(log_w, ratio)
     est["eubo"] = _combine(eubo, eubo_influence)
-    elbo = log_w.mean(1)
     est["kl_model_target"] = _combine(log_z - elbo, (ratio - 1) - (log_w - elbo[:, None]))
     est["kl_target_model"] = _combine(eubo - log_z, eubo_influence - (ratio - 1))
     gap = 0.5 * (1 - ratio).abs()
-    est["tv_model_target"] = _mean(gap)
+    tv = gap.mean(1)
+    # Ẑ is estimated too: d TV / d log Ẑ = E_q[r·1{r<1}] − ½, times log Ẑ's influence r − 1.
+    below = torch.where(ratio < 1, ratio, torch.zeros(()).double()).mean(1)
+    est["tv_model_target"] = _combine(tv, gap - tv[:, None] + (below - 0.5)[:, None] * (ratio - 1))
     if analytic_kl and not same_as_prior:
         with torch.no_grad():
             per_token_kl = model.kl(target.prior, prompts, conts).double().cpu()

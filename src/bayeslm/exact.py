@@ -1,7 +1,7 @@
 """Exact ground truth on priors small enough to enumerate every continuation.
 
-The space of continuations with at most L tokens is every sequence of k < L non-EOS tokens followed by EOS,
-plus every sequence of L non-EOS tokens (cut at the limit). `LM.log_prob` gives each its exact probability
+The space of continuations with at most L tokens is every sequence of k < L non-EOS tokens followed by an
+EOS token (any of the model's EOS ids), plus every sequence of L non-EOS tokens (cut at the limit). `LM.log_prob` gives each its exact probability
 under the sampler, so π0 sums to one, and log Z, π* and every scorecard figure for any model q follow by
 summation: these are the values the Monte Carlo estimates of `bayeslm.estimate` are tested against.
 """
@@ -9,6 +9,7 @@ summation: these are the values the Monte Carlo estimates of `bayeslm.estimate` 
 from __future__ import annotations
 
 import itertools
+from typing import Sequence
 
 import torch
 
@@ -18,17 +19,22 @@ from bayeslm.target import Target
 MAX_SEQUENCES = 200_000
 
 
-def continuations(vocab_size: int, eos_id: int, max_new_tokens: int) -> list[list[int]]:
-    """Every continuation of at most max_new_tokens tokens (EOS included when present)."""
-    words = [t for t in range(vocab_size) if t != eos_id]
-    count = sum(len(words) ** k for k in range(max_new_tokens + 1))
+def continuations(vocab_size: int, eos_ids: Sequence[int], max_new_tokens: int) -> list[list[int]]:
+    """Every continuation of at most max_new_tokens tokens: k < max_new_tokens non-EOS tokens then one of
+    the EOS ids, or max_new_tokens non-EOS tokens (cut at the limit)."""
+    eos_ids = sorted(set(eos_ids))
+    words = [t for t in range(vocab_size) if t not in eos_ids]
+    count = sum(len(words) ** k * len(eos_ids) for k in range(max_new_tokens)) + len(words) ** max_new_tokens
     if count > MAX_SEQUENCES:
         raise ValueError(f"{count} continuations ({len(words)} non-EOS tokens, max_new_tokens={max_new_tokens}) are "
                          f"too many to enumerate (limit {MAX_SEQUENCES}): use a smaller toy vocabulary or length")
     out = []
     for k in range(max_new_tokens + 1):
         for seq in itertools.product(words, repeat=k):
-            out.append([*seq, eos_id] if k < max_new_tokens else list(seq))
+            if k < max_new_tokens:
+                out.extend([*seq, eos] for eos in eos_ids)
+            else:
+                out.append(list(seq))
     return out
 
 
@@ -38,8 +44,8 @@ class Exact:
     def __init__(self, target: Target):
         self.target = target
         prior = target.prior
-        self.sequences = continuations(prior.model.config.vocab_size, prior.eos_id, target.max_new_tokens)
-        self.texts = prior.decode([s[:-1] if s and s[-1] == prior.eos_id else s for s in self.sequences])
+        self.sequences = continuations(prior.model.config.vocab_size, prior.eos_ids.tolist(), target.max_new_tokens)
+        self.texts = prior.decode(self.sequences)
         self.log_prior = self.log_probs(prior)  # [C, S]
         total = torch.logsumexp(self.log_prior, 1)
         if (total.abs() > 1e-5).any():

@@ -15,6 +15,7 @@ at `max_new_tokens`. So the distribution over outputs of `sample(..., max_new_to
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from typing import Sequence
 
@@ -28,7 +29,9 @@ class Warp:
 
     The defaults (temperature 1, no truncation) leave the model's own distribution untouched. Whatever the
     setting, log-probabilities returned by `LM.sample` and `LM.log_prob` are those of the warped distribution
-    actually sampled, so importance weights computed from them stay correct.
+    actually sampled, so importance weights computed from them stay correct. Truncation is discontinuous: a
+    token at the very edge of the top-k/top-p cut can fall on either side when cached decoding and a full
+    forward pass differ by rounding, and is then scored -inf.
     """
 
     temperature: float = 1.0
@@ -43,10 +46,6 @@ class Warp:
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1] or None, got {self.top_p}")
 
-    @property
-    def is_identity(self) -> bool:
-        return self.temperature == 1.0 and self.top_k is None and self.top_p is None
-
     def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         """Normalised log-probabilities (fp32) of the warped distribution over the last axis."""
         logits = logits.float()
@@ -56,12 +55,13 @@ class Warp:
             kth = logits.topk(self.top_k, dim=-1).values[..., -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
         if self.top_p is not None and self.top_p < 1.0:
-            sorted_logits, order = logits.sort(dim=-1, descending=True)
-            probs = sorted_logits.softmax(-1)
-            # Drop a token once the tokens strictly more likely than it already cover top_p.
-            drop_sorted = (probs.cumsum(-1) - probs) >= self.top_p
-            drop = drop_sorted.scatter(-1, order, drop_sorted)
-            logits = logits.masked_fill(drop, float("-inf"))
+            # Keep the most likely tokens until their mass reaches top_p, and every token tied with the last
+            # one kept: the cut depends on probability values only, never on the order of a sort.
+            probs = logits.softmax(-1)
+            sorted_probs = probs.sort(dim=-1, descending=True).values
+            reached = (sorted_probs.cumsum(-1) < self.top_p).sum(-1, keepdim=True).clamp(max=probs.shape[-1] - 1)
+            threshold = sorted_probs.gather(-1, reached)
+            logits = logits.masked_fill(probs < threshold, float("-inf"))
         return logits.log_softmax(-1)
 
 
@@ -126,7 +126,7 @@ class LM:
     """
 
     def __init__(self, model, tokenizer, *, chat: bool = False, warp: Warp = Warp(), batch_size: int = 64,
-                 name: str = "model"):
+                 name: str = "model", autocast: torch.dtype | None = None):
         if tokenizer.eos_token_id is None:
             raise ValueError(f"the tokenizer of {name} has no EOS token: set tokenizer.eos_token before use, "
                              "since sequences are only complete when they end with EOS")
@@ -136,6 +136,8 @@ class LM:
         self.warp = warp
         self.batch_size = batch_size
         self.name = name
+        self.autocast = autocast  # e.g. torch.bfloat16: matrix products in bf16, log-probs still in fp32
+        self.adapter_disabled = False  # a PEFT model with its adapter switched off is its own prior
         eos = {tokenizer.eos_token_id}
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos.update([gen_eos] if isinstance(gen_eos, int) else gen_eos or [])
@@ -161,10 +163,25 @@ class LM:
 
     def warped(self, **warp) -> LM:
         """The same model (shared weights) with another sampling distribution, e.g. `lm.warped(temperature=0.7)`."""
+        return self._view(warp=replace(self.warp, **warp))
+
+    def without_adapter(self) -> LM:
+        """The base model under a PEFT adapter (same weights, adapter off): the prior of a LoRA run."""
+        return self._view(adapter_disabled=True, name=f"{self.name} (adapter off)")
+
+    def _view(self, **changes) -> LM:
         other = LM.__new__(LM)
         other.__dict__.update(self.__dict__)
-        other.warp = replace(self.warp, **warp)
+        other.__dict__.update(changes)
         return other
+
+    def _forward(self, **inputs):
+        """One forward pass, with the adapter off and under autocast when this view asks for it."""
+        adapter = self.model.disable_adapter() if self.adapter_disabled else contextlib.nullcontext()
+        precision = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
+                     else contextlib.nullcontext())
+        with adapter, precision:
+            return self.model(**inputs)
 
     # ----- prompts -------------------------------------------------------------------------------------------
 
@@ -227,7 +244,7 @@ class LM:
         ids, mask = ids.to(device), mask.to(device)
         positions = _positions(mask)
         eos_ids = self.eos_ids.to(device)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+        out = self._forward(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                          logits_to_keep=1)
         batch = ids.shape[0]
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -244,7 +261,7 @@ class LM:
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             positions = positions[:, -1:] + 1
-            out = self.model(input_ids=tokens[:, t:t + 1], attention_mask=mask, position_ids=positions,
+            out = self._forward(input_ids=tokens[:, t:t + 1], attention_mask=mask, position_ids=positions,
                              past_key_values=out.past_key_values, use_cache=True)
         return tokens.cpu(), logps.cpu()
 
@@ -273,15 +290,7 @@ class LM:
     def token_log_probs(self, prompts: Sequence[str], continuations, *, padding_side: str = "left"
                         ) -> torch.Tensor:
         """Per-token log-probabilities [B, L] of each continuation, 0 past its end."""
-        parts = [self._log_dists(chunk, padding_side) for chunk in self._chunks(prompts, continuations)]
-        width = max(p[1].shape[1] for p in parts)
-        out = []
-        for log_dists, targets, valid in parts:
-            lp = log_dists.gather(-1, targets[..., None]).squeeze(-1)
-            # where() rather than a product: padded positions may hold -inf or NaN.
-            lp = torch.where(valid, lp, torch.zeros((), device=lp.device))
-            out.append(F.pad(lp, (0, width - lp.shape[1])))
-        return torch.cat(out)
+        return self.token_scores(prompts, continuations, padding_side=padding_side)[0]
 
     def kl(self, other: LM, prompts: Sequence[str], continuations) -> torch.Tensor:
         """Σ_t KL(self(·|x<t) ‖ other(·|x<t)) along each continuation, shape [B], never negative.
@@ -289,20 +298,45 @@ class LM:
         Averaged over continuations sampled from `self`, this is an unbiased, Rao–Blackwellised estimate of
         the sequence-level KL(self ‖ other): at each step the expectation over the next token is exact.
         """
+        return self.token_scores(prompts, continuations, kl_to=other)[1].sum(-1)
+
+    def token_scores(self, prompts: Sequence[str], continuations, *, kl_to: LM | None = None,
+                     padding_side: str = "left") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-token log-probabilities [B, L] and, with `kl_to`, per-token KL(self ‖ kl_to) [B, L].
+
+        One forward pass of each model per chunk of `batch_size` rows; only [B, L] results are kept, so
+        memory does not grow with the vocabulary times the number of rows. Gradients flow through self.
+        """
+        if kl_to is not None:
+            self._check_compatible(kl_to)
+        chunks = list(self._chunks(prompts, continuations))
+        width = max((max((len(c) for c in conts), default=0) for _, conts in chunks), default=0)
+        log_probs, kls = [], []
+        for chunk in chunks:
+            log_dists, targets, valid = self._log_dists(chunk, padding_side)
+            zero = torch.zeros((), device=log_dists.device)
+            # where() rather than a product: padded positions may hold -inf or NaN.
+            lp = torch.where(valid, log_dists.gather(-1, targets[..., None]).squeeze(-1), zero)
+            log_probs.append(F.pad(lp, (0, width - lp.shape[1])))
+            if kl_to is not None:
+                with torch.no_grad():
+                    other_dists = kl_to._log_dists(chunk, padding_side)[0]
+                vocab = min(log_dists.shape[-1], other_dists.shape[-1])
+                log_p, log_q = log_dists[..., :vocab], other_dists[..., :vocab]
+                # 0·log 0 = 0: tokens self cannot emit contribute nothing, even where the other gives -inf.
+                terms = torch.where(log_p > float("-inf"), log_p.exp() * (log_p - log_q), zero)
+                kl_t = torch.where(valid, terms.sum(-1).clamp(min=0), zero)  # clamp: rounding noise
+                kls.append(F.pad(kl_t, (0, width - kl_t.shape[1])))
+        return torch.cat(log_probs), (torch.cat(kls) if kl_to is not None else None)
+
+    def _check_compatible(self, other: LM):
+        """Two LMs can score each other's samples only with one vocabulary and one prompt format."""
         if self.tokenizer.get_vocab() != other.tokenizer.get_vocab():
-            raise ValueError(f"{self.name} and {other.name} have different vocabularies; a per-token KL needs "
-                             "the same tokenizer")
-        totals = []
-        for chunk in self._chunks(prompts, continuations):
-            log_p, _, valid = self._log_dists(chunk, "left")
-            log_q, _, _ = other._log_dists(chunk, "left")
-            vocab = min(log_p.shape[-1], log_q.shape[-1])
-            log_p, log_q = log_p[..., :vocab], log_q[..., :vocab]
-            # 0·log 0 = 0: tokens self cannot emit contribute nothing, even where other gives them -inf.
-            terms = torch.where(log_p > float("-inf"), log_p.exp() * (log_p - log_q), torch.zeros(()))
-            kl_t = terms.sum(-1).clamp(min=0)  # rounding can leave tiny negatives
-            totals.append(torch.where(valid, kl_t, torch.zeros(())).sum(-1))
-        return torch.cat(totals)
+            raise ValueError(f"{self.name} and {other.name} use different tokenizers; scoring one's token ids under "
+                             "the other needs one vocabulary")
+        if self.chat != other.chat:
+            raise ValueError(f"{self.name} has chat={self.chat} but {other.name} has chat={other.chat}: both must "
+                             "format prompts the same way")
 
     def _chunks(self, prompts, continuations):
         if len(prompts) != len(continuations):
@@ -310,7 +344,10 @@ class LM:
                              "per continuation")
         conts = [self._as_ids(c) for c in continuations]
         prompt_ids = self.encode_prompts(list(prompts))
-        self._check_fits(prompt_ids, max(len(c) for c in conts))
+        longest = max(len(p) + len(c) for p, c in zip(prompt_ids, conts))
+        if self.max_length is not None and longest > self.max_length:
+            raise ValueError(f"a prompt plus continuation of {longest} tokens exceeds the context of {self.name} "
+                             f"({self.max_length} tokens)")
         for start in range(0, len(conts), self.batch_size):
             end = start + self.batch_size
             yield prompt_ids[start:end], conts[start:end]
@@ -336,13 +373,14 @@ class LM:
         ids, mask = ids.to(device), mask.to(device)
         cont_len = torch.tensor([len(c) for c in conts], device=device)
         if padding_side == "left":
-            # Every continuation ends at the last column, so only the last width+1 logits are needed;
-            # kept column width-len+j predicts token j.
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask),
-                                logits_to_keep=width + 1).logits[:, :-1]
-            first = width - cont_len
+            # Every continuation ends at the last column, so only the last `keep` logits are needed; kept
+            # column keep-1-len+j predicts token j (the final column predicts past the end).
+            keep = min(width + 1, ids.shape[1])
+            logits = self._forward(input_ids=ids, attention_mask=mask, position_ids=_positions(mask),
+                                   logits_to_keep=keep).logits
+            first = keep - 1 - cont_len
         else:
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).logits
+            logits = self._forward(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).logits
             first = torch.tensor([len(p) - 1 for p in prompt_ids], device=device)
         steps = torch.arange(width, device=device)
         cols = (first[:, None] + steps[None, :]).clamp(max=logits.shape[1] - 1)

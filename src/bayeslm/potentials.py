@@ -82,7 +82,10 @@ class Constraint(Potential):
         self.at_least, self.at_most = at_least, at_most
         bounds = "".join([f">={at_least}" if at_least is not None else "",
                           f"<={at_most}" if at_most is not None else ""])
-        self.name = f"{self.predicate.name}{bounds}" if bounds else self.predicate.name
+        if at_least is not None and at_most is not None and at_least > at_most:
+            raise ValueError(f"at_least={at_least} > at_most={at_most}: no value can satisfy the constraint")
+        # Its statistic is satisfaction, not the predicate's value: named apart from any reward on it.
+        self.name = f"satisfied({self.predicate.name}{bounds})"
 
     def __repr__(self) -> str:
         return f"Constraint({self.name})"
@@ -142,23 +145,20 @@ class Product(Potential):
 
     def __init__(self, factors: Sequence[Potential]):
         self.factors = list(factors)
+        names = [name for factor in self.factors for name in factor.names]
+        if len(set(names)) != len(names):
+            raise ValueError(f"the potentials report statistics {names}, some under the same name; give their "
+                             "rewards distinct names (Reward(fn, name=...))")
 
     def __repr__(self) -> str:
         return " * ".join(map(repr, self.factors))
 
     @property
     def names(self):
-        return list(dict.fromkeys(name for factor in self.factors for name in factor.names))
+        return [name for factor in self.factors for name in factor.names]
 
     def statistics(self, texts, prompts):
-        stats: Statistics = {}
-        for factor in self.factors:
-            for name, value in factor.statistics(texts, prompts).items():
-                if name in stats and not torch.equal(stats[name], value):
-                    raise ValueError(f"two potentials report a statistic named {name!r} with different values; "
-                                     "give their rewards distinct names")
-                stats[name] = value
-        return stats
+        return {name: value for factor in self.factors for name, value in factor.statistics(texts, prompts).items()}
 
     def log_phi(self, stats):
         return sum(factor.log_phi(stats) for factor in self.factors)
@@ -211,8 +211,9 @@ def constrain(prior, features: Sequence, moments: Sequence[float], *, prompts: S
     samples = proposal.sample(list(prompts), n, max_new_tokens, seed=seed)
     log_weights = torch.zeros(len(samples), dtype=torch.float64)
     if proposal is not prior:
-        log_weights = (prior.log_prob(samples.sample_prompts, samples.continuations)
-                       - samples.log_prob).detach().double()
+        with torch.no_grad():
+            log_weights = (prior.log_prob(samples.sample_prompts, samples.continuations)
+                           - samples.log_prob).double()
     values = torch.stack([f(samples.texts, samples.sample_prompts) for f in features], -1)
     values = values.reshape(len(prompts), n, -1)
     low, high = values.amin(1).mean(0), values.amax(1).mean(0)

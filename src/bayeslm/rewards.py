@@ -37,6 +37,8 @@ class Reward:
         except Exception as error:
             raise RewardError(f"reward {self.name!r} raised {type(error).__name__}: {error}"
                               f"{self._culprit(texts, prompts)}") from error
+        if isinstance(raw, torch.Tensor):
+            raw = raw.detach().cpu()
         try:
             values = torch.as_tensor(np.asarray(raw, dtype=np.float64).reshape(-1))
         except (TypeError, ValueError) as error:
@@ -124,7 +126,7 @@ def classifier(path: str, label: str | int = 1, batch_size: int = 32) -> Reward:
         raise FileNotFoundError(f"no classifier at {path}: expected a local Hugging Face model directory")
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True).eval()
-    index = label if isinstance(label, int) else model.config.label2id.get(label)
+    index = label if isinstance(label, int) and not isinstance(label, bool) else model.config.label2id.get(label)
     if index is None or not 0 <= index < model.config.num_labels:
         raise ValueError(f"label {label!r} is not one of the classifier's labels {model.config.id2label}")
 
@@ -147,6 +149,8 @@ def function(dotted: str) -> Reward:
     except (ImportError, AttributeError, ValueError) as error:
         raise ValueError(f"cannot import the reward function {dotted!r} ({error}); give it as "
                          "'package.module:function' importable from the current environment") from error
+    if not callable(fn):
+        raise ValueError(f"{dotted!r} is a {type(fn).__name__}, not a function f(texts, prompts) -> floats")
     return Reward(fn, dotted)
 
 

@@ -59,7 +59,8 @@ class Target:
 
     def given(self, prompts: Sequence[str], max_new_tokens: int | None = None) -> Target:
         """The same target conditioned on other prompts (and optionally another length limit)."""
-        return replace(self, prompts=list(prompts), max_new_tokens=max_new_tokens or self.max_new_tokens)
+        return replace(self, prompts=list(prompts),
+                       max_new_tokens=self.max_new_tokens if max_new_tokens is None else max_new_tokens)
 
     @property
     def reward_name(self) -> str:

@@ -18,15 +18,12 @@ from pathlib import Path
 
 import yaml
 
+from bayeslm.config import ConfigError
 from bayeslm.lm import LM
 from bayeslm.models import load_lm
 from bayeslm.potentials import Constraint, Exponential, ExponentialFamily, Potential, Product, constrain
 from bayeslm.rewards import from_spec
 from bayeslm.target import Target
-
-
-class ConfigError(ValueError):
-    """A config or target file that cannot be used as written; the message names the field."""
 
 
 def _fields(where: str, data, required: set[str], optional: set[str]) -> dict:
@@ -56,20 +53,22 @@ def _numbers(where: str, value) -> list[float]:
     return [_number(f"{where}[{i}]", v) for i, v in enumerate(value)]
 
 
-def _reward(where: str, spec):
+def _reward(where: str, spec, base: Path):
+    if isinstance(spec, dict) and isinstance(spec.get("classifier"), dict) and "path" in spec["classifier"]:
+        spec = {"classifier": {**spec["classifier"], "path": str(base / spec["classifier"]["path"])}}
     try:
         return from_spec(spec)
     except (ValueError, TypeError, FileNotFoundError) as error:
         raise ConfigError(f"{where}: {error}") from error
 
 
-def _rewards(where: str, specs) -> list:
+def _rewards(where: str, specs, base: Path) -> list:
     if not isinstance(specs, list) or not specs:
         raise ConfigError(f"{where}: expected a non-empty list of rewards, got {specs!r}")
-    return [_reward(f"{where}[{i}]", s) for i, s in enumerate(specs)]
+    return [_reward(f"{where}[{i}]", s, base) for i, s in enumerate(specs)]
 
 
-def _potential(where: str, entry, prior: LM, prompts: list[str], max_new_tokens: int) -> Potential:
+def _potential(where: str, entry, prior: LM, prompts: list[str], max_new_tokens: int, base: Path) -> Potential:
     kinds = ("exponential", "constraint", "exponential_family", "moments")
     if not isinstance(entry, dict) or len(entry) != 1 or next(iter(entry)) not in kinds:
         raise ConfigError(f"{where}: expected a mapping with exactly one key among {list(kinds)}, got {entry!r}")
@@ -77,21 +76,24 @@ def _potential(where: str, entry, prior: LM, prompts: list[str], max_new_tokens:
     where = f"{where}.{kind}"
     if kind == "exponential":
         _fields(where, args, {"reward", "beta"}, set())
-        return Exponential(_reward(f"{where}.reward", args["reward"]),
+        return Exponential(_reward(f"{where}.reward", args["reward"], base),
                            _number(f"{where}.beta", args["beta"], positive=True))
     if kind == "constraint":
         _fields(where, args, {"predicate"}, {"at_least", "at_most"})
         bounds = {k: _number(f"{where}.{k}", args[k]) for k in ("at_least", "at_most") if k in args}
-        return Constraint(_reward(f"{where}.predicate", args["predicate"]), **bounds)
+        if bounds.get("at_least", float("-inf")) > bounds.get("at_most", float("inf")):
+            raise ConfigError(f"{where}: at_least {bounds['at_least']} > at_most {bounds['at_most']}: no value can "
+                              "satisfy the constraint")
+        return Constraint(_reward(f"{where}.predicate", args["predicate"], base), **bounds)
     if kind == "exponential_family":
         _fields(where, args, {"features", "coefficients"}, set())
-        features = _rewards(f"{where}.features", args["features"])
+        features = _rewards(f"{where}.features", args["features"], base)
         coefficients = _numbers(f"{where}.coefficients", args["coefficients"])
         if len(features) != len(coefficients):
             raise ConfigError(f"{where}: {len(features)} features but {len(coefficients)} coefficients; give one each")
         return ExponentialFamily(features, coefficients)
     _fields(where, args, {"features", "moments"}, {"n", "seed"})
-    features = _rewards(f"{where}.features", args["features"])
+    features = _rewards(f"{where}.features", args["features"], base)
     moments = _numbers(f"{where}.moments", args["moments"])
     if len(features) != len(moments):
         raise ConfigError(f"{where}: {len(features)} features but {len(moments)} moments; give one each")
@@ -114,8 +116,8 @@ def _prompts(data: dict, base: Path) -> list[str]:
     path = base / str(data["prompts_file"])
     try:
         lines = path.read_bytes().decode("utf-8").splitlines()
-    except FileNotFoundError:
-        raise ConfigError(f"prompts_file: no file at {path}") from None
+    except OSError as error:
+        raise ConfigError(f"prompts_file: cannot read {path} ({error.strerror or error})") from None
     except UnicodeDecodeError as error:
         raise ConfigError(f"prompts_file: {path} is not UTF-8 text ({error}); re-save it as UTF-8") from None
     prompts = [line for line in lines if line.strip()]
@@ -139,7 +141,7 @@ def parse_target(data, base: Path = Path("."), *, batch_size: int = 64) -> Targe
     entries = data["potentials"]
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"potentials: expected a non-empty list, got {entries!r}")
-    potentials = [_potential(f"potentials[{i}]", e, prior, prompts, max_new_tokens) for i, e in enumerate(entries)]
+    potentials = [_potential(f"potentials[{i}]", e, prior, prompts, max_new_tokens, base) for i, e in enumerate(entries)]
     potential = potentials[0] if len(potentials) == 1 else Product(potentials)
     return Target(prior, potential, prompts, max_new_tokens)
 
@@ -148,8 +150,10 @@ def load_target(path: str | Path, *, batch_size: int = 64) -> Target:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"no target file at {path}") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read the target file {path} ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"the target file {path} is not UTF-8 text ({error}); re-save it as UTF-8") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from None
     return parse_target(data, path.parent, batch_size=batch_size)
