@@ -66,6 +66,188 @@ def _evaluate(args) -> int:
     return 0
 
 
+SAMPLE_EXAMPLE = """example:
+  bayeslm sample --target examples/toy_constraint.yaml --method rejection -n 100 --out samples.jsonl
+  bayeslm sample --target examples/toy_sentiment.yaml --method qrs --tradeoff
+  bayeslm sample --target examples/toy_sentiment.yaml --method qrs --qrs-beta 3 -n 100 --out samples.jsonl
+
+With --out, samples go to the file (one JSON object a line) and the summary to stdout; without it, samples go
+to stdout and the summary to stderr."""
+
+
+def _sample(args) -> int:
+    from bayeslm import samplers
+    from bayeslm.models import load_lm
+    from bayeslm.target_file import ConfigError, load_target
+
+    betas = [] if args.qrs_beta is None else _floats("--qrs-beta", args.qrs_beta)
+    if args.method == "qrs" and not args.tradeoff and len(betas) != 1:
+        raise ConfigError("qrs samples with one bound: give --qrs-beta B (see the trade-off first with --tradeoff)")
+    target = load_target(args.target, batch_size=args.batch_size)
+    proposal = (target.prior if args.proposal is None
+                else load_lm(args.proposal, batch_size=args.batch_size, chat=target.prior.chat))
+    if args.tradeoff:
+        if args.method != "qrs":
+            raise ConfigError("--tradeoff goes with --method qrs")
+        rows = samplers.tradeoff(target, proposal, betas or None, n=args.n, seed=args.seed)
+        if args.json:
+            print(json.dumps({"tradeoff": [row.to_json() for row in rows]}, indent=2))
+        else:
+            print(f"{'beta':>10s}" + "".join(f" {h:>16s}" for h in ("acceptance", "TV(p_β,π*)", "KL(π*‖p_β)",
+                                                                   "KL(p_β‖π*)")))
+            for row in rows:
+                print(f"{row.beta:10.4g} " + " ".join(f"{e.value:8.4f} ± {e.stderr:5.4f}" for e in (
+                    row.acceptance_rate, row.tv_qrs_target, row.kl_target_qrs, row.kl_qrs_target)))
+        return 0
+    try:
+        out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+    except OSError as error:
+        raise ConfigError(f"--out: cannot write {args.out}: {error.strerror}") from None
+    common = {"n": args.n, "seed": args.seed}
+    method = args.method
+    try:
+        if method in ("ancestral", "importance", "sir", "smc"):
+            extra = {"sir": {"pool_size": args.pool}, "smc": {"ess_threshold": args.ess_threshold}}.get(method, {})
+            draws = getattr(samplers, method)(target, proposal, **common, **extra)
+        elif method == "rejection":
+            draws = samplers.rejection(target, proposal, log_bound=args.log_bound, reward_max=args.reward_max,
+                                       budget=args.budget, **common)
+        elif method == "qrs":
+            draws = samplers.qrs(target, proposal, beta=betas[0], budget=args.budget, **common)
+        elif method == "imh":
+            draws = samplers.imh(target, proposal, chains=args.chains, burn_in=args.burn_in, **common)
+        else:
+            draws = samplers.best_of_n(target, proposal, candidates=args.candidates, **common)
+        for record in draws.records():
+            out.write(json.dumps(record) + "\n")
+    except samplers.NoBound as error:
+        raise ConfigError(str(error)) from None
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    summary = json.dumps(draws.summary(), indent=2) if args.json else str(draws)
+    print(summary, file=sys.stdout if args.out else sys.stderr)
+    return 0
+
+
+PLAN_EXAMPLE = """example:
+  bayeslm plan --target examples/toy_sentiment.yaml --betas 0.1,0.3,1,3
+  bayeslm plan --target examples/positive_sentiment.yaml --kl-budget 2 --json"""
+
+
+def _plan(args) -> int:
+    from bayeslm.plan import MIN_ESS, NoReward, Plan
+    from bayeslm.target_file import ConfigError, load_target
+
+    betas = _floats("--betas", args.betas)
+    if any(not b > 0 for b in betas):
+        raise ConfigError(f"--betas: every beta must be > 0, got {args.betas}")
+    target = load_target(args.target, batch_size=args.batch_size)
+    try:
+        planner = Plan(target, args.n, seed=args.seed)
+    except NoReward as error:
+        raise ConfigError(str(error)) from None
+    predictions = [planner.at(beta) for beta in betas]
+    solved = {}
+    if args.kl_budget is not None:
+        solved["kl_budget"] = ("KL budget", args.kl_budget, planner.at(planner.beta_for_kl(args.kl_budget)))
+    if args.reward is not None:
+        solved["reward_target"] = ("reward target", args.reward, planner.at(planner.beta_for_reward(args.reward)))
+    for p in predictions + [s[2] for s in solved.values()]:
+        if not p.trusted:
+            print(f"bayeslm: warning: at beta={p.beta:.4g} some prompt has only {p.min_ess:.1f} effective samples "
+                  f"(fewer than {MIN_ESS:g}): its figures are not to be trusted; draw more samples (-n) or plan "
+                  "larger betas", file=sys.stderr)
+    if args.json:
+        result = {"reward": planner.reward_name, "n": args.n, "betas": [p.to_json() for p in predictions]}
+        for key, (_, goal, p) in solved.items():
+            result[key] = {"goal": goal, **p.to_json()}
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"what KL-regularised RL converges to, from {args.n} prior samples per prompt (reward "
+          f"{planner.reward_name})\n")
+    print(f"{'':14s} {'beta':>9s} {'E_π*[r]':>18s} {'KL(π*‖π0)':>18s} {'log Z':>18s} {'ESS':>8s}")
+    rows = [("", p) for p in predictions] + [(f"{label} {goal:g}", p) for label, goal, p in solved.values()]
+    for label, p in rows:
+        print(f"{label:14s} {p.beta:9.4g} " + " ".join(f"{e.value:9.4f} ± {e.stderr:6.4f}" for e in (
+            p.target_reward_mean, p.kl_target_prior, p.log_z)) + f" {p.ess:8.1f}")
+    return 0
+
+
+def _floats(flag: str, text: str) -> list[float]:
+    from bayeslm.target_file import ConfigError
+
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
+
+
+TRAIN_EXAMPLE = """example:
+  bayeslm train examples/train_klrl_sentiment.yaml --out runs/klrl
+  bayeslm train examples/train_klrl_sentiment.yaml --out runs/klrl --set steps=20 --set klrl.kl_estimator=k3
+  bayeslm train examples/train_klrl_sentiment.yaml --out runs/klrl --resume"""
+
+
+def _train(args) -> int:
+    from pathlib import Path
+
+    import yaml
+
+    from bayeslm.config import ConfigError, load, override
+    from bayeslm.train import train
+    from bayeslm.train_config import TrainConfig
+
+    path = Path(args.config)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read the config {path}: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    for assignment in args.set:
+        override(data, assignment)
+    config = load(TrainConfig, data)
+    card = train(config, Path(args.out), base=path.parent, resume=args.resume, overwrite=args.overwrite,
+                 quiet=args.quiet)
+    summary = {"run": args.out, "scorecard": card}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"run written to {args.out} (model in {args.out}/model)")
+        for key in ("reward_mean", "kl_model_prior", "kl_model_target", "kl_target_model", "entropy"):
+            if key in card and card[key]["value"] is not None:
+                print(f"  {key:18s} {card[key]['value']:.4f} ± {card[key]['stderr']:.4f}")
+    return 0
+
+
+def _reproduce(args) -> int:
+    from bayeslm.reproduce import reproduce
+
+    report = reproduce(steps=args.steps, bimodal_steps=args.bimodal_steps, figure=args.figure)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{'method':10s} {'KL(π‖π*)':>10s} {'KL(π*‖π)':>10s} {'entropy':>9s} {'prior H':>9s} {'reward':>8s} "
+              f"{'KL(π‖π0)':>9s}")
+        for name, m in report["methods"].items():
+            print(f"{name:10s} {m['kl_model_target']:10.4f} {m['kl_target_model']:10.4f} {m['entropy']:9.4f} "
+                  f"{m['prior_entropy']:9.4f} {m['reward_mean']:8.4f} {m['kl_model_prior']:9.4f}")
+        mass = report["bimodal"]["mass"]
+        print(f"\nbimodal target, mass on {report['bimodal']['modes']}: target {_pair(mass['target'])}, "
+              f"reverse KL (klrl) {_pair(mass['klrl'])}, forward KL (dpg) {_pair(mass['dpg'])}")
+        print(f"max |J_KLRL − β(log Z − KL(π‖π*))| over all steps: {report['identity_error']:.2e}\n")
+        for claim, holds in report["claims"].items():
+            print(f"  [{'ok' if holds else 'FAILED'}] {claim.replace('_', ' ')}")
+        if args.figure:
+            print(f"\ncurves: {args.figure}")
+    return 0 if all(report["claims"].values()) else 1
+
+
+def _pair(values) -> str:
+    return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bayeslm", description="Fine-tune and sample language models as "
                                      "Bayesian inference: state a target π* ∝ π0·φ, measure any model against it.")
@@ -82,6 +264,69 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "(toy priors only)")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     evaluate.set_defaults(run=_evaluate)
+
+    sample = sub.add_parser("sample", help="draw samples of a target with a sampler (no training)",
+                            epilog=SAMPLE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sample.add_argument("--target", required=True, help="target file (YAML)")
+    sample.add_argument("--method", required=True, choices=["ancestral", "importance", "sir", "rejection", "qrs",
+                                                            "imh", "smc", "best-of-n"])
+    sample.add_argument("-n", type=_positive_int, default=256, help="samples (SMC: particles) per prompt")
+    sample.add_argument("--proposal", help="model to draw proposals from: a local model directory, 'default' or "
+                                           "'toy' (default: the target's prior)")
+    sample.add_argument("--out", help="write the samples here (JSON lines) instead of stdout")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--batch-size", type=_positive_int, default=64)
+    sample.add_argument("--budget", type=_positive_int, help="rejection/qrs: most proposals per prompt "
+                                                             "(default 100·n); what was accepted is kept")
+    sample.add_argument("--log-bound", type=float, help="rejection: log M, with M ≥ max P(x)/q(x)")
+    sample.add_argument("--reward-max", type=float, help="rejection: the largest reward value, so that "
+                                                         "M = exp(reward_max/β) (prior as proposal)")
+    sample.add_argument("--qrs-beta", help="qrs: the bound β on P/q (with --tradeoff: a comma-separated list)")
+    sample.add_argument("--tradeoff", action="store_true", help="qrs: estimate acceptance, TV and KL to the "
+                                                                "target for each β, without sampling")
+    sample.add_argument("--pool", type=_positive_int, help="sir: proposals per prompt (default 10·n)")
+    sample.add_argument("--chains", type=_positive_int, help="imh: chains per prompt (default min(n, 16))")
+    sample.add_argument("--burn-in", type=int, default=20, help="imh: moves discarded per chain (default 20)")
+    sample.add_argument("--ess-threshold", type=float, default=0.5, help="smc: resample when the ESS falls "
+                                                                         "below this fraction (default 0.5)")
+    sample.add_argument("--candidates", type=_positive_int, default=4, help="best-of-n: candidates per sample")
+    sample.add_argument("--json", action="store_true", help="print the summary as JSON")
+    sample.set_defaults(run=_sample)
+
+    plan = sub.add_parser("plan", help="predict what KL-regularised RL converges to for each beta, before "
+                                       "training", epilog=PLAN_EXAMPLE,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    plan.add_argument("--target", required=True, help="target file (YAML) with an exponential potential")
+    plan.add_argument("--betas", default="0.01,0.03,0.1,0.3,1", help="comma-separated (default "
+                                                                     "0.01,0.03,0.1,0.3,1)")
+    plan.add_argument("--kl-budget", type=float, help="also solve for the beta with KL(π*‖π0) equal to this")
+    plan.add_argument("--reward", type=float, help="also solve for the beta with E_π*[r] equal to this")
+    plan.add_argument("-n", type=_positive_int, default=1024, help="prior samples per prompt (default 1024)")
+    plan.add_argument("--seed", type=int, default=0)
+    plan.add_argument("--batch-size", type=_positive_int, default=64)
+    plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    plan.set_defaults(run=_plan)
+
+    train = sub.add_parser("train", help="fine-tune a model towards a target (rl, klrl, dpg, fdpg)",
+                           epilog=TRAIN_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("config", help="training config (YAML); every key is documented in docs/config.md")
+    train.add_argument("--out", required=True, help="run directory to write")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set klrl.clip=0.2 (repeatable)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--json", action="store_true", help="print the final scorecard as JSON")
+    train.set_defaults(run=_train)
+
+    reproduce = sub.add_parser("reproduce", help="show the KL-RL-as-inference claims on exact toy numbers",
+                               epilog="example:\n  bayeslm reproduce --figure curves.png",
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    reproduce.add_argument("--steps", type=_positive_int, default=300, help="training steps per method")
+    reproduce.add_argument("--bimodal-steps", type=_positive_int, default=150)
+    reproduce.add_argument("--figure", help="write the training curves to this PNG")
+    reproduce.add_argument("--json", action="store_true")
+    reproduce.set_defaults(run=_reproduce)
     return parser
 
 
@@ -102,8 +347,10 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # stderr is for diagnostics, not weight-loading bars
+    from bayeslm.checkpoint import CorruptCheckpoint
     from bayeslm.estimate import NoSupport
     from bayeslm.models import ModelNotFound
+    from bayeslm.train import TrainingDiverged
     from bayeslm.rewards import RewardError
     from bayeslm.target_file import ConfigError
 
@@ -112,11 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ModelNotFound) as error:
         print(f"bayeslm: error: {error}", file=sys.stderr)
         return 2
-    except (RewardError, NoSupport, ValueError) as error:
+    except (RewardError, NoSupport, CorruptCheckpoint, TrainingDiverged, ValueError) as error:
         print(f"bayeslm: error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("bayeslm: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        print(f"bayeslm: interrupted{': ' + str(interrupt) if str(interrupt) else ''}", file=sys.stderr)
         return 130
 
 

@@ -111,7 +111,7 @@ def snis_mean(values: torch.Tensor, ratio: torch.Tensor) -> tuple[torch.Tensor, 
 def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, samples: Samples | None = None,
               analytic_kl: bool = True) -> Scorecard:
     """Samples n continuations per prompt from `model` (or uses `samples`, drawn from it) and scores them."""
-    model._check_compatible(target.prior)
+    model.check_compatible(target.prior)
     if samples is None:
         samples = model.sample(target.prompts, n, target.max_new_tokens, seed=seed)
     elif samples.prompts != target.prompts or samples.tokens.shape[1] > target.max_new_tokens:
@@ -120,7 +120,7 @@ def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, samples
     prompts, conts = samples.sample_prompts, samples.continuations
     C, n = len(samples.prompts), samples.n
     log_q = samples.log_prob.double()
-    same_as_prior = model.model is target.prior.model and model.warp == target.prior.warp
+    same_as_prior = model.same_distribution(target.prior)
     scored = target.score(prompts, conts, samples.texts, log_prior=log_q if same_as_prior else None)
 
     def per_prompt(x):
@@ -166,3 +166,34 @@ def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, samples
     diversity = {f"distinct_{k}": sum(distinct_n(g, k) for g in groups) / C for k in (1, 2, 3)}
     diversity["self_bleu"] = sum(self_bleu(g) for g in groups) / C
     return Scorecard(model.name, repr(target), C * n, est, ess, diversity, statistics)
+
+
+def batch_figures(log_proposal: torch.Tensor, log_model: torch.Tensor, log_target: torch.Tensor,
+                  reward: torch.Tensor, group: int) -> dict[str, float]:
+    """Point estimates for the model π_θ from one training batch drawn from a proposal q (q = π_θ on-policy).
+
+    Model expectations use the self-normalised weights π_θ/q, target expectations the weights P/q; each figure
+    is computed per prompt (rows grouped `group` at a time) and averaged. Inputs are [B] float64.
+    """
+    def grouped(x):
+        return x.double().reshape(-1, group)
+
+    log_q, log_pi, log_p, r = map(grouped, (log_proposal, log_model, log_target, reward))
+    to_model = torch.softmax(log_pi - log_q, 1)  # π_θ/q, normalised
+    log_w = log_p - log_q
+    log_z, ratio = _log_weight_moments(log_w)
+    to_target = ratio / group
+
+    def under(weights, values):
+        return torch.where(weights > 0, weights * values, torch.zeros(()).double()).sum(1)
+
+    elbo = under(to_model, log_p - log_pi)
+    return {
+        "reward_mean": under(to_model, r).mean().item(),
+        "log_z": log_z.mean().item(),
+        "elbo": elbo.mean().item(),
+        "kl_model_target": (log_z - elbo).mean().item(),
+        "kl_target_model": (under(to_target, log_p - log_pi) - log_z).mean().item(),
+        "entropy": under(to_model, -log_pi).mean().item(),
+        "ess": (group * group / (ratio ** 2).sum(1)).sum().item(),
+    }

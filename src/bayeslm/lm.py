@@ -98,7 +98,7 @@ class Samples:
         return self.tokens.shape[0]
 
 
-def _pad(rows: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+def pad(rows: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Pads token rows to one length; returns ids and the attention mask (1 on real tokens)."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -112,9 +112,36 @@ def _pad(rows: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.T
     return ids, mask
 
 
-def _positions(mask: torch.Tensor) -> torch.Tensor:
+def positions(mask: torch.Tensor) -> torch.Tensor:
     """Position ids that count only real tokens, so padding on either side does not shift positions."""
     return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+class Decoder:
+    """An LM run token by token over a batch of token rows, keeping its KV cache: the prompts are left-padded
+    so that every row's next token goes in the last column. `logits` [B, V] predict each row's next token."""
+
+    def __init__(self, lm: LM, rows: Sequence[Sequence[int]]):
+        ids, mask = pad(rows, lm.pad_id, "left")
+        self.lm, self.mask = lm, mask.to(lm.device)
+        self.positions = positions(self.mask)
+        out = lm.forward(input_ids=ids.to(lm.device), attention_mask=self.mask, position_ids=self.positions,
+                         use_cache=True, logits_to_keep=1)
+        self.logits, self.cache = out.logits[:, -1], out.past_key_values
+
+    def feed(self, tokens: torch.Tensor):
+        """Appends one token [B] to every row."""
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], 1)
+        self.positions = self.positions[:, -1:] + 1
+        out = self.lm.forward(input_ids=tokens.to(self.mask.device)[:, None], attention_mask=self.mask,
+                              position_ids=self.positions, past_key_values=self.cache, use_cache=True)
+        self.logits, self.cache = out.logits[:, -1], out.past_key_values
+
+    def reorder(self, index: torch.Tensor):
+        """Keeps rows `index` (with repeats): resampling particles moves their caches with them."""
+        index = index.to(self.mask.device)
+        self.mask, self.positions, self.logits = self.mask[index], self.positions[index], self.logits[index]
+        self.cache.reorder_cache(index)
 
 
 class LM:
@@ -169,13 +196,22 @@ class LM:
         """The base model under a PEFT adapter (same weights, adapter off): the prior of a LoRA run."""
         return self._view(adapter_disabled=True, name=f"{self.name} (adapter off)")
 
+    def shares_forward(self, other: LM) -> bool:
+        """Whether both run the very same forward pass (a LoRA model and its adapter-off prior share weights,
+        not a forward pass)."""
+        return (self.model is other.model and self.adapter_disabled == other.adapter_disabled
+                and self.chat == other.chat and self.autocast == other.autocast)
+
+    def same_distribution(self, other: LM) -> bool:
+        return self.shares_forward(other) and self.warp == other.warp
+
     def _view(self, **changes) -> LM:
         other = LM.__new__(LM)
         other.__dict__.update(self.__dict__)
         other.__dict__.update(changes)
         return other
 
-    def _forward(self, **inputs):
+    def forward(self, **inputs):
         """One forward pass, with the adapter off and under autocast when this view asks for it."""
         adapter = self.model.disable_adapter() if self.adapter_disabled else contextlib.nullcontext()
         precision = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
@@ -239,19 +275,14 @@ class LM:
         return Samples(list(prompts), n, tokens, length, logps, ended, texts)
 
     def _sample_batch(self, prompt_rows, max_new_tokens, generator):
-        device = self.device
-        ids, mask = _pad(prompt_rows, self.pad_id, "left")
-        ids, mask = ids.to(device), mask.to(device)
-        positions = _positions(mask)
+        decoder = Decoder(self, prompt_rows)
+        device, batch = self.device, len(prompt_rows)
         eos_ids = self.eos_ids.to(device)
-        out = self._forward(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                         logits_to_keep=1)
-        batch = ids.shape[0]
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
         tokens = torch.full((batch, max_new_tokens), self.pad_id, dtype=torch.long, device=device)
         logps = torch.zeros((batch, max_new_tokens), device=device)
         for t in range(max_new_tokens):
-            log_probs = self.warp.log_probs(out.logits[:, -1])
+            log_probs = self.warp.log_probs(decoder.logits)
             token = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
             token_logp = log_probs.gather(-1, token[:, None]).squeeze(-1)
             tokens[:, t] = torch.where(finished, self.pad_id, token)
@@ -259,10 +290,7 @@ class LM:
             finished |= torch.isin(token, eos_ids)
             if t + 1 == max_new_tokens or bool(finished.all()):
                 break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            positions = positions[:, -1:] + 1
-            out = self._forward(input_ids=tokens[:, t:t + 1], attention_mask=mask, position_ids=positions,
-                             past_key_values=out.past_key_values, use_cache=True)
+            decoder.feed(tokens[:, t])
         return tokens.cpu(), logps.cpu()
 
     def _lengths(self, tokens):
@@ -308,7 +336,7 @@ class LM:
         memory does not grow with the vocabulary times the number of rows. Gradients flow through self.
         """
         if kl_to is not None:
-            self._check_compatible(kl_to)
+            self.check_compatible(kl_to)
         chunks = list(self._chunks(prompts, continuations))
         width = max((max((len(c) for c in conts), default=0) for _, conts in chunks), default=0)
         log_probs, kls = [], []
@@ -329,7 +357,7 @@ class LM:
                 kls.append(F.pad(kl_t, (0, width - kl_t.shape[1])))
         return torch.cat(log_probs), (torch.cat(kls) if kl_to is not None else None)
 
-    def _check_compatible(self, other: LM):
+    def check_compatible(self, other: LM):
         """Two LMs can score each other's samples only with one vocabulary and one prompt format."""
         if self.tokenizer.get_vocab() != other.tokenizer.get_vocab():
             raise ValueError(f"{self.name} and {other.name} use different tokenizers; scoring one's token ids under "
@@ -369,23 +397,23 @@ class LM:
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         device = self.device
         width = max(max(len(c) for c in conts), 1)
-        ids, mask = _pad([p + c for p, c in zip(prompt_ids, conts)], self.pad_id, padding_side)
+        ids, mask = pad([p + c for p, c in zip(prompt_ids, conts)], self.pad_id, padding_side)
         ids, mask = ids.to(device), mask.to(device)
         cont_len = torch.tensor([len(c) for c in conts], device=device)
         if padding_side == "left":
             # Every continuation ends at the last column, so only the last `keep` logits are needed; kept
             # column keep-1-len+j predicts token j (the final column predicts past the end).
             keep = min(width + 1, ids.shape[1])
-            logits = self._forward(input_ids=ids, attention_mask=mask, position_ids=_positions(mask),
+            logits = self.forward(input_ids=ids, attention_mask=mask, position_ids=positions(mask),
                                    logits_to_keep=keep).logits
             first = keep - 1 - cont_len
         else:
-            logits = self._forward(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).logits
+            logits = self.forward(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits
             first = torch.tensor([len(p) - 1 for p in prompt_ids], device=device)
         steps = torch.arange(width, device=device)
         cols = (first[:, None] + steps[None, :]).clamp(max=logits.shape[1] - 1)
         log_dists = self.warp.log_probs(logits[torch.arange(len(conts), device=device)[:, None], cols])
-        targets = _pad([c or [self.pad_id] for c in conts], self.pad_id, "right")[0]
+        targets = pad([c or [self.pad_id] for c in conts], self.pad_id, "right")[0]
         targets = F.pad(targets, (0, width - targets.shape[1]), value=self.pad_id).to(device)
         valid = steps[None, :] < cont_len[:, None]
         return log_dists, targets, valid

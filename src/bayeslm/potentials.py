@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from bayeslm.rewards import Reward, as_reward
+from bayeslm.rewards import as_reward
 
 Statistics = dict[str, torch.Tensor]
 

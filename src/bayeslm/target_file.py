@@ -8,6 +8,8 @@
       - constraint: {predicate: {keyword: [movie]}}            # optional at_least / at_most bounds
       - exponential_family: {features: [length], coefficients: [-0.1]}
       - moments: {features: [{keyword: [movie]}], moments: [0.3], n: 1024, seed: 0}
+      - forbid: {strings: [bad]}                               # prefix-aware constraints (SMC steers by them)
+      - starts_with: {text: "Once upon a time"}
 
 Rewards, predicates and features are specs of `bayeslm.rewards.from_spec`.
 """
@@ -22,6 +24,7 @@ from bayeslm.config import ConfigError
 from bayeslm.lm import LM
 from bayeslm.models import load_lm
 from bayeslm.potentials import Constraint, Exponential, ExponentialFamily, Potential, Product, constrain
+from bayeslm.prefix import Forbid, StartsWith
 from bayeslm.rewards import from_spec
 from bayeslm.target import Target
 
@@ -69,7 +72,7 @@ def _rewards(where: str, specs, base: Path) -> list:
 
 
 def _potential(where: str, entry, prior: LM, prompts: list[str], max_new_tokens: int, base: Path) -> Potential:
-    kinds = ("exponential", "constraint", "exponential_family", "moments")
+    kinds = ("exponential", "constraint", "exponential_family", "moments", "forbid", "starts_with")
     if not isinstance(entry, dict) or len(entry) != 1 or next(iter(entry)) not in kinds:
         raise ConfigError(f"{where}: expected a mapping with exactly one key among {list(kinds)}, got {entry!r}")
     (kind, args), = entry.items()
@@ -85,6 +88,17 @@ def _potential(where: str, entry, prior: LM, prompts: list[str], max_new_tokens:
             raise ConfigError(f"{where}: at_least {bounds['at_least']} > at_most {bounds['at_most']}: no value can "
                               "satisfy the constraint")
         return Constraint(_reward(f"{where}.predicate", args["predicate"], base), **bounds)
+    if kind == "forbid":
+        _fields(where, args, {"strings"}, {"case_sensitive"})
+        strings = args["strings"]
+        if not isinstance(strings, list) or not strings or not all(isinstance(x, str) and x for x in strings):
+            raise ConfigError(f"{where}.strings: expected a non-empty list of non-empty strings, got {strings!r}")
+        return Forbid(strings, case_sensitive=bool(args.get("case_sensitive", False)))
+    if kind == "starts_with":
+        _fields(where, args, {"text"}, set())
+        if not isinstance(args["text"], str) or not args["text"].strip():
+            raise ConfigError(f"{where}.text: expected a non-blank string, got {args['text']!r}")
+        return StartsWith(args["text"])
     if kind == "exponential_family":
         _fields(where, args, {"features", "coefficients"}, set())
         features = _rewards(f"{where}.features", args["features"], base)

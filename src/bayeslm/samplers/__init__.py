@@ -1,0 +1,24 @@
+"""Inference without training: samplers of a target π* ∝ π0·φ from any proposal q (the prior by default).
+
+Each sampler is one module and takes a `Target`, a proposal `LM` and n samples per prompt; each returns
+`Draws`: the samples scored against the target, and the figures that say how good they are.
+
+    ancestral, importance, sir    importance.py   weigh the proposal's samples, or resample them
+    rejection                     rejection.py    exact, given a bound M ≥ P/q
+    qrs, tradeoff                 qrs.py          quasi-rejection: a guessed bound, its cost measured first
+    imh                           imh.py          independent Metropolis–Hastings chains
+    smc                           smc.py          sequential Monte Carlo over tokens, steered by prefix potentials
+    best_of_n                     best_of_n.py    the reranking baseline
+"""
+
+from bayeslm.samplers.best_of_n import best_of_n
+from bayeslm.samplers.imh import imh
+from bayeslm.samplers.importance import ancestral, importance, sir
+from bayeslm.samplers.pool import Pool, propose
+from bayeslm.samplers.qrs import Tradeoff, qrs, tradeoff
+from bayeslm.samplers.rejection import NoBound, known_log_bound, rejection
+from bayeslm.samplers.result import Draws
+from bayeslm.samplers.smc import smc
+
+__all__ = ["Draws", "NoBound", "Pool", "Tradeoff", "ancestral", "best_of_n", "imh", "importance",
+           "known_log_bound", "propose", "qrs", "rejection", "sir", "smc", "tradeoff"]

@@ -1,0 +1,110 @@
+"""Quasi-rejection sampling (QRS; Eikema, Kruszewski, Dance, Aziz & Dymetman 2022): rejection sampling with a
+guessed bound β, trading exactness for acceptance, with the trade-off measured before sampling.
+
+When to use it: no bound on P/q is known, or the exact bound accepts too rarely. Draw x ~ q and accept it with
+probability min(1, P(x)/(β·q(x))) = min(1, w(x)/β). The accepted samples follow
+
+    p_β(x) = q(x)·min(1, w(x)/β) / a(β),      a(β) = E_q[min(1, w/β)]   the acceptance rate,
+
+which equals π* once β ≥ max w (then QRS is rejection sampling) and moves towards q as β shrinks. With
+ρ = w/Z and γ = min(1, w/β)/a (both mean 1 under q), the distances to the target are expectations under q,
+
+    TV(p_β, π*)  = ½ E_q|γ − ρ|
+    KL(π*‖p_β)   = E_q[ρ (log ρ − log γ)]
+    KL(p_β‖π*)   = E_q[γ (log γ − log ρ)]
+
+so one pool of proposals estimates all of them for every β (`tradeoff`, the divergence diagnostics of Eikema
+et al.), with delta-method standard errors in which Z and a(β) are themselves estimated from the pool. Pick β
+from that table, then sample with `qrs`. The pool only knows the weights it drew: for β above every pooled
+weight it reports TV = 0, though a rarer sequence with a larger weight may exist, so take a generous pool.
+β here is QRS's bound on w, not the β of an Exponential potential.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from bayeslm.estimate import Estimate
+from bayeslm.lm import LM
+from bayeslm.samplers.pool import Pool, generators, log_mean_exp, over_prompts, propose, require_support
+from bayeslm.samplers.rejection import accept_reject
+from bayeslm.samplers.result import Draws
+from bayeslm.target import Target
+
+DEFAULT_BETAS = 6  # log-spaced from the median pooled weight to the largest
+
+
+def qrs(target: Target, proposal: LM | None = None, n: int = 256, *, beta: float, budget: int | None = None,
+        seed: int = 0) -> Draws:
+    """n samples per prompt of p_β; `budget` caps the proposals per prompt (default 100·n)."""
+    if not beta > 0:
+        raise ValueError(f"the QRS bound beta must be > 0, got {beta}")
+    log_beta = math.log(beta)
+    draws = accept_reject("qrs", target, proposal or target.prior, n,
+                          lambda pool: (pool.log_w - log_beta).clamp(max=0), budget=budget, seed=seed)
+    draws.figures["qrs_beta"] = beta
+    return draws
+
+
+@dataclass(frozen=True)
+class Tradeoff:
+    """What QRS with bound β would give, estimated from a pool of proposals (means over prompts)."""
+
+    beta: float
+    acceptance_rate: Estimate
+    tv_qrs_target: Estimate
+    kl_target_qrs: Estimate
+    kl_qrs_target: Estimate
+
+    def to_json(self) -> dict:
+        return {"beta": self.beta, **{k: getattr(self, k).to_json() for k in
+                                      ("acceptance_rate", "tv_qrs_target", "kl_target_qrs", "kl_qrs_target")}}
+
+
+def tradeoff(target: Target, proposal: LM | None = None, betas: Sequence[float] | None = None, n: int = 1024, *,
+             seed: int = 0, pool: Pool | None = None) -> list[Tradeoff]:
+    """The QRS trade-off for each β, from n proposals per prompt (or a given `pool`, n per prompt). Without
+    `betas`, β runs log-spaced from the median of the pool's positive weights to their maximum (where QRS is
+    exact rejection sampling as far as the pool can tell)."""
+    if pool is None:
+        proposal = proposal or target.prior
+        pool = propose(target, proposal, n, generator=generators(proposal, seed)[0])
+    require_support(pool, "QRS")
+    log_w = pool.grid(pool.log_w)  # [C, n]
+    if betas is None:
+        finite = log_w[torch.isfinite(log_w)]
+        low, high = finite.median().item(), finite.max().item()
+        betas = sorted(set(torch.linspace(low, high, DEFAULT_BETAS, dtype=torch.float64).exp().tolist()))
+    return [_at(log_w, float(beta)) for beta in betas]
+
+
+def _at(log_w: torch.Tensor, beta: float) -> Tradeoff:
+    per_prompt = {k: ([], []) for k in ("acceptance_rate", "tv_qrs_target", "kl_target_qrs", "kl_qrs_target")}
+
+    def add(key, value, influence):
+        per_prompt[key][0].append(value.item())
+        per_prompt[key][1].append(influence)
+
+    for lw in log_w:
+        log_z = log_mean_exp(lw)
+        rho = torch.exp(lw - log_z)
+        log_g = (lw - math.log(beta)).clamp(max=0)  # log min(1, w/β)
+        log_a = log_mean_exp(log_g)
+        gamma = torch.exp(log_g - log_a)
+        add("acceptance_rate", log_a.exp(), log_a.exp() * (gamma - 1))
+        # TV: h = ½|γ − ρ|; the two correction terms are the influence of the estimated a and Z.
+        h, sign = 0.5 * (gamma - rho).abs(), torch.sign(gamma - rho)
+        tv = h.mean()
+        add("tv_qrs_target", tv, h - tv - 0.5 * (sign * gamma).mean() * (gamma - 1)
+            + 0.5 * (sign * rho).mean() * (rho - 1))
+        # γ > 0 exactly where ρ > 0, so the logs below are finite wherever they are weighted.
+        log_ratio = torch.where(rho > 0, torch.log(rho) - torch.log(gamma), torch.zeros(()).double())
+        for key, outer, inner, sign_ in (("kl_target_qrs", rho, gamma, 1.0), ("kl_qrs_target", gamma, rho, -1.0)):
+            h = outer * sign_ * log_ratio
+            kl = h.mean()
+            add(key, kl, h - kl - (kl + 1) * (outer - 1) + (inner - 1))
+    return Tradeoff(beta, *(over_prompts(values, influences) for values, influences in per_prompt.values()))

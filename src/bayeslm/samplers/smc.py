@@ -1,0 +1,174 @@
+"""Sequential Monte Carlo (SMC) over tokens: particles grow one token at a time and are resampled when their
+weights degenerate, steered by potentials that can judge a prefix.
+
+When to use it: the target's evidence can be read on prefixes (a `bayeslm.prefix.PrefixPotential`, such as a
+forbidden string or a required opening), so that doomed continuations are dropped as soon as they are doomed
+and their compute goes to live ones. For a potential defined only on whole sequences there is nothing to steer
+by: a particle's weight changes only when it ends, and when all end at max_new_tokens SMC *is* importance
+sampling (with the prior as proposal its weights are then φ). Use `importance` or `sir` there.
+
+Each of N particles per prompt holds a prefix y_≤t drawn token by token from q and a log-weight. With ψ_t the
+potential on the prefix (φ itself once the sequence has ended with EOS or at max_new_tokens; factors that
+cannot judge prefixes count as 1 until then), the weight grows at step t by
+
+    π0(y_t | y_<t) ψ_t(y_≤t) / (q(y_t | y_<t) ψ_{t−1}(y_<t)),
+
+so that, without resampling, the final weight is π0(x)φ(x)/q(x), the importance weight. When a prompt's
+effective sample size (Σw)²/Σw² falls below `ess_threshold`·N, its particles are resampled multinomially in
+proportion to w and their weights reset to 1. The product over these epochs of the mean weight,
+
+    Ẑ = Π_k mean_i w_i^(k),
+
+is an unbiased estimate of Z (Del Moral 2004); log Ẑ is biased low by Jensen's inequality, and a single run
+gives no standard error, so repeat with other seeds to get one. The final particles, with their weights,
+approximate π*. Particles run through the model (and the prior, when it differs from the proposal) with the
+same conventions as `LM.sample`: left padding, positions counting real tokens, a KV cache whose rows are
+reordered with the particles.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from bayeslm.estimate import Estimate
+from bayeslm.lm import LM, Decoder
+from bayeslm.prefix import prefix_log_phi, steers
+from bayeslm.samplers.pool import Pool, generators, progress
+from bayeslm.samplers.result import Draws
+from bayeslm.target import Target
+
+NEG_INF = float("-inf")
+
+
+@torch.no_grad()
+def smc(target: Target, proposal: LM | None = None, n: int = 256, *, ess_threshold: float = 0.5,
+        seed: int = 0) -> Draws:
+    """n weighted particles per prompt; the result's `log_z_per_prompt` holds each prompt's log Ẑ and
+    `figures["resampling_steps"]` counts the resampling events (over all prompts)."""
+    proposal = proposal or target.prior
+    proposal.check_compatible(target.prior)
+    if not 0 <= ess_threshold <= 1:
+        raise ValueError(f"ess_threshold is a fraction of the particles, in [0, 1]; got {ess_threshold}")
+    draw, decide = generators(proposal, seed)
+    per_chunk = max(1, proposal.batch_size // n)  # prompts whose particles go through the model together
+    C = len(target.prompts)
+    parts, log_weights, log_zs, resamplings = [], [], [], 0
+    with progress(C * target.max_new_tokens, "SMC", unit="token") as bar:
+        for start in range(0, C, per_chunk):
+            chunk = list(range(start, min(C, start + per_chunk)))
+            pool, log_w, log_z, count = _run(target, proposal, chunk, n, ess_threshold, draw, decide, bar)
+            parts.append(pool)
+            log_weights.append(log_w)
+            log_zs.append(log_z)
+            resamplings += count
+    pool, log_w, log_z = Pool.cat(parts), torch.cat(log_weights), torch.cat(log_zs)
+    finite = log_z[torch.isfinite(log_z)]
+    ess = sum(torch.exp(2 * torch.logsumexp(lw, 0) - torch.logsumexp(2 * lw, 0)).item()
+              for lw in log_w.reshape(C, n) if torch.isfinite(lw).any())
+    draws = Draws("smc", pool, log_w, requested=n, proposals=torch.full((C,), n), ess=ess,
+                  log_z=Estimate(log_z.mean().item(), math.nan), log_z_per_prompt=log_z,
+                  figures={"resampling_steps": float(resamplings)})
+    if len(finite) < C:
+        dead = [target.prompts[c] for c in (~torch.isfinite(log_z)).nonzero().flatten().tolist()]
+        draws.notes.append(f"every particle died (zero target weight) for prompt(s) {dead}: use more particles")
+    return draws
+
+
+def _run(target, proposal, chunk, N, ess_threshold, draw, decide, bar):
+    """SMC for the prompts `chunk`, N particles each; returns their pool, final log-weights, log Ẑ per prompt
+    and the number of resampling events."""
+    prior = target.prior
+    device = proposal.device
+    P, L = len(chunk), target.max_new_tokens
+    prompts = [target.prompts[c] for c in chunk]
+    particle_prompts = [p for p in prompts for _ in range(N)]
+    q_run = Decoder(proposal, proposal.encode_prompts(particle_prompts))
+    # The prior needs its own forward pass only when it is another model; another warp reuses the logits.
+    p_run = q_run if prior.shares_forward(proposal) else Decoder(prior, prior.encode_prompts(particle_prompts))
+    rows = P * N
+    eos_ids = proposal.eos_ids.to(device)
+    tokens = torch.full((rows, L), proposal.pad_id, dtype=torch.long, device=device)
+    length = torch.full((rows,), L, dtype=torch.long)
+    finished = torch.zeros(rows, dtype=torch.bool)
+    log_prior = torch.zeros(rows, dtype=torch.float64)
+    log_q = torch.zeros(rows, dtype=torch.float64)
+    log_psi = torch.zeros(rows, dtype=torch.float64)  # ψ before the first token is 1
+    log_w = torch.zeros(rows, dtype=torch.float64)
+    log_z = torch.zeros(P, dtype=torch.float64)
+    steering = steers(target.potential)
+    resamplings = 0
+    for t in range(L):
+        q_dist = proposal.warp.log_probs(q_run.logits)
+        token = torch.multinomial(q_dist.exp(), 1, generator=draw).squeeze(-1)
+        p_dist = q_dist if p_run is q_run and prior.warp == proposal.warp else prior.warp.log_probs(p_run.logits)
+        live = ~finished
+        tokens[:, t] = torch.where(live.to(device), token, proposal.pad_id)
+        step_q = q_dist.gather(-1, token[:, None]).squeeze(-1).double().cpu()
+        step_p = p_dist.to(device).gather(-1, token[:, None]).squeeze(-1).double().cpu()
+        ends = live & (torch.isin(token, eos_ids).cpu() | (t == L - 1))
+        length[ends] = t + 1
+        new_psi = log_psi.clone()
+        alive = ~torch.isneginf(log_psi)  # a dead particle stays dead: no need to judge it
+        _judge(target, tokens, particle_prompts, ends & alive, live & ~ends & alive if steering else None, t, new_psi)
+        # A particle already at zero weight stays there (and −inf − −inf must not become NaN).
+        step = torch.where(live, step_p - step_q + new_psi - log_psi, torch.zeros((), dtype=torch.float64))
+        log_w = torch.where(torch.isneginf(log_psi), NEG_INF, log_w + step)
+        log_prior, log_q = log_prior + torch.where(live, step_p, 0.0), log_q + torch.where(live, step_q, 0.0)
+        finished |= ends
+        log_psi = new_psi
+        bar.update(P)
+        if bool(finished.all()) or t == L - 1:
+            bar.update(P * (L - 1 - t))
+            break
+        index, log_mean_w = _resample(log_w.reshape(P, N), ess_threshold, decide)
+        if index is not None:
+            resamplings += int(torch.isfinite(log_mean_w).sum())
+            log_z += log_mean_w.nan_to_num(nan=0.0)
+            tokens, length, finished = tokens[index.to(device)], length[index], finished[index]
+            log_prior, log_q, log_psi = log_prior[index], log_q[index], log_psi[index]
+            log_w = torch.where(torch.isfinite(log_mean_w).repeat_interleave(N), 0.0, log_w[index])
+            q_run.reorder(index)
+            if p_run is not q_run:
+                p_run.reorder(index)
+        q_run.feed(tokens[:, t])
+        if p_run is not q_run:
+            p_run.feed(tokens[:, t])
+    log_z += torch.logsumexp(log_w.reshape(P, N), 1) - math.log(N)
+    continuations = [row[:k] for row, k in zip(tokens.cpu().tolist(), length.tolist())]
+    texts = proposal.decode(continuations)
+    scored = target.score(particle_prompts, continuations, texts, log_prior=log_prior)
+    pool = Pool(target.prompts, torch.tensor(chunk).repeat_interleave(N), continuations, texts, scored.log_prior,
+                scored.log_target, log_q, scored.stats)
+    return pool, log_w, log_z, resamplings
+
+
+def _judge(target, tokens, prompts, ends, unfinished, t, log_psi):
+    """Writes into log_psi: log φ of the particles that just ended, log ψ of the unfinished ones (when the
+    potential can judge prefixes; otherwise they keep ψ = 1)."""
+    for rows, whole in ((ends, True), (unfinished, False)):
+        if rows is None or not rows.any():
+            continue
+        index = rows.nonzero().flatten()
+        texts = target.prior.decode(tokens[index.to(tokens.device), :t + 1].cpu().tolist())
+        chosen = [prompts[i] for i in index.tolist()]
+        log_psi[index] = (target.potential(texts, chosen) if whole
+                          else prefix_log_phi(target.potential, texts, chosen))
+
+
+def _resample(log_w: torch.Tensor, ess_threshold: float, decide: torch.Generator):
+    """Multinomial resampling of the prompts [P, N] whose ESS fell below ess_threshold·N. Returns the particle
+    index [P·N] (None when no prompt needs it) and, per prompt, the log mean weight of the epoch that ends
+    (NaN for prompts left alone; a prompt whose particles all died is left alone: there is nothing to resample)."""
+    P, N = log_w.shape
+    total = torch.logsumexp(log_w, 1)
+    ess = torch.exp(2 * total - torch.logsumexp(2 * log_w, 1))
+    due = torch.isfinite(total) & (ess < ess_threshold * N)
+    if not due.any():
+        return None, None
+    index = torch.arange(P * N).reshape(P, N)
+    picked = torch.multinomial(torch.softmax(log_w[due], 1), N, replacement=True, generator=decide)
+    index[due] = picked + (torch.arange(P)[due] * N)[:, None]
+    log_mean_w = torch.where(due, total - math.log(N), math.nan)
+    return index.flatten(), log_mean_w

@@ -1,0 +1,380 @@
+"""The one training loop: every objective, full fine-tuning or LoRA, fp32 or bf16, resumable.
+
+Each step: draw continuations (from the model itself, or from a proposal), score them under the target and the
+prior, let the objective turn them into a loss, step AdamW, log, checkpoint. The model is never put in
+training mode: without dropout, the log-probabilities it is trained on are exactly those it sampled with.
+
+A run directory holds `config.yaml` (resolved), `metrics.jsonl` (one line per step), `checkpoints/`,
+`model/` (the final model, a plain Hugging Face model) and `scorecard.json` (the final model against the target).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import shutil
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import yaml
+
+from bayeslm import checkpoint
+from bayeslm.config import ConfigError
+from bayeslm.diversity import distinct_n
+from bayeslm.estimate import batch_figures, scorecard
+from bayeslm.lm import LM
+from bayeslm.models import load_lm
+from bayeslm.objectives import Batch, Objective
+from bayeslm.objectives.dpg import DPG
+from bayeslm.objectives.fdpg import FDPG
+from bayeslm.objectives.klrl import KLRL
+from bayeslm.objectives.rl import RL
+from bayeslm.potentials import Exponential
+from bayeslm.target import Target
+from bayeslm.target_file import load_target, parse_target
+from bayeslm.train_config import TrainConfig
+
+
+class RunExists(ConfigError):
+    pass
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+class Interrupted(KeyboardInterrupt):
+    pass
+
+
+def make_objective(config: TrainConfig, target: Target) -> Objective:
+    if config.objective == "rl":
+        return RL(clip=config.klrl.clip)
+    if config.objective == "klrl":
+        # For prior * Exponential(r, β), log φ = r/β: train on the user's reward r with its own β.
+        beta = target.potential.beta if isinstance(target.potential, Exponential) else 1.0
+        k = config.klrl
+        return KLRL(beta, reward_scale=beta, kl_estimator=k.kl_estimator, clip=k.clip, kl_budget=k.kl_budget,
+                    adapt_rate=k.adapt_rate)
+    if config.objective == "dpg":
+        return DPG(baseline=config.dpg.baseline)
+    return FDPG(divergence=config.dpg.divergence)
+
+
+def _models(config: TrainConfig, target: Target) -> tuple[LM, Target]:
+    """The trainable model π_θ and the target whose prior is π0 (under LoRA: the same weights, adapter off)."""
+    prior = target.prior
+    prior.model.requires_grad_(False)
+    if config.model is not None:
+        start = load_lm(config.model, batch_size=config.batch_size, chat=prior.chat).model
+    elif config.lora is not None:
+        start = prior.model  # the adapter goes on the prior's own weights: no second copy in memory
+    else:
+        start = copy.deepcopy(prior.model)
+    if config.lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=0.0,
+                          target_modules=config.lora.target_modules or "all-linear", task_type="CAUSAL_LM")
+        start = get_peft_model(start, lora)  # only the adapter is trainable
+    else:
+        start.requires_grad_(True)
+    model = LM(start, prior.tokenizer, chat=prior.chat, warp=prior.warp, batch_size=config.batch_size,
+               name="model")
+    if config.lora is not None and config.model is None:
+        # get_peft_model injected the adapter into the prior's own modules: the prior is now the adapter-off view.
+        target = replace(target, prior=model.without_adapter())
+    if config.precision == "bf16":
+        model.autocast = torch.bfloat16
+        target = replace(target, prior=target.prior._view(autocast=torch.bfloat16))
+    return model, target
+
+
+def _schedule(config: TrainConfig):
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        if config.schedule == "linear":
+            return max(0.0, 1 - progress)
+        if config.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        return 1.0
+    return factor
+
+
+def resolve_target(config: TrainConfig, base: Path) -> Target:
+    if isinstance(config.target, dict):
+        return parse_target(config.target, base, batch_size=config.batch_size)
+    return load_target(base / config.target, batch_size=config.batch_size)
+
+
+class Trainer:
+    """One run's state: the model, the target (whose prior is π0), the objective, the optimiser and the step.
+
+    `trainable(name)` may restrict which parameters train (the Python API's way to pick a model family)."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, target: Target, *, quiet: bool = False,
+                 trainable=None):
+        self.config, self.run_dir, self.quiet = config, run_dir, quiet
+        torch.manual_seed(config.seed)
+        self.model, self.target = _models(config, target)
+        self.objective = make_objective(config, self.target)
+        if trainable is not None:
+            for name, p in self.model.model.named_parameters():
+                p.requires_grad_(p.requires_grad and trainable(name))
+        self.params = [p for p in self.model.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(config))
+        self.proposal = self.target.prior  # dpg/fdpg sample from here, unless "model"
+        self.proposal_is_copy = False
+        self.step = 0
+        self.stop_requested = False  # set by SIGINT/SIGTERM: the loop stops between steps, never inside one
+
+    # ----- samples ---------------------------------------------------------------------------------------------
+
+    def _prompts(self, draw: int) -> list[str]:
+        """Prompts for the draw-th micro-batch: consecutive slices of one seeded permutation, cycling."""
+        prompts = self.target.prompts
+        count = min(self.config.prompts_per_step, len(prompts))
+        order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(self.config.seed)).tolist()
+        return [prompts[order[(draw * count + i) % len(prompts)]] for i in range(count)]
+
+    def _sampler(self) -> LM:
+        if self.objective.needs_model_samples or self.config.dpg.proposal == "model":
+            return self.model
+        return self.proposal
+
+    def _batch(self, draw: int) -> Batch:
+        sampler, target = self._sampler(), self.target
+        samples = sampler.sample(self._prompts(draw), self.config.samples_per_prompt, target.max_new_tokens,
+                                 seed=self.config.seed * 1_000_003 + draw)
+        prompts, conts = samples.sample_prompts, samples.continuations
+        scored = target.score(prompts, conts, samples.texts,
+                              log_prior=samples.log_prob if sampler is target.prior else None)
+        mask = torch.arange(samples.tokens.shape[1])[None, :] < samples.length[:, None]
+        return Batch(prompts, conts, samples.texts, samples.n, samples.token_log_probs, mask, scored.log_prior,
+                     scored.log_phi, scored.stats[target.reward_name])
+
+    # ----- the loop ----------------------------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        config = self.config
+        metrics_path = self.run_dir / "metrics.jsonl"
+        progress = _progress(config.steps, self.step, self.quiet)
+        writer = _tensorboard(self.run_dir)
+        try:
+            while self.step < config.steps and not self.stop_requested:
+                record = self.train_step()
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                if writer is not None:
+                    for key, value in record.items():
+                        if isinstance(value, (int, float)) and key != "step":
+                            writer.add_scalar(key, value, record["step"])
+                progress.update(1)
+                progress.set_postfix(reward=f"{record['reward_mean']:.3f}", kl=f"{record['kl_model_prior']:.3f}")
+                if self.step % config.checkpoint_every == 0 or self.step == config.steps:
+                    self.save_checkpoint()
+        finally:
+            progress.close()
+            if writer is not None:
+                writer.close()
+        if self.stop_requested:
+            self.save_checkpoint()
+            raise Interrupted(f"stopped after step {self.step}; a checkpoint was written. Resume with the same "
+                              "command and --resume")
+        return self.finish()
+
+    def train_step(self) -> dict:
+        """One optimiser step (sampling, scoring, objective, update); returns its metrics record."""
+        config, started = self.config, time.perf_counter()
+        draws = range(self.step * config.grad_accum, (self.step + 1) * config.grad_accum)
+        batches = [self._batch(d) for d in draws]
+        sampled = time.perf_counter()
+        epochs = config.klrl.ppo_epochs if config.objective in ("rl", "klrl") else 1
+        for epoch in range(epochs):
+            outputs = []
+            for batch in batches:
+                out = self.objective.loss(self.model, self.target.prior, batch)
+                (out.loss / len(batches)).backward()
+                outputs.append(out)
+            norm = torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm or float("inf"))
+            loss = sum(o.loss.item() for o in outputs) / len(outputs)
+            if not (math.isfinite(loss) and math.isfinite(norm.item())):
+                self.optimizer.zero_grad(set_to_none=True)
+                last = checkpoint.completed(self.run_dir / "checkpoints")
+                raise TrainingDiverged(
+                    f"step {self.step + 1}: the loss ({loss}) or gradient norm ({norm.item()}) is not finite; nothing "
+                    f"was updated. The last good checkpoint is {last[-1] if last else 'none (no step completed)'}. "
+                    "Lower the learning rate, enable max_grad_norm, or check the reward's scale")
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if epoch == 0:
+                first = outputs
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        self.step += 1
+        record = self._figures(batches, first)
+        if isinstance(self.objective, KLRL):
+            self.objective.adapt(record["kl_model_prior"])
+        if config.objective in ("dpg", "fdpg") and config.dpg.proposal == "adaptive":
+            self._maybe_replace_proposal(batches, first)
+        elapsed = time.perf_counter() - started
+        samples = sum(len(b) for b in batches)
+        tokens = sum(int(b.mask.sum()) for b in batches)
+        record.update(step=self.step, loss=loss, grad_norm=norm.item(), lr=lr, samples_per_s=samples / elapsed,
+                      tokens_per_s=tokens / elapsed, sample_seconds=sampled - started, step_seconds=elapsed)
+        if isinstance(self.objective, KLRL):
+            record["beta"] = self.objective.beta
+        if hasattr(self.objective, "log_z"):
+            record["log_z_running"] = self.objective.log_z.value
+        return record
+
+    def _figures(self, batches, outputs) -> dict:
+        cat = torch.cat
+        log_q = cat([b.log_proposal for b in batches])
+        log_model = cat([o.log_model for o in outputs])
+        log_prior = cat([b.log_prior for b in batches])
+        group = batches[0].group
+        record = batch_figures(log_q, log_model, cat([b.log_target for b in batches]), cat([b.reward for b in batches]),
+                               group)
+        if all(o.kl_prior is not None for o in outputs) and self.config.klrl.kl_estimator == "analytic":
+            record["kl_model_prior"] = cat([o.kl_prior for o in outputs]).mean().item()
+        else:  # E_π_θ[log π_θ − log π0], self-normalised from the proposal's samples
+            to_model = torch.softmax((log_model - log_q).reshape(-1, group), 1)
+            record["kl_model_prior"] = (to_model * (log_model - log_prior).reshape(-1, group)).sum(1).mean().item()
+        texts = [t for b in batches for t in b.texts]
+        record["distinct_2"] = sum(distinct_n(texts[i:i + group], 2) for i in range(0, len(texts), group)) / (
+            len(texts) // group)
+        return record
+
+    def _maybe_replace_proposal(self, batches, outputs):
+        """GDC's KL-adaptive proposal: q ← π_θ when KL(π*‖π_θ) < KL(π*‖q), i.e. E_π*[log π_θ − log q] > 0."""
+        log_q = torch.cat([b.log_proposal for b in batches])
+        log_w = torch.cat([b.log_target for b in batches]) - log_q
+        log_model = torch.cat([o.log_model for o in outputs])
+        weights = torch.softmax(log_w, 0)
+        gain = torch.where(weights > 0, weights * (log_model - log_q), torch.zeros(()).double()).sum().item()
+        if gain > 0:
+            frozen = copy.deepcopy(self.model.model).requires_grad_(False)
+            self.proposal = self.model._view(model=frozen, name=f"proposal@{self.step}", autocast=self.model.autocast)
+            self.proposal_is_copy = True
+
+    # ----- checkpoints and the end -------------------------------------------------------------------------------
+
+    def save_checkpoint(self):
+        state = {"objective": self.objective.state_dict(), "proposal_is_copy": self.proposal_is_copy,
+                 "torch_rng": torch.get_rng_state().tolist()}
+        checkpoint.save(self.run_dir / "checkpoints", self.step, model=self.model.model, optimizer=self.optimizer,
+                        scheduler=self.scheduler, state=state,
+                        proposal=self.proposal.model if self.proposal_is_copy else None,
+                        keep=self.config.keep_checkpoints)
+
+    def resume(self) -> bool:
+        found = checkpoint.load_latest(self.run_dir / "checkpoints")
+        if found is None:
+            return False
+        path, saved = found
+        checkpoint.load_trainable_state(self.model.model, saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        state = saved["state"]
+        self.objective.load_state_dict(state["objective"])
+        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+        if state["proposal_is_copy"]:
+            frozen = copy.deepcopy(self.model.model).requires_grad_(False)
+            checkpoint.load_trainable_state(frozen, saved["proposal"])
+            self.proposal = self.model._view(model=frozen, name="proposal", autocast=self.model.autocast)
+            self.proposal_is_copy = True
+        self.step = state["step"]
+        _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+        if not self.quiet:
+            print(f"bayeslm: resumed from {path} (step {self.step})", file=sys.stderr)
+        return True
+
+    def finish(self) -> dict:
+        """The final scorecard (against the original target), then the model saved as a plain HF model."""
+        card = None
+        if self.config.eval_n:
+            with torch.no_grad():
+                card = scorecard(self.model, self.target, n=self.config.eval_n, seed=self.config.seed + 1)
+            (self.run_dir / "scorecard.json").write_text(json.dumps(card.to_json(), indent=2))
+        save_model(self.model, self.run_dir / "model", merge_lora=self.config.merge_lora)
+        return card.to_json() if card is not None else {}
+
+
+def save_model(model: LM, path: Path, *, merge_lora: bool):
+    """Saves π_θ where transformers (and `bayeslm evaluate --model`) load it directly."""
+    net = model.model
+    if hasattr(net, "peft_config") and merge_lora:
+        net = copy.deepcopy(net).merge_and_unload()
+    staging = path.with_name(path.name + ".writing")
+    shutil.rmtree(staging, ignore_errors=True)
+    net.save_pretrained(staging, safe_serialization=True)
+    model.tokenizer.save_pretrained(staging)
+    if path.exists():
+        shutil.rmtree(path)
+    staging.rename(path)
+
+
+def _truncate_metrics(path: Path, step: int):
+    """Drops metric lines past the checkpoint resumed from: those steps are about to be trained again."""
+    if path.is_file():
+        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in lines))
+
+
+def _progress(total: int, initial: int, quiet: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", disable=quiet or not sys.stderr.isatty())
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # TensorBoard is optional; metrics.jsonl is always written
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool):
+    """Refuses to mix two runs in one directory unless told to resume or overwrite."""
+    holds_run = (run_dir / "config.yaml").exists() or (run_dir / "metrics.jsonl").exists()
+    if holds_run and not (resume or overwrite):
+        raise RunExists(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
+    if overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def train(config: TrainConfig, run_dir: Path, *, base: Path = Path("."), resume: bool = False,
+          overwrite: bool = False, quiet: bool = False) -> dict:
+    """Trains per `config` into `run_dir`; returns the final scorecard as JSON. SIGINT and SIGTERM finish the
+    current step, checkpoint it and raise `Interrupted`; `resume=True` continues exactly from there."""
+    prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+    trainer = Trainer(config, run_dir, resolve_target(config, base), quiet=quiet)
+    if resume:
+        trainer.resume()
+
+    def stop(signum, frame):
+        if trainer.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once (the last checkpoint stays)
+        trainer.stop_requested = True
+        print(f"\nbayeslm: {signal.Signals(signum).name} received: finishing this step, then checkpointing",
+              file=sys.stderr)
+
+    handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return trainer.run()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,77 @@
+"""The training config: every key, its type, default and meaning (`bayeslm train CONFIG.yaml --set key=value`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from bayeslm.config import ConfigError, field, non_negative, positive
+
+
+def _at_least_two(value) -> str | None:
+    return None if value >= 2 else "must be >= 2 (the leave-one-out baseline needs another sample of the prompt)"
+
+
+def _fraction(value) -> str | None:
+    return None if value is None or 0 < value < 1 else "must be in (0, 1)"
+
+
+@dataclass
+class LoraConfig:
+    r: int = field(8, doc="rank of the LoRA update", check=positive)
+    alpha: float = field(16.0, doc="LoRA scaling numerator (the update is scaled by alpha / r)", check=positive)
+    target_modules: list[str] | None = field(None, doc="module names to adapt; null adapts every linear layer "
+                                                       "but the output head")
+
+
+@dataclass
+class KLRLConfig:
+    kl_estimator: Literal["analytic", "k1", "k3"] = field("analytic", doc="estimator of the KL(π_θ‖π0) term")
+    ppo_epochs: int = field(1, doc="passes over each batch; > 1 reuses it off-policy with PPO clipping",
+                            check=positive)
+    clip: float | None = field(None, doc="PPO clip range ε (e.g. 0.2); null for plain REINFORCE",
+                               check=_fraction)
+    kl_budget: float | None = field(None, doc="adapt β so that KL(π_θ‖π0) stays near this many nats",
+                                    check=positive)
+    adapt_rate: float = field(0.1, doc="how fast the adaptive β moves", check=positive)
+
+
+@dataclass
+class ProposalConfig:
+    proposal: Literal["prior", "model", "adaptive"] = field(
+        "adaptive", doc="where samples come from: the prior, the model itself, or the prior replaced by a copy "
+                        "of the model whenever the model is estimated closer to the target")
+    baseline: bool = field(True, doc="dpg only: subtract GDC++'s baseline π_θ/q from the weights")
+    divergence: Literal["kl", "rkl", "js", "tv", "chi2"] = field("js", doc="fdpg only: which f-divergence")
+
+
+@dataclass
+class TrainConfig:
+    target: Any = field(doc="a target file (path, relative to this config) or the target inline as a mapping")
+    objective: Literal["rl", "klrl", "dpg", "fdpg"] = field("klrl", doc="what to minimise")
+    model: str | None = field(None, doc="initial model: a local model directory; null starts from the prior")
+    steps: int = field(100, doc="optimiser steps", check=positive)
+    prompts_per_step: int = field(8, doc="prompts drawn per micro-batch (cycling through the target's prompts)",
+                                  check=positive)
+    samples_per_prompt: int = field(4, doc="continuations per prompt per micro-batch", check=_at_least_two)
+    grad_accum: int = field(1, doc="micro-batches per optimiser step", check=positive)
+    lr: float = field(1e-4, doc="peak learning rate of AdamW", check=positive)
+    weight_decay: float = field(0.0, doc="AdamW weight decay", check=non_negative)
+    warmup_steps: int = field(0, doc="linear warm-up steps", check=non_negative)
+    schedule: Literal["constant", "linear", "cosine"] = field("constant", doc="learning-rate decay after warm-up")
+    max_grad_norm: float | None = field(1.0, doc="clip the gradient norm; null for no clipping", check=positive)
+    precision: Literal["fp32", "bf16"] = field("fp32", doc="bf16: matrix products under bf16 autocast, fp32 "
+                                                           "master weights and log-probabilities")
+    lora: LoraConfig | None = field(None, doc="LoRA through peft; null for full fine-tuning")
+    klrl: KLRLConfig = field(default_factory=KLRLConfig, doc="klrl options")
+    dpg: ProposalConfig = field(default_factory=ProposalConfig, doc="dpg and fdpg options")
+    seed: int = field(0, doc="seeds sampling and initialisation; a run is reproducible from it")
+    checkpoint_every: int = field(50, doc="steps between checkpoints", check=positive)
+    keep_checkpoints: int = field(2, doc="how many recent checkpoints to keep", check=positive)
+    eval_n: int = field(64, doc="samples per prompt for the final scorecard; 0 skips it", check=non_negative)
+    merge_lora: bool = field(True, doc="save the final model with the LoRA update merged (a plain HF model)")
+    batch_size: int = field(64, doc="rows per forward pass", check=positive)
+
+    def __post_init__(self):
+        if self.target is None or not isinstance(self.target, (str, dict)):
+            raise ConfigError(f"target: expected a target file path or a mapping, got {self.target!r}")
