@@ -176,3 +176,40 @@ def test_reproduce_shows_the_papers_claims_on_exact_numbers(tmp_path):
     for method in ("rl", "klrl", "dpg", "fdpg-js"):
         curve = report["methods"][method]["curve"]
         assert len(curve) == 121 and set(curve[0]) >= {"kl_model_target", "kl_target_model", "entropy"}
+
+
+def test_dpg_keeps_one_log_z_per_prompt(prior, tmp_path):
+    from bayeslm.exact import Exact
+
+    target = (prior * Constraint(keyword(["good"]))).given(PROMPTS, max_new_tokens=3)
+    trainer = Trainer(config(objective="dpg", dpg={"proposal": "prior"}, samples_per_prompt=64), tmp_path,
+                      target, quiet=True)
+    for _ in range(3):
+        trainer.train_step()
+    exact = Exact(target)
+    estimated = [trainer.objective.log_z.value(p) for p in PROMPTS]
+    assert estimated[0] != estimated[1]
+    assert torch.allclose(torch.tensor(estimated, dtype=torch.float64), exact.log_z, atol=0.3)
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+    run = tmp_path / "run"
+    train(config(steps=2, eval_n=0), run, quiet=True)
+    with pytest.raises(ConfigError, match=r"\['lr'\] changed"):
+        train(config(steps=4, eval_n=0, lr=1e-2), run, resume=True, quiet=True)
+
+
+def test_lora_run_leaves_the_callers_prior_scoring_the_prior(tmp_path):
+    from bayeslm.estimate import scorecard
+    from bayeslm.train import resolve_target
+
+    trainer_config = config(objective="klrl", lora={"r": 4}, steps=2, lr=1e-2, eval_n=0)
+    target = resolve_target(trainer_config, tmp_path)
+    samples = target.prior.sample(PROMPTS, 8, 3, seed=0)
+    before = target.prior.log_prob(samples.sample_prompts, samples.continuations).detach()
+    trainer = Trainer(trainer_config, tmp_path, target, quiet=True)
+    trainer.train_step()
+    trainer.train_step()
+    after = target.prior.log_prob(samples.sample_prompts, samples.continuations).detach()
+    assert torch.allclose(after, before, atol=1e-6)
+    assert scorecard(trainer.model, target, n=20)["kl_model_prior"].value > 0

@@ -350,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     from bayeslm.checkpoint import CorruptCheckpoint
     from bayeslm.estimate import NoSupport
     from bayeslm.models import ModelNotFound
+    from bayeslm.objectives.log_z import NoTargetMass
     from bayeslm.train import TrainingDiverged
     from bayeslm.rewards import RewardError
     from bayeslm.target_file import ConfigError
@@ -359,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ModelNotFound) as error:
         print(f"bayeslm: error: {error}", file=sys.stderr)
         return 2
-    except (RewardError, NoSupport, CorruptCheckpoint, TrainingDiverged, ValueError) as error:
+    except (RewardError, NoSupport, NoTargetMass, CorruptCheckpoint, TrainingDiverged, ValueError) as error:
         print(f"bayeslm: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as interrupt:

@@ -47,8 +47,8 @@ def _describe(tp) -> str:
         return "a mapping"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
-    return {type(None): "null", bool: "true/false", int: "an integer", float: "a number",
-            str: "a string"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return {type(None): "null", bool: "true/false", int: "an integer", float: "a number", str: "a string",
+            dict: "a mapping"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
 def _convert(tp, value, where: str):
@@ -148,8 +148,11 @@ def document(cls, prefix: str = "") -> list[str]:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(hints[f.name]):
-            lines += document(hints[f.name], key + ".")
+        section = [t for t in (hints[f.name], *typing.get_args(hints[f.name])) if dataclasses.is_dataclass(t)]
+        if section:
+            if f.default is None:  # an optional section: say what null means, then its keys
+                lines.append(f"| `{key}` | a mapping or null | `null` | {f.metadata.get('doc', '')} |")
+            lines += document(section[0], key + ".")
             continue
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")

@@ -27,7 +27,7 @@ import yaml
 from bayeslm import checkpoint
 from bayeslm.config import ConfigError
 from bayeslm.diversity import distinct_n
-from bayeslm.estimate import batch_figures, scorecard
+from bayeslm.estimate import batch_figures, scorecard, snis_mean
 from bayeslm.lm import LM
 from bayeslm.models import load_lm
 from bayeslm.objectives import Batch, Objective
@@ -88,8 +88,9 @@ def _models(config: TrainConfig, target: Target) -> tuple[LM, Target]:
     model = LM(start, prior.tokenizer, chat=prior.chat, warp=prior.warp, batch_size=config.batch_size,
                name="model")
     if config.lora is not None and config.model is None:
-        # get_peft_model injected the adapter into the prior's own modules: the prior is now the adapter-off view.
-        target = replace(target, prior=model.without_adapter())
+        # get_peft_model injected the adapter into the prior's own modules, so the prior object itself becomes
+        # the adapter-off view: every holder of it (the caller's target too) keeps scoring π0.
+        prior.model, prior.adapter_disabled = start, True
     if config.precision == "bf16":
         model.autocast = torch.bfloat16
         target = replace(target, prior=target.prior._view(autocast=torch.bfloat16))
@@ -172,8 +173,9 @@ class Trainer:
         try:
             while self.step < config.steps and not self.stop_requested:
                 record = self.train_step()
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
+                with metrics_path.open("a") as f:  # JSON has no infinity: an infinite KL is written as null
+                    f.write(json.dumps({k: v if not isinstance(v, float) or math.isfinite(v) else None
+                                        for k, v in record.items()}) + "\n")
                 if writer is not None:
                     for key, value in record.items():
                         if isinstance(value, (int, float)) and key != "step":
@@ -211,8 +213,9 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 last = checkpoint.completed(self.run_dir / "checkpoints")
                 raise TrainingDiverged(
-                    f"step {self.step + 1}: the loss ({loss}) or gradient norm ({norm.item()}) is not finite; nothing "
-                    f"was updated. The last good checkpoint is {last[-1] if last else 'none (no step completed)'}. "
+                    f"step {self.step + 1}: the loss ({loss}) or gradient norm ({norm.item()}) is not finite; this "
+                    f"update was not applied. The last good checkpoint is "
+                    f"{last[-1] if last else 'none (no step completed)'}. "
                     "Lower the learning rate, enable max_grad_norm, or check the reward's scale")
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -225,7 +228,7 @@ class Trainer:
         if isinstance(self.objective, KLRL):
             self.objective.adapt(record["kl_model_prior"])
         if config.objective in ("dpg", "fdpg") and config.dpg.proposal == "adaptive":
-            self._maybe_replace_proposal(batches, first)
+            self._maybe_replace_proposal(batches)
         elapsed = time.perf_counter() - started
         samples = sum(len(b) for b in batches)
         tokens = sum(int(b.mask.sum()) for b in batches)
@@ -234,7 +237,7 @@ class Trainer:
         if isinstance(self.objective, KLRL):
             record["beta"] = self.objective.beta
         if hasattr(self.objective, "log_z"):
-            record["log_z_running"] = self.objective.log_z.value
+            record["log_z_running"] = self.objective.log_z.mean
         return record
 
     def _figures(self, batches, outputs) -> dict:
@@ -255,14 +258,20 @@ class Trainer:
             len(texts) // group)
         return record
 
-    def _maybe_replace_proposal(self, batches, outputs):
-        """GDC's KL-adaptive proposal: q ← π_θ when KL(π*‖π_θ) < KL(π*‖q), i.e. E_π*[log π_θ − log q] > 0."""
+    def _maybe_replace_proposal(self, batches):
+        """GDC's KL-adaptive proposal: q ← π_θ when KL(π*‖π_θ) < KL(π*‖q), i.e. E_π*[log π_θ − log q] > 0.
+
+        The updated model is scored on this step's samples; the gain is a self-normalised estimate per prompt,
+        averaged, and must exceed its standard error so that noise alone never swaps the proposal."""
+        group = batches[0].group
+        with torch.no_grad():
+            log_model = torch.cat([self.model.log_prob(b.prompts, b.continuations) for b in batches]).double()
         log_q = torch.cat([b.log_proposal for b in batches])
-        log_w = torch.cat([b.log_target for b in batches]) - log_q
-        log_model = torch.cat([o.log_model for o in outputs])
-        weights = torch.softmax(log_w, 0)
-        gain = torch.where(weights > 0, weights * (log_model - log_q), torch.zeros(()).double()).sum().item()
-        if gain > 0:
+        log_w = (torch.cat([b.log_target for b in batches]) - log_q).reshape(-1, group)
+        ratio = torch.exp(log_w - torch.logsumexp(log_w, 1, keepdim=True)) * group
+        gain, influence = snis_mean((log_model - log_q).reshape(-1, group), ratio)
+        stderr = (influence.var(1) / group).sum().sqrt() / len(gain)
+        if gain.mean() > stderr:
             frozen = copy.deepcopy(self.model.model).requires_grad_(False)
             self.proposal = self.model._view(model=frozen, name=f"proposal@{self.step}", autocast=self.model.autocast)
             self.proposal_is_copy = True
@@ -270,7 +279,8 @@ class Trainer:
     # ----- checkpoints and the end -------------------------------------------------------------------------------
 
     def save_checkpoint(self):
-        state = {"objective": self.objective.state_dict(), "proposal_is_copy": self.proposal_is_copy,
+        state = {"config": dataclasses.asdict(self.config), "objective": self.objective.state_dict(),
+                 "proposal_is_copy": self.proposal_is_copy,
                  "torch_rng": torch.get_rng_state().tolist()}
         checkpoint.save(self.run_dir / "checkpoints", self.step, model=self.model.model, optimizer=self.optimizer,
                         scheduler=self.scheduler, state=state,
@@ -279,13 +289,19 @@ class Trainer:
 
     def resume(self) -> bool:
         found = checkpoint.load_latest(self.run_dir / "checkpoints")
-        if found is None:
+        if found is None:  # killed before its first checkpoint: start over
+            _truncate_metrics(self.run_dir / "metrics.jsonl", 0)
             return False
         path, saved = found
         checkpoint.load_trainable_state(self.model.model, saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         state = saved["state"]
+        changed = sorted(k for k, v in dataclasses.asdict(self.config).items()
+                         if state["config"].get(k) != v and not (k == "steps" and self.config.schedule == "constant"))
+        if changed:
+            raise ConfigError(f"cannot resume {self.run_dir} with a different config: {changed} changed since the "
+                              "checkpoint (only steps may change, and only with the constant schedule)")
         self.objective.load_state_dict(state["objective"])
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
         if state["proposal_is_copy"]:

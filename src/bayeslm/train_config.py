@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from bayeslm.config import ConfigError, field, non_negative, positive
+from bayeslm.config import field, non_negative, positive
 
 
 def _at_least_two(value) -> str | None:
@@ -31,8 +31,9 @@ class KLRLConfig:
                             check=positive)
     clip: float | None = field(None, doc="PPO clip range ε (e.g. 0.2); null for plain REINFORCE",
                                check=_fraction)
-    kl_budget: float | None = field(None, doc="adapt β so that KL(π_θ‖π0) stays near this many nats",
-                                    check=positive)
+    kl_budget: float | None = field(None, doc="adapt β so that KL(π_θ‖π0) stays near this many nats (the "
+                                              "target becomes π0·exp(r/β_t); the final scorecard still uses the "
+                                              "declared β)", check=positive)
     adapt_rate: float = field(0.1, doc="how fast the adaptive β moves", check=positive)
 
 
@@ -47,7 +48,7 @@ class ProposalConfig:
 
 @dataclass
 class TrainConfig:
-    target: Any = field(doc="a target file (path, relative to this config) or the target inline as a mapping")
+    target: str | dict = field(doc="a target file (path, relative to this config) or the target inline as a mapping")
     objective: Literal["rl", "klrl", "dpg", "fdpg"] = field("klrl", doc="what to minimise")
     model: str | None = field(None, doc="initial model: a local model directory; null starts from the prior")
     steps: int = field(100, doc="optimiser steps", check=positive)
@@ -72,6 +73,3 @@ class TrainConfig:
     merge_lora: bool = field(True, doc="save the final model with the LoRA update merged (a plain HF model)")
     batch_size: int = field(64, doc="rows per forward pass", check=positive)
 
-    def __post_init__(self):
-        if self.target is None or not isinstance(self.target, (str, dict)):
-            raise ConfigError(f"target: expected a target file path or a mapping, got {self.target!r}")

@@ -2,8 +2,8 @@
 
     ∇KL(π*‖π_θ) = −E_π*[∇log π_θ(x)] = −E_q[(P(x) / (Z·q(x))) ∇log π_θ(x)]
 
-an importance-weighted maximum likelihood on samples of a proposal q, with Z estimated from every batch so
-far. GDC++'s baseline (Korbak et al. 2022) subtracts π_θ(x)/q(x), whose expectation under q times ∇log π_θ is
+an importance-weighted maximum likelihood on samples of a proposal q, with each prompt's Z(c) estimated from
+every batch so far. GDC++'s baseline (Korbak et al. 2022) subtracts π_θ(x)/q(x), whose expectation under q times ∇log π_θ is
 zero, so the weights become P/(Zq) − π_θ/q. The forward KL covers every mode of π* and stays finite for hard
 constraints, where the reverse KL of KL-RL is infinite.
 
@@ -31,7 +31,7 @@ class DPG(Objective):
         log_model = model.log_prob(batch.prompts, batch.continuations)
         log_q = batch.log_proposal
         log_w = batch.log_target - log_q
-        weight = torch.exp(log_w - self.log_z.update(log_w))  # π*(x)/q(x)
+        weight = torch.exp(log_w - self.log_z.update(log_w, batch.prompts))  # π*(x|c)/q(x|c)
         if self.baseline:
             weight = weight - torch.exp(log_model.detach().double() - log_q)
         return Step(-(weight.float() * log_model).mean(), log_model.detach().double())

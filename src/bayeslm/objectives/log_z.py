@@ -1,29 +1,53 @@
-"""A running importance-sampling estimate of log Z over every batch seen, kept in log space."""
+"""Running importance-sampling estimates of log Z(c), one per prompt c, over every batch seen, in log space.
+
+Each prompt has its own normaliser Z(c) = Σ_x π0(x|c)·φ(x,c); pooling them would weight each prompt's
+gradient by Z(c)/Z̄ and ignore the prompts where the target is rare.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
 
+class NoTargetMass(ValueError):
+    """No sample of some prompt has had non-zero target weight yet: its log Z estimate is −inf."""
+
+
 class RunningLogZ:
     def __init__(self):
-        self.log_sum, self.count = float("-inf"), 0
+        self.log_sum: dict[str, float] = {}
+        self.count: dict[str, int] = {}
 
-    def update(self, log_weights: torch.Tensor) -> float:
-        """Adds log(P(x)/q(x)) of new samples; returns the pooled estimate log mean(P/q)."""
-        log_sum = torch.logsumexp(log_weights.double(), 0).item()
-        self.log_sum = float(torch.logaddexp(torch.tensor(self.log_sum), torch.tensor(log_sum)))
-        self.count += len(log_weights)
-        return self.value
+    def update(self, log_weights: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """Adds log(P(x|c)/q(x|c)) of new samples; returns each row's pooled estimate log Ẑ(c) [B] (float64)."""
+        log_weights = log_weights.double()
+        for prompt in dict.fromkeys(prompts):
+            rows = torch.tensor([p == prompt for p in prompts])
+            batch = torch.logsumexp(log_weights[rows], 0).item()
+            self.log_sum[prompt] = float(torch.logaddexp(torch.tensor(self.log_sum.get(prompt, -math.inf)),
+                                                         torch.tensor(batch)))
+            self.count[prompt] = self.count.get(prompt, 0) + int(rows.sum())
+        values = torch.tensor([self.value(p) for p in prompts], dtype=torch.float64)
+        if torch.isneginf(values).any():
+            empty = sorted({p for p, v in zip(prompts, values.tolist()) if v == -math.inf})
+            raise NoTargetMass(f"no sample so far has non-zero target weight for prompt(s) {empty}: the proposal "
+                               "never satisfies the target's constraints there. Use more samples per prompt or a "
+                               "proposal closer to the target")
+        return values
+
+    def value(self, prompt: str) -> float:
+        return self.log_sum[prompt] - math.log(self.count[prompt])
 
     @property
-    def value(self) -> float:
-        return self.log_sum - math.log(self.count) if self.count else float("nan")
+    def mean(self) -> float:
+        """The mean of log Ẑ(c) over the prompts seen (what the metrics report)."""
+        return sum(self.value(p) for p in self.log_sum) / len(self.log_sum) if self.log_sum else float("nan")
 
     def state_dict(self) -> dict:
-        return {"log_sum": self.log_sum, "count": self.count}
+        return {"log_sum": dict(self.log_sum), "count": dict(self.count)}
 
     def load_state_dict(self, state: dict):
-        self.log_sum, self.count = state["log_sum"], state["count"]
+        self.log_sum, self.count = dict(state["log_sum"]), dict(state["count"])
