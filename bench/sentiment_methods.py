@@ -33,6 +33,7 @@ def main():
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--eval-n", type=int, default=32)
     parser.add_argument("--out", default="runs/bench-sentiment")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of rl,klrl,dpg")
     args = parser.parse_args()
     out = Path(args.out)
     rows = {}
@@ -41,20 +42,20 @@ def main():
     target = parse_target(target_data, EXAMPLES, batch_size=16)
     before = scorecard(target.prior, target, n=args.eval_n, seed=1).to_json()
     rows["prior"] = before
-    for method in METHODS:
+    for method in args.methods.split(","):
         data = yaml.safe_load((EXAMPLES / f"train_{method}_sentiment.yaml").read_text())
         config = load(TrainConfig, {**data, "target": target_data, "steps": args.steps, "eval_n": args.eval_n})
         started = time.perf_counter()
         rows[method] = train(config, out / method, base=EXAMPLES, overwrite=True, quiet=True)
         rows[method]["minutes"] = (time.perf_counter() - started) / 60
-    print(f"{'model':8s} {'reward (VADER)':>18s} {'KL(π‖π0)':>16s} {'KL(π‖π*)':>16s} {'distinct-2':>10s} "
-          f"{'minutes':>8s}")
+    print(f"{'model':8s} {'reward (VADER)':>18s} {'KL(π‖π0)':>16s} {'KL(π‖π*)':>16s} {'KL(π*‖π)':>16s} "
+          f"{'distinct-2':>10s} {'minutes':>8s}")
     for name, card in rows.items():
         def cell(key):
             e = card[key]
             return f"{e['value']:.3f} ± {e['stderr']:.3f}" if e["value"] is not None else "inf"
         print(f"{name:8s} {cell('reward_mean'):>18s} {cell('kl_model_prior'):>16s} {cell('kl_model_target'):>16s} "
-              f"{card['distinct_2']:10.3f} {card.get('minutes', 0):8.1f}")
+              f"{cell('kl_target_model'):>16s} {card['distinct_2']:10.3f} {card.get('minutes', 0):8.1f}")
     (out / "summary.json").write_text(json.dumps(rows, indent=2))
 
 

@@ -213,3 +213,12 @@ def test_lora_run_leaves_the_callers_prior_scoring_the_prior(tmp_path):
     after = target.prior.log_prob(samples.sample_prompts, samples.continuations).detach()
     assert torch.allclose(after, before, atol=1e-6)
     assert scorecard(trainer.model, target, n=20)["kl_model_prior"].value > 0
+
+
+def test_gradient_accumulation_averages_micro_batches(tmp_path):
+    run = tmp_path / "accum"
+    train(config(objective="klrl", grad_accum=2, steps=2, eval_n=0), run, quiet=True)
+    records = metrics(run)
+    # Two micro-batches of 2 prompts x 4 samples per step.
+    assert [r["step"] for r in records] == [1, 2]
+    assert all(r["ess"] <= 16 + 1e-9 and r["ess"] > 4 for r in records)
