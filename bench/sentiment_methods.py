@@ -34,6 +34,7 @@ def main():
     parser.add_argument("--eval-n", type=int, default=32)
     parser.add_argument("--out", default="runs/bench-sentiment")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of rl,klrl,dpg")
+    parser.add_argument("--lr", type=float, help="override the configs' learning rate")
     args = parser.parse_args()
     out = Path(args.out)
     rows = {}
@@ -44,6 +45,8 @@ def main():
     rows["prior"] = before
     for method in args.methods.split(","):
         data = yaml.safe_load((EXAMPLES / f"train_{method}_sentiment.yaml").read_text())
+        if args.lr is not None:
+            data["lr"] = args.lr
         config = load(TrainConfig, {**data, "target": target_data, "steps": args.steps, "eval_n": args.eval_n})
         started = time.perf_counter()
         rows[method] = train(config, out / method, base=EXAMPLES, overwrite=True, quiet=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -91,8 +92,6 @@ def load(path: Path) -> dict:
 
 def load_latest(directory: Path) -> tuple[Path, dict] | None:
     """The newest checkpoint that reads back whole, skipping (and reporting) corrupt ones."""
-    import sys
-
     for path in reversed(completed(directory)):
         try:
             return path, load(path)
