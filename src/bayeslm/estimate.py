@@ -48,19 +48,21 @@ def _json_float(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def _combine(per_prompt: torch.Tensor, influence: torch.Tensor) -> Estimate:
-    """Mean over prompts of per-prompt estimates [C], with the stderr from per-sample influences [C, n]."""
-    C, n = influence.shape
+def combine(per_prompt, influences) -> Estimate:
+    """Mean over prompts of per-prompt estimates [C], with the standard error from each prompt's per-sample
+    influences (the delta method): Var = Σ_c Var(influence_c)/n_c / C². `influences` is [C, n] or a sequence of
+    C one-dimensional tensors (prompts may have different numbers of samples)."""
+    per_prompt = torch.as_tensor(per_prompt, dtype=torch.float64)
     value = per_prompt.mean().item()
     if not math.isfinite(value):
         return Estimate(value, 0.0)
-    variance = influence.var(dim=1, correction=1) / n if n > 1 else torch.full((C,), float("inf"))
-    return Estimate(value, (variance.sum().sqrt() / C).item())
+    variance = sum(f.var(correction=1).item() / len(f) if len(f) > 1 else math.inf for f in influences)
+    return Estimate(value, math.sqrt(variance) / len(per_prompt))
 
 
 def _mean(x: torch.Tensor) -> Estimate:
     mean = x.mean(1)
-    return _combine(mean, x - mean[:, None])
+    return combine(mean, x - mean[:, None])
 
 
 @dataclass
@@ -90,7 +92,7 @@ class Scorecard:
         return out
 
 
-def _log_weight_moments(log_w: torch.Tensor):
+def log_weight_moments(log_w: torch.Tensor):
     """Per prompt: log Ẑ [C] and the normalised weights r = w/Ẑ [C, n] (mean 1), in log space."""
     n = log_w.shape[1]
     log_z = torch.logsumexp(log_w, 1) - math.log(n)
@@ -134,19 +136,19 @@ def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, samples
         raise NoSupport(f"all {n} samples have zero target weight for prompt(s) {bad} (no sample satisfies the "
                         f"constraints of {target.potential!r}). Draw more samples (-n), or use a proposal closer "
                         "to the target")
-    log_z, ratio = _log_weight_moments(log_w)
-    est = {"log_z": _combine(log_z, ratio - 1)}
+    log_z, ratio = log_weight_moments(log_w)
+    est = {"log_z": combine(log_z, ratio - 1)}
     elbo = log_w.mean(1)
-    est["elbo"] = _combine(elbo, log_w - elbo[:, None])
+    est["elbo"] = combine(elbo, log_w - elbo[:, None])
     eubo, eubo_influence = snis_mean(log_w, ratio)
-    est["eubo"] = _combine(eubo, eubo_influence)
-    est["kl_model_target"] = _combine(log_z - elbo, (ratio - 1) - (log_w - elbo[:, None]))
-    est["kl_target_model"] = _combine(eubo - log_z, eubo_influence - (ratio - 1))
+    est["eubo"] = combine(eubo, eubo_influence)
+    est["kl_model_target"] = combine(log_z - elbo, (ratio - 1) - (log_w - elbo[:, None]))
+    est["kl_target_model"] = combine(eubo - log_z, eubo_influence - (ratio - 1))
     gap = 0.5 * (1 - ratio).abs()
     tv = gap.mean(1)
     # Ẑ is estimated too: d TV / d log Ẑ = E_q[r·1{r<1}] − ½, times log Ẑ's influence r − 1.
     below = torch.where(ratio < 1, ratio, torch.zeros(()).double()).mean(1)
-    est["tv_model_target"] = _combine(tv, gap - tv[:, None] + (below - 0.5)[:, None] * (ratio - 1))
+    est["tv_model_target"] = combine(tv, gap - tv[:, None] + (below - 0.5)[:, None] * (ratio - 1))
     if analytic_kl and not same_as_prior:
         with torch.no_grad():
             per_token_kl = model.kl(target.prior, prompts, conts).double().cpu()
@@ -157,7 +159,7 @@ def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, samples
     statistics = {}
     for name, value in scored.stats.items():
         value = per_prompt(value)
-        statistics[name] = {"model": _mean(value), "target": _combine(*snis_mean(value, ratio))}
+        statistics[name] = {"model": _mean(value), "target": combine(*snis_mean(value, ratio))}
     est["reward_mean"] = statistics[target.reward_name]["model"]
     est["target_reward_mean"] = statistics[target.reward_name]["target"]
     est["entropy"] = _mean(-log_q)
@@ -181,7 +183,7 @@ def batch_figures(log_proposal: torch.Tensor, log_model: torch.Tensor, log_targe
     log_q, log_pi, log_p, r = map(grouped, (log_proposal, log_model, log_target, reward))
     to_model = torch.softmax(log_pi - log_q, 1)  # π_θ/q, normalised
     log_w = log_p - log_q
-    log_z, ratio = _log_weight_moments(log_w)
+    log_z, ratio = log_weight_moments(log_w)
     to_target = ratio / group
 
     def under(weights, values):

@@ -27,10 +27,10 @@ from typing import Sequence
 
 import torch
 
-from bayeslm.estimate import Estimate, snis_mean
+from bayeslm.estimate import Estimate, combine, log_weight_moments, snis_mean
 from bayeslm.potentials import Exponential
 from bayeslm.prefix import factors
-from bayeslm.samplers.pool import generators, over_prompts, propose
+from bayeslm.samplers.pool import generators, propose
 from bayeslm.target import Target
 
 MIN_ESS = 30.0  # effective samples per prompt below which a SNIS estimate is not to be trusted
@@ -87,16 +87,15 @@ class Plan:
         if not beta > 0:
             raise ValueError(f"beta must be > 0, got {beta}")
         log_phi = self.r / beta + self.log_phi_rest  # log w_β, the prior being the proposal
-        log_z = torch.logsumexp(log_phi, 1) - math.log(log_phi.shape[1])
-        ratio = torch.exp(log_phi - log_z[:, None])  # w/Ẑ, mean 1 per prompt
+        log_z, ratio = log_weight_moments(log_phi)  # ratio = w/Ẑ, mean 1 per prompt
         reward, reward_influence = snis_mean(self.r, ratio)
         expected_log_phi, log_phi_influence = snis_mean(log_phi, ratio)
         ess = ratio.shape[1] ** 2 / (ratio ** 2).sum(1)
         return Prediction(
             float(beta),
-            over_prompts(reward.tolist(), reward_influence),
-            over_prompts((expected_log_phi - log_z).tolist(), log_phi_influence - (ratio - 1)),
-            over_prompts(log_z.tolist(), ratio - 1),
+            combine(reward.tolist(), reward_influence),
+            combine((expected_log_phi - log_z).tolist(), log_phi_influence - (ratio - 1)),
+            combine(log_z.tolist(), ratio - 1),
             ess.sum().item(), ess.min().item())
 
     def beta_for_kl(self, kl: float) -> float:

@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from bayeslm.estimate import Estimate, NoSupport
+from bayeslm.estimate import Estimate, NoSupport, combine
 from bayeslm.lm import LM
 from bayeslm.potentials import Statistics
 from bayeslm.target import Target
@@ -114,17 +114,6 @@ def propose(target: Target, proposal: LM, n: int, *, generator: torch.Generator,
     return pool.take(torch.sort(pool.prompt_index, stable=True).indices)
 
 
-def over_prompts(per_prompt: Sequence[float], influences: Sequence[torch.Tensor]) -> Estimate:
-    """Mean over prompts of per-prompt estimates, with the standard error from each prompt's per-sample
-    influence values (the delta method): Var = Σ_c Var(influence_c)/n_c / C²."""
-    C = len(per_prompt)
-    value = sum(per_prompt) / C
-    if not math.isfinite(value):
-        return Estimate(value, 0.0)
-    variance = sum(f.var(correction=1).item() / len(f) if len(f) > 1 else math.inf for f in influences)
-    return Estimate(value, math.sqrt(variance) / C)
-
-
 def log_mean_exp(log_x: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(log_x, -1) - math.log(log_x.shape[-1])
 
@@ -137,7 +126,7 @@ def log_z(log_w: torch.Tensor, prompt_index: torch.Tensor, C: int) -> tuple[Esti
         log_z_c = log_mean_exp(lw)
         per_prompt.append(log_z_c.item())
         influences.append(torch.exp(lw - log_z_c) - 1 if math.isfinite(log_z_c) else torch.zeros_like(lw))
-    return over_prompts(per_prompt, influences), torch.tensor(per_prompt, dtype=torch.float64)
+    return combine(per_prompt, influences), torch.tensor(per_prompt, dtype=torch.float64)
 
 
 def ess(log_w: torch.Tensor, prompt_index: torch.Tensor, C: int) -> float:

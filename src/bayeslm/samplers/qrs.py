@@ -28,9 +28,9 @@ from typing import Sequence
 
 import torch
 
-from bayeslm.estimate import Estimate
+from bayeslm.estimate import Estimate, combine
 from bayeslm.lm import LM
-from bayeslm.samplers.pool import Pool, generators, log_mean_exp, over_prompts, propose, require_support
+from bayeslm.samplers.pool import Pool, generators, log_mean_exp, propose, require_support
 from bayeslm.samplers.rejection import accept_reject
 from bayeslm.samplers.result import Draws
 from bayeslm.target import Target
@@ -107,4 +107,4 @@ def _at(log_w: torch.Tensor, beta: float) -> Tradeoff:
             h = outer * sign_ * log_ratio
             kl = h.mean()
             add(key, kl, h - kl - (kl + 1) * (outer - 1) + (inner - 1))
-    return Tradeoff(beta, *(over_prompts(values, influences) for values, influences in per_prompt.values()))
+    return Tradeoff(beta, *(combine(values, influences) for values, influences in per_prompt.values()))
