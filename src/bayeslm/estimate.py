@@ -123,7 +123,7 @@ def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, samples
     C, n = len(samples.prompts), samples.n
     log_q = samples.log_prob.double()
     same_as_prior = model.same_distribution(target.prior)
-    scored = target.score(prompts, conts, samples.texts, log_prior=log_q if same_as_prior else None)
+    scored = target.score_samples(samples, model)
 
     def per_prompt(x):
         return x.reshape(C, n)

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from bayeslm.lm import LM
+from bayeslm.lm import LM, Samples
 from bayeslm.potentials import Potential, Statistics
 
 
@@ -76,3 +76,8 @@ class Target:
         stats = self.potential.statistics(texts, prompts)
         return Scored(log_prior.detach().double().cpu(), self.potential.log_phi(stats), stats)
 
+    def score_samples(self, samples: Samples, sampler: LM) -> Scored:
+        """Scores samples drawn from `sampler`; when it is the prior's very distribution, the samples'
+        own log-probabilities are log π0 and no second forward pass is run."""
+        known = samples.log_prob if sampler.same_distribution(self.prior) else None
+        return self.score(samples.sample_prompts, samples.continuations, samples.texts, log_prior=known)

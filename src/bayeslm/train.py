@@ -157,8 +157,7 @@ class Trainer:
         samples = sampler.sample(self._prompts(draw), self.config.samples_per_prompt, target.max_new_tokens,
                                  seed=self.config.seed * 1_000_003 + draw)
         prompts, conts = samples.sample_prompts, samples.continuations
-        scored = target.score(prompts, conts, samples.texts,
-                              log_prior=samples.log_prob if sampler is target.prior else None)
+        scored = target.score_samples(samples, sampler)
         mask = torch.arange(samples.tokens.shape[1])[None, :] < samples.length[:, None]
         return Batch(prompts, conts, samples.texts, samples.n, samples.token_log_probs, mask, scored.log_prior,
                      scored.log_phi, scored.stats[target.reward_name])

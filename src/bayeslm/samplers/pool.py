@@ -97,15 +97,13 @@ def propose(target: Target, proposal: LM, n: int, *, generator: torch.Generator,
     prompts = list(range(len(target.prompts))) if prompts is None else list(prompts)
     texts_of = [target.prompts[c] for c in prompts]
     per_call = max(1, 4 * proposal.batch_size // len(prompts))
-    reuse_log_q = proposal.same_distribution(target.prior)
     parts = []
     with progress(n * len(prompts), "proposals") as bar:
         for start in range(0, n, per_call):
             k = min(per_call, n - start)
             samples = proposal.sample(texts_of, k, target.max_new_tokens, generator=generator)
             log_q = samples.log_prob.double()
-            scored = target.score(samples.sample_prompts, samples.continuations, samples.texts,
-                                  log_prior=log_q if reuse_log_q else None)
+            scored = target.score_samples(samples, proposal)
             index = torch.tensor(prompts).repeat_interleave(k)
             parts.append(Pool(target.prompts, index, samples.continuations, samples.texts, scored.log_prior,
                               scored.log_target, log_q, scored.stats))
