@@ -171,7 +171,7 @@ def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, samples
 
 
 def batch_figures(log_proposal: torch.Tensor, log_model: torch.Tensor, log_target: torch.Tensor,
-                  reward: torch.Tensor, group: int) -> dict[str, float]:
+                  log_prior: torch.Tensor, reward: torch.Tensor, group: int) -> dict[str, float]:
     """Point estimates for the model π_θ from one training batch drawn from a proposal q (q = π_θ on-policy).
 
     Model expectations use the self-normalised weights π_θ/q, target expectations the weights P/q; each figure
@@ -180,7 +180,7 @@ def batch_figures(log_proposal: torch.Tensor, log_model: torch.Tensor, log_targe
     def grouped(x):
         return x.double().reshape(-1, group)
 
-    log_q, log_pi, log_p, r = map(grouped, (log_proposal, log_model, log_target, reward))
+    log_q, log_pi, log_p, log_0, r = map(grouped, (log_proposal, log_model, log_target, log_prior, reward))
     to_model = torch.softmax(log_pi - log_q, 1)  # π_θ/q, normalised
     log_w = log_p - log_q
     log_z, ratio = log_weight_moments(log_w)
@@ -197,5 +197,6 @@ def batch_figures(log_proposal: torch.Tensor, log_model: torch.Tensor, log_targe
         "kl_model_target": (log_z - elbo).mean().item(),
         "kl_target_model": (under(to_target, log_p - log_pi) - log_z).mean().item(),
         "entropy": under(to_model, -log_pi).mean().item(),
+        "kl_model_prior": under(to_model, log_pi - log_0).mean().item(),
         "ess": (group * group / (ratio ** 2).sum(1)).sum().item(),
     }
