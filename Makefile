@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test install clean
+.PHONY: demo demo-quick test install browser clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,14 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(VENV)/bin/bayeslm evaluate --target examples/positive_sentiment.yaml -n 32
 
-test: $(VENV)/.installed
+# The report test opens the HTML in Debian's headless Chromium; installed here when missing and we may (root).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium chromium-driver >/dev/null; } || \
+	  echo "make: no chromium (apt-get install chromium chromium-driver): the browser test will be skipped"
+
+test: $(VENV)/.installed browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 clean:

@@ -27,6 +27,13 @@ from bayeslm.lm import LM, Samples
 from bayeslm.target import Target
 
 
+# Every figure of a scorecard with its label, in the order tables show them (q: the model scored).
+FIGURES = [("log_z", "log Z"), ("elbo", "ELBO"), ("eubo", "EUBO"), ("kl_model_target", "KL(q‖π*)"),
+           ("kl_target_model", "KL(π*‖q)"), ("tv_model_target", "TV(q,π*)"), ("kl_model_prior", "KL(q‖π0)"),
+           ("kl_model_prior_sampled", "KL(q‖π0) sampled"), ("reward_mean", "reward under q"),
+           ("target_reward_mean", "reward under π*"), ("entropy", "entropy H(q), nats")]
+
+
 class NoSupport(ValueError):
     """Every sample of some prompt has zero target weight: nothing to estimate from."""
 
@@ -77,6 +84,9 @@ class Scorecard:
     diversity: dict[str, float]
     statistics: dict[str, dict[str, Estimate]]
     exact: dict[str, float] | None = field(default=None)
+    # Per sample, [C, n]: log w = log P − log q and the reward (for resampling the target; not in the JSON).
+    log_weights: torch.Tensor | None = field(default=None, repr=False)
+    rewards: torch.Tensor | None = field(default=None, repr=False)
 
     def __getitem__(self, key: str) -> Estimate:
         return self.estimates[key]
@@ -167,7 +177,8 @@ def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, samples
     groups = [samples.texts[c * n:(c + 1) * n] for c in range(C)]
     diversity = {f"distinct_{k}": sum(distinct_n(g, k) for g in groups) / C for k in (1, 2, 3)}
     diversity["self_bleu"] = sum(self_bleu(g) for g in groups) / C
-    return Scorecard(model.name, repr(target), C * n, est, ess, diversity, statistics)
+    return Scorecard(model.name, repr(target), C * n, est, ess, diversity, statistics,
+                     log_weights=log_w, rewards=per_prompt(scored.stats[target.reward_name]))
 
 
 def batch_figures(log_proposal: torch.Tensor, log_model: torch.Tensor, log_target: torch.Tensor,

@@ -127,3 +127,16 @@ def plan(target: Target, betas: Sequence[float], n: int = 1024, *, seed: int = 0
     """Predictions for each β from n prior samples per prompt."""
     planner = Plan(target, n, seed=seed)
     return [planner.at(beta) for beta in betas]
+
+
+def plan_json(planner: Plan, betas: Sequence[float], *, kl_budget: float | None = None,
+              reward: float | None = None) -> dict:
+    """The predictions at `betas`, and at the β solved for a KL budget or a reward target, as JSON (what
+    `bayeslm plan --json` prints and a run directory's plan.json holds)."""
+    result = {"reward": planner.reward_name, "n": planner.r.shape[1],
+              "betas": [planner.at(beta).to_json() for beta in betas]}
+    if kl_budget is not None:
+        result["kl_budget"] = {"goal": kl_budget, **planner.at(planner.beta_for_kl(kl_budget)).to_json()}
+    if reward is not None:
+        result["reward_target"] = {"goal": reward, **planner.at(planner.beta_for_reward(reward)).to_json()}
+    return result

@@ -19,8 +19,9 @@ import math
 
 import torch
 
+from bayeslm import progress
 from bayeslm.lm import LM
-from bayeslm.samplers.pool import generators, log_z, progress, propose, require_support
+from bayeslm.samplers.pool import generators, log_z, propose, require_support
 from bayeslm.samplers.result import Draws
 from bayeslm.target import Target
 
@@ -43,7 +44,7 @@ def imh(target: Target, proposal: LM | None = None, n: int = 256, *, chains: int
     state = torch.zeros(C, chains, dtype=torch.long)  # position along the steps of the current state's proposal
     current = log_w[..., 0]
     states, accepted = [], []
-    with progress(steps - 1, "IMH", unit="move") as bar:
+    with progress.bar(steps - 1, "IMH", unit="move") as bar:
         for t in range(1, steps):
             candidate = log_w[..., t]
             # From a zero-weight state every move is accepted (the ratio is +inf); NaN (0/0) is a rejection.

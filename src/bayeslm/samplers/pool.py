@@ -14,13 +14,12 @@ prompt; `log_z` and `ess` are the importance-sampling figures every sampler can 
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from tqdm import tqdm
 
+from bayeslm import progress
 from bayeslm.estimate import Estimate, NoSupport, combine
 from bayeslm.lm import LM
 from bayeslm.potentials import Statistics
@@ -75,11 +74,6 @@ class Pool:
                     {k: torch.cat([p.stats[k] for p in pools]) for k in first.stats})
 
 
-def progress(total: int, desc: str, unit: str = "sample") -> tqdm:
-    """A progress bar on stderr, shown only to a person watching a terminal."""
-    return tqdm(total=total, desc=desc, unit=unit, leave=False, disable=not sys.stderr.isatty())
-
-
 def generators(proposal: LM, seed: int) -> tuple[torch.Generator, torch.Generator]:
     """One generator for drawing proposals (on the model's device), one for the sampler's own coin flips,
     seeded from the first so that the two streams never coincide."""
@@ -98,7 +92,7 @@ def propose(target: Target, proposal: LM, n: int, *, generator: torch.Generator,
     texts_of = [target.prompts[c] for c in prompts]
     per_call = max(1, 4 * proposal.batch_size // len(prompts))
     parts = []
-    with progress(n * len(prompts), "proposals") as bar:
+    with progress.bar(n * len(prompts), "proposals") as bar:
         for start in range(0, n, per_call):
             k = min(per_call, n - start)
             samples = proposal.sample(texts_of, k, target.max_new_tokens, generator=generator)

@@ -27,9 +27,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from bayeslm import progress
 from bayeslm.lm import LM
 from bayeslm.potentials import Constraint, Exponential, Product
-from bayeslm.samplers.pool import Pool, generators, log_z, progress, propose
+from bayeslm.samplers.pool import Pool, generators, log_z, propose
 from bayeslm.samplers.result import Draws, shortfall
 from bayeslm.target import Target
 
@@ -97,7 +98,7 @@ def accept_reject(method: str, target: Target, proposal: LM, n: int,
     expected = torch.zeros(C, dtype=torch.float64)  # Σ acceptance probabilities: a smoother rate estimate
     proposed = torch.zeros(C, dtype=torch.long)
     kept, kept_log_accept, log_w, prompt_index = [], [], [], []
-    with progress(C * n, method) as bar:
+    with progress.bar(C * n, method) as bar:
         while True:
             active = ((accepted_count < n) & (proposed < budget)).nonzero().flatten()
             if len(active) == 0:

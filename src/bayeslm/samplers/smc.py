@@ -32,10 +32,11 @@ import math
 
 import torch
 
+from bayeslm import progress
 from bayeslm.estimate import Estimate
 from bayeslm.lm import LM, Decoder
 from bayeslm.prefix import prefix_log_phi, steers
-from bayeslm.samplers.pool import Pool, generators, progress
+from bayeslm.samplers.pool import Pool, generators
 from bayeslm.samplers.result import Draws
 from bayeslm.target import Target
 
@@ -55,7 +56,7 @@ def smc(target: Target, proposal: LM | None = None, n: int = 256, *, ess_thresho
     per_chunk = max(1, proposal.batch_size // n)  # prompts whose particles go through the model together
     C = len(target.prompts)
     parts, log_weights, log_zs, resamplings = [], [], [], 0
-    with progress(C * target.max_new_tokens, "SMC", unit="token") as bar:
+    with progress.bar(C * target.max_new_tokens, "SMC", unit="token") as bar:
         for start in range(0, C, per_chunk):
             chunk = list(range(start, min(C, start + per_chunk)))
             pool, log_w, log_z, count = _run(target, proposal, chunk, n, ess_threshold, draw, decide, bar)
