@@ -12,7 +12,8 @@ TOY = ["toy_sentiment.yaml", "toy_constraint.yaml", "toy_moment.yaml"]
 DEFAULT = ["positive_sentiment.yaml", "non_offensive.yaml", "keyword_constraint.yaml", "topic_moment.yaml"]
 
 
-TRAIN = ["train_toy_klrl.yaml", "train_klrl_sentiment.yaml", "train_rl_sentiment.yaml", "train_dpg_sentiment.yaml"]
+TRAIN = ["train_toy_klrl.yaml", "train_klrl_sentiment.yaml", "train_rl_sentiment.yaml", "train_dpg_sentiment.yaml",
+         "train_dpg_non_offensive.yaml", "train_dpg_keyword.yaml", "train_klrl_topic.yaml"]
 
 
 def test_every_example_is_listed():

@@ -11,7 +11,7 @@ from conftest import PROMPTS
 from bayeslm.cli import main
 from bayeslm.config import load
 from bayeslm.report import collapse_warnings, load_run, write_report
-from bayeslm.train import train
+from bayeslm.train import RunExists, train
 from bayeslm.train_config import TrainConfig
 
 TOY_TARGET = {"prior": {"toy": {"seed": 0, "train_steps": 50}}, "prompts": PROMPTS, "max_new_tokens": 3,
@@ -119,3 +119,22 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path, capsys):
         assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
         driver.quit()
+
+
+def test_demo_plans_trains_evaluates_and_reports(tmp_path):
+    from bayeslm.demo import Budget, run_demo, table
+
+    budget = Budget(plan_n=64, kl_budget=0.05, steps=3, samples_per_prompt=4, max_new_tokens=3, eval_n=16)
+    out = tmp_path / "demo"
+    summary = run_demo(out, quiet=True, prior={"toy": {"seed": 0, "train_steps": 50}}, prompts=PROMPTS,
+                       budget=budget)
+    plan = json.loads((out / "plan.json").read_text())
+    assert summary["beta"] == plan["kl_budget"]["beta"]
+    assert abs(plan["kl_budget"]["kl_target_prior"]["value"] - 0.05) < 1e-6  # β solved for the KL budget
+    assert f"beta: {round(summary['beta'], 4)}" in (out / "target.yaml").read_text()
+    assert Path(summary["report"]).is_file() and "<h2>β plan</h2>" in Path(summary["report"]).read_text()
+    figures = summary["figures"]
+    assert figures["kl_model_prior"]["prior"] == 0 and figures["kl_model_prior"]["model"] > 0
+    assert "KL(q‖π*)" in table(summary)
+    with pytest.raises(RunExists, match="already holds a run"):  # a second demo never replaces the first silently
+        run_demo(out, quiet=True, prior={"toy": {"seed": 0, "train_steps": 50}}, prompts=PROMPTS, budget=budget)

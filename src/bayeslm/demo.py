@@ -43,12 +43,13 @@ SHOWN = [("reward_mean", "reward E_q[r]"), ("kl_model_target", "KL(q‖π*)"), (
          ("kl_model_prior", "KL(q‖π0)"), ("entropy", "entropy H(q)"), ("distinct_2", "distinct-2")]
 
 
-def run_demo(out: Path, *, quick: bool = False, overwrite: bool = False, quiet: bool = False,
-             seed: int = 0) -> dict:
-    """Plans, trains, evaluates and reports into `out`; returns a summary (paths, β, before/after figures)."""
-    budget = QUICK if quick else FULL
+def run_demo(out: Path, *, quick: bool = False, overwrite: bool = False, quiet: bool = False, seed: int = 0,
+             prior: str | dict = "default", prompts: list[str] = PROMPTS, budget: Budget | None = None) -> dict:
+    """Plans, trains, evaluates and reports into `out`; returns a summary (paths, β, before/after figures).
+    `prior`, `prompts` and `budget` replace the demo's own (the tests run it on a toy prior)."""
+    budget = budget or (QUICK if quick else FULL)
     prepare_run_dir(out, resume=False, overwrite=overwrite)  # refuse an existing run before any work
-    target_spec = {"prior": "default", "prompts": PROMPTS, "max_new_tokens": budget.max_new_tokens,
+    target_spec = {"prior": prior, "prompts": prompts, "max_new_tokens": budget.max_new_tokens,
                    "potentials": [{"exponential": {"reward": "sentiment", "beta": 1.0}}]}
 
     _say(quiet, f"1/3 planning β from {budget.plan_n} prior samples per prompt "
@@ -62,9 +63,9 @@ def run_demo(out: Path, *, quick: bool = False, overwrite: bool = False, quiet: 
     target_spec["potentials"][0]["exponential"]["beta"] = round(beta, 4)
 
     _say(quiet, f"2/3 fine-tuning with KL-RL + LoRA towards π* ∝ π0·exp(sentiment/{beta:.3g}): {budget.steps} steps "
-                f"of {len(PROMPTS)}×{budget.samples_per_prompt} samples, then scoring the prior and the model")
+                f"of {len(prompts)}×{budget.samples_per_prompt} samples, then scoring the prior and the model")
     config = load(TrainConfig, {
-        "target": target_spec, "objective": "klrl", "steps": budget.steps, "prompts_per_step": len(PROMPTS),
+        "target": target_spec, "objective": "klrl", "steps": budget.steps, "prompts_per_step": len(prompts),
         "samples_per_prompt": budget.samples_per_prompt, "lr": 2e-3, "lora": {"r": 8, "alpha": 16},
         "eval_n": budget.eval_n, "checkpoint_every": max(1, budget.steps // 3), "batch_size": 32, "seed": seed})
     train(config, out, resume=False, overwrite=False, quiet=quiet)
