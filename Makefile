@@ -17,8 +17,12 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Plan β, fine-tune SmolLM2 with KL-RL + LoRA, score the prior and the model, write runs/demo/report.html.
 demo: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(VENV)/bin/bayeslm evaluate --target examples/positive_sentiment.yaml -n 32
+	HF_HUB_OFFLINE=1 $(VENV)/bin/bayeslm demo --out runs/demo --overwrite
+
+demo-quick: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(VENV)/bin/bayeslm demo --quick --out runs/demo-quick --overwrite
 
 # The report test opens the HTML in Debian's headless Chromium; installed here when missing and we may (root).
 browser:

@@ -47,7 +47,7 @@ def test_evaluate_table_for_a_moment_target(tmp_path, capsys):
         {"constraint": {"predicate": "length", "at_least": 1}}]})
     code, out, _ = run(capsys, "evaluate", "--target", target, "-n", "200")
     assert code == 0
-    assert "KL(q‖π*)" in out and "keyword:movie | π*" in out
+    assert "KL(q‖π*)" in out and "keyword:movie under π*" in out
 
 
 def test_prompts_file_and_a_saved_model(tmp_path, capsys, prior):

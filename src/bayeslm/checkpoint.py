@@ -3,7 +3,9 @@
 A checkpoint is a directory `step-000123/` holding the trainable weights (safetensors: the LoRA adapter, or the
 full model), the optimiser and scheduler states (`torch.load(weights_only=True)`), the proposal's weights when
 it is a copy of the model, and `state.json` (step, objective state, RNG). It is assembled in a hidden
-directory and renamed into place, so a crash mid-write leaves the previous checkpoint intact.
+directory `.writing-*`, every file and the directory flushed to disk (fsync), then renamed into place and the
+rename itself flushed: a crash or a full disk mid-write leaves the previous checkpoint intact, and the
+staging directory left by a kill is removed by the next save or resume.
 """
 
 from __future__ import annotations
@@ -19,10 +21,19 @@ import torch
 from safetensors.torch import load_file, save_file
 
 COMPLETE = "state.json"  # written last: a directory without it is not a checkpoint
+STAGING = ".writing-"
 
 
-class CorruptCheckpoint(RuntimeError):
+class CheckpointError(RuntimeError):
     pass
+
+
+class CorruptCheckpoint(CheckpointError):
+    """A checkpoint that cannot be read back whole."""
+
+
+class CheckpointWriteFailed(CheckpointError):
+    """A checkpoint could not be written (e.g. the disk is full); the previous one is untouched."""
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
@@ -33,24 +44,60 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
         return {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(model).items()}
     seen, state = set(), {}
     for name, tensor in model.state_dict().items():
-        if tensor.data_ptr() not in seen:
+        if tensor.numel() == 0 or tensor.data_ptr() not in seen:  # empty tensors share data_ptr 0, not storage
             seen.add(tensor.data_ptr())
             state[name] = tensor.detach().contiguous()
     return state
 
 
 def load_trainable_state(model, state: dict[str, torch.Tensor]):
+    """Loads what `trainable_state` saved. The only keys allowed to be missing are tied weights (saved once
+    under their first name); any other missing or unexpected key means the checkpoint is of another model."""
     if hasattr(model, "peft_config"):
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(model, state)
+        result = set_peft_model_state_dict(model, state)
+        missing = []  # every base weight is "missing" from an adapter's state: only unexpected keys tell
     else:
-        model.load_state_dict(state, strict=False)
+        result = model.load_state_dict(state, strict=False)
+        named, tied = model.state_dict(), {}  # tied: storage -> the names sharing it
+        for name, tensor in named.items():
+            if tensor.numel():
+                tied.setdefault(tensor.data_ptr(), []).append(name)
+        missing = [k for k in result.missing_keys
+                   if not any(other in state for other in tied.get(named[k].data_ptr(), []))]
+    unexpected = list(getattr(result, "unexpected_keys", []))
+    if missing or unexpected:
+        raise CorruptCheckpoint(f"the checkpoint does not match the model: missing {missing[:5]}"
+                                f"{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                                f"{' ...' if len(unexpected) > 5 else ''}")
+
+
+def _fsync(path: Path):
+    """Flushes a file, or a directory's entries, to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_staging(directory: Path):
+    """Removes half-written checkpoints (`.writing-*`) left by a process killed mid-save."""
+    for stale in directory.glob(STAGING + "*") if directory.is_dir() else ():
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def save(directory: Path, step: int, *, model, optimizer, scheduler, state: dict, proposal=None, keep: int = 2):
-    directory.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory, prefix=".writing-"))
+    """Writes checkpoint `step-{step}` whole or not at all; raises CheckpointWriteFailed on an OS error (disk
+    full, permissions), after removing the partial copy."""
+    final = directory / f"step-{step:06d}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        remove_staging(directory)
+        staging = Path(tempfile.mkdtemp(dir=directory, prefix=STAGING))
+    except OSError as error:
+        raise CheckpointWriteFailed(f"cannot write checkpoint {final}: {error}") from error
     try:
         save_file(trainable_state(model), staging / "model.safetensors")
         if proposal is not None:
@@ -58,22 +105,42 @@ def save(directory: Path, step: int, *, model, optimizer, scheduler, state: dict
         torch.save(optimizer.state_dict(), staging / "optimizer.pt")
         torch.save(scheduler.state_dict(), staging / "scheduler.pt")
         (staging / COMPLETE).write_text(json.dumps({"step": step, **state}))
-        final = directory / f"step-{step:06d}"
-        if final.exists():
-            shutil.rmtree(final)
+        for file in staging.iterdir():
+            _fsync(file)
+        _fsync(staging)
+        aside = None
+        if final.exists():  # this step saved before (a resumed run): set aside, never half-deleted in place
+            aside = Path(tempfile.mkdtemp(dir=directory, prefix=STAGING))
+            os.replace(final, aside / final.name)
         os.replace(staging, final)
-    except BaseException:
+        _fsync(directory)  # the rename itself reaches the disk
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)  # the previous checkpoint stays the latest
+        if isinstance(error, OSError):
+            previous = completed(directory)
+            raise CheckpointWriteFailed(
+                f"cannot write checkpoint {final}: {error}. The run stopped; the last good checkpoint is "
+                f"{previous[-1] if previous else 'none'} (free space or fix the problem, then resume with "
+                "--resume)") from error
         raise
     for old in completed(directory)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _step(path: Path) -> int:
+    try:
+        return int(path.name.removeprefix("step-"))
+    except ValueError:
+        return -1
+
+
 def completed(directory: Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
+    """Complete checkpoints, oldest first (by step number: `step-1000000` comes after `step-999999`)."""
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.glob("step-*") if (p / COMPLETE).is_file())
+    return sorted((p for p in directory.glob("step-*") if _step(p) >= 0 and (p / COMPLETE).is_file()), key=_step)
 
 
 def load(path: Path) -> dict:
@@ -91,10 +158,16 @@ def load(path: Path) -> dict:
 
 
 def load_latest(directory: Path) -> tuple[Path, dict] | None:
-    """The newest checkpoint that reads back whole, skipping (and reporting) corrupt ones."""
-    for path in reversed(completed(directory)):
+    """The newest checkpoint that reads back whole, skipping (and reporting) corrupt ones; None when there is no
+    checkpoint at all. When every one is corrupt it raises rather than let the run silently start over."""
+    remove_staging(directory)
+    found = completed(directory)
+    for path in reversed(found):
         try:
             return path, load(path)
         except CorruptCheckpoint as error:
             print(f"bayeslm: warning: {error}; trying an older one", file=sys.stderr)
+    if found:
+        raise CorruptCheckpoint(f"none of the {len(found)} checkpoint(s) in {directory} reads back whole; to start "
+                                "the run over, pass --overwrite instead of --resume")
     return None

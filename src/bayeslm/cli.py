@@ -9,35 +9,27 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
 EVALUATE_EXAMPLE = """example:
   bayeslm evaluate --target examples/toy_sentiment.yaml -n 512 --exact
   bayeslm evaluate --target examples/positive_sentiment.yaml --model runs/my-run/model --json"""
 
-ROWS = [("log_z", "log Z"), ("elbo", "ELBO"), ("eubo", "EUBO"), ("kl_model_target", "KL(q‖π*)"),
-        ("kl_target_model", "KL(π*‖q)"), ("tv_model_target", "TV(q,π*)"), ("kl_model_prior", "KL(q‖π0)"),
-        ("kl_model_prior_sampled", "KL(q‖π0) sampled"), ("reward_mean", "reward under q"),
-        ("target_reward_mean", "reward under π*"), ("entropy", "entropy H(q), nats")]
-
 
 def _format_table(card) -> str:
+    from bayeslm.estimate import FIGURES
+
     exact = card.exact or {}
-    lines = [f"model  {card.model}", f"target {card.target}", f"samples {card.n}, effective {card.ess:.1f}", ""]
-    header = f"{'':20s} {'estimate':>12s} {'± stderr':>10s}" + (f" {'exact':>10s}" if exact else "")
-    lines.append(header)
-    for key, label in ROWS:
-        est = card.estimates[key]
-        row = f"{label:20s} {est.value:12.4f} {est.stderr:10.4f}"
-        if exact and key in exact:
-            row += f" {exact[key]:10.4f}"
-        lines.append(row)
+    rows = [(label, card.estimates[key], exact.get(key)) for key, label in FIGURES]
     for name, sides in (card.statistics.items() if len(card.statistics) > 1 else ()):
-        for side in ("model", "target"):
-            est = sides[side]
-            row = f"{(name + ' | ' + ('q' if side == 'model' else 'π*'))[:20]:20s} {est.value:12.4f} {est.stderr:10.4f}"
-            if exact:
-                row += f" {exact['statistics'][name][side]:10.4f}"
-            lines.append(row)
+        for side, under in (("model", "q"), ("target", "π*")):
+            rows.append((f"{name} under {under}", sides[side], exact["statistics"][name][side] if exact else None))
+    width = max(len(label) for label, _, _ in rows)
+    lines = [f"model  {card.model}", f"target {card.target}", f"samples {card.n}, effective {card.ess:.1f}", "",
+             f"{'':{width}s} {'estimate':>12s} {'± stderr':>10s}" + (f" {'exact':>10s}" if exact else "")]
+    for label, est, exact_value in rows:
+        lines.append(f"{label:{width}s} {est.value:12.4f} {est.stderr:10.4f}"
+                     + (f" {exact_value:10.4f}" if exact_value is not None else ""))
     lines.append("")
     lines.append("diversity  " + "  ".join(f"{k} {v:.3f}" for k, v in card.diversity.items()))
     return "\n".join(lines)
@@ -100,7 +92,8 @@ def _sample(args) -> int:
                     row.acceptance_rate, row.tv_qrs_target, row.kl_target_qrs, row.kl_qrs_target)))
         return 0
     try:
-        out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+        # Samples go to a side file renamed over --out only on success: a failed run leaves an old file intact.
+        out = open(args.out + ".partial", "w", encoding="utf-8") if args.out else sys.stdout
     except OSError as error:
         raise ConfigError(f"--out: cannot write {args.out}: {error.strerror}") from None
     common = {"n": args.n, "seed": args.seed}
@@ -120,11 +113,16 @@ def _sample(args) -> int:
             draws = samplers.best_of_n(target, proposal, candidates=args.candidates, **common)
         for record in draws.records():
             out.write(json.dumps(record) + "\n")
-    except samplers.NoBound as error:
-        raise ConfigError(str(error)) from None
-    finally:
+    except BaseException as error:
         if out is not sys.stdout:
             out.close()
+            os.remove(out.name)
+        if isinstance(error, samplers.NoBound):
+            raise ConfigError(str(error)) from None
+        raise
+    if out is not sys.stdout:
+        out.close()
+        os.replace(out.name, args.out)
     summary = json.dumps(draws.summary(), indent=2) if args.json else str(draws)
     print(summary, file=sys.stdout if args.out else sys.stderr)
     return 0
@@ -136,7 +134,7 @@ PLAN_EXAMPLE = """example:
 
 
 def _plan(args) -> int:
-    from bayeslm.plan import MIN_ESS, NoReward, Plan
+    from bayeslm.plan import MIN_ESS, NoReward, Plan, plan_json
     from bayeslm.target_file import ConfigError, load_target
 
     betas = _floats("--betas", args.betas)
@@ -159,10 +157,7 @@ def _plan(args) -> int:
                   f"(fewer than {MIN_ESS:g}): its figures are not to be trusted; draw more samples (-n) or plan "
                   "larger betas", file=sys.stderr)
     if args.json:
-        result = {"reward": planner.reward_name, "n": args.n, "betas": [p.to_json() for p in predictions]}
-        for key, (_, goal, p) in solved.items():
-            result[key] = {"goal": goal, **p.to_json()}
-        print(json.dumps(result, indent=2))
+        print(json.dumps(plan_json(planner, betas, kl_budget=args.kl_budget, reward=args.reward), indent=2))
         return 0
     print(f"what KL-regularised RL converges to, from {args.n} prior samples per prompt (reward "
           f"{planner.reward_name})\n")
@@ -244,6 +239,49 @@ def _reproduce(args) -> int:
     return 0 if all(report["claims"].values()) else 1
 
 
+DEMO_EXAMPLE = """example:
+  bayeslm demo --quick                      # a first look, under 3 minutes on 2 CPU cores
+  bayeslm demo --out runs/demo --overwrite  # the full demo (what `make demo` runs), under 15 minutes"""
+
+
+def _demo(args) -> int:
+    from pathlib import Path
+
+    from bayeslm.demo import run_demo, table
+
+    summary = run_demo(Path(args.out or ("runs/demo-quick" if args.quick else "runs/demo")), quick=args.quick,
+                       overwrite=args.overwrite, quiet=args.quiet, seed=args.seed)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    for warning in summary["collapse_warnings"]:
+        print(f"bayeslm: warning: distribution collapse: {warning}", file=sys.stderr)
+    print(f"target π* ∝ π0·exp(sentiment/β), β = {summary['beta']:.4g} (planned for the KL budget)\n")
+    print(table(summary))
+    print(f"\nreport: {Path(summary['report']).resolve()}  (open it in a browser)")
+    return 0
+
+
+REPORT_EXAMPLE = """example:
+  bayeslm report runs/klrl                 # writes runs/klrl/report.html
+  bayeslm report runs/klrl --out klrl.html --json"""
+
+
+def _report(args) -> int:
+    from pathlib import Path
+
+    from bayeslm.report import write_report
+
+    out, warnings = write_report(Path(args.run_dir), Path(args.out) if args.out else None)
+    if args.json:
+        print(json.dumps({"report": str(out), "collapse_warnings": warnings}, indent=2))
+    else:
+        for warning in warnings:
+            print(f"bayeslm: warning: distribution collapse: {warning}", file=sys.stderr)
+        print(f"report written to {out} (open it in a browser: file://{out.resolve()})")
+    return 0
+
+
 def _pair(values) -> str:
     return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"
 
@@ -252,7 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bayeslm", description="Fine-tune and sample language models as "
                                      "Bayesian inference: state a target π* ∝ π0·φ, measure any model against it.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    evaluate = sub.add_parser("evaluate", help="score a model against a target (the Bayesian scorecard)",
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars or messages on stderr (errors and "
+                                                              "warnings still go there)")
+    evaluate = sub.add_parser("evaluate", parents=[common],
+                              help="score a model against a target (the Bayesian scorecard)",
                               epilog=EVALUATE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     evaluate.add_argument("--target", required=True, help="target file (YAML)")
     evaluate.add_argument("--model", help="model to evaluate: a local model directory, 'default' or 'toy' "
@@ -265,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     evaluate.set_defaults(run=_evaluate)
 
-    sample = sub.add_parser("sample", help="draw samples of a target with a sampler (no training)",
+    sample = sub.add_parser("sample", parents=[common],
+                            help="draw samples of a target with a sampler (no training)",
                             epilog=SAMPLE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     sample.add_argument("--target", required=True, help="target file (YAML)")
     sample.add_argument("--method", required=True, choices=["ancestral", "importance", "sir", "rejection", "qrs",
@@ -293,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--json", action="store_true", help="print the summary as JSON")
     sample.set_defaults(run=_sample)
 
-    plan = sub.add_parser("plan", help="predict what KL-regularised RL converges to for each beta, before "
+    plan = sub.add_parser("plan", parents=[common],
+                          help="predict what KL-regularised RL converges to for each beta, before "
                                        "training", epilog=PLAN_EXAMPLE,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     plan.add_argument("--target", required=True, help="target file (YAML) with an exponential potential")
@@ -307,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
     plan.set_defaults(run=_plan)
 
-    train = sub.add_parser("train", help="fine-tune a model towards a target (rl, klrl, dpg, fdpg)",
+    train = sub.add_parser("train", parents=[common],
+                           help="fine-tune a model towards a target (rl, klrl, dpg, fdpg)",
                            epilog=TRAIN_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("config", help="training config (YAML); every key is documented in docs/config.md")
     train.add_argument("--out", required=True, help="run directory to write")
@@ -315,11 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config key, e.g. --set klrl.clip=0.2 (repeatable)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--overwrite", action="store_true", help="replace the run in --out")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--json", action="store_true", help="print the final scorecard as JSON")
     train.set_defaults(run=_train)
 
-    reproduce = sub.add_parser("reproduce", help="show the KL-RL-as-inference claims on exact toy numbers",
+    reproduce = sub.add_parser("reproduce", parents=[common],
+                               help="show the KL-RL-as-inference claims on exact toy numbers",
                                epilog="example:\n  bayeslm reproduce --figure curves.png",
                                formatter_class=argparse.RawDescriptionHelpFormatter)
     reproduce.add_argument("--steps", type=_positive_int, default=300, help="training steps per method")
@@ -327,6 +372,25 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--figure", help="write the training curves to this PNG")
     reproduce.add_argument("--json", action="store_true")
     reproduce.set_defaults(run=_reproduce)
+
+    demo = sub.add_parser("demo", parents=[common],
+                          help="the main job on the embedded prior: plan β, train KL-RL + LoRA, "
+                                       "evaluate, report", epilog=DEMO_EXAMPLE,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    demo.add_argument("--quick", action="store_true", help="a smaller budget for a first look (under 3 minutes)")
+    demo.add_argument("--out", help="run directory (default runs/demo, or runs/demo-quick with --quick)")
+    demo.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    demo.set_defaults(run=_demo)
+
+    report = sub.add_parser("report", parents=[common],
+                            help="write a run's self-contained HTML report (scorecards, curves, samples)",
+                            epilog=REPORT_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    report.add_argument("run_dir", help="a run directory written by `bayeslm train --out`")
+    report.add_argument("--out", help="where to write the HTML (default RUN_DIR/report.html)")
+    report.add_argument("--json", action="store_true", help="print the report's path and warnings as JSON")
+    report.set_defaults(run=_report)
     return parser
 
 
@@ -344,10 +408,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     args = build_parser().parse_args(argv)
+    from bayeslm import progress
+
+    progress.quiet = args.quiet
+    # Deprecation notices from inside transformers (peft calls them) are for library authors, not our users.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # stderr is for diagnostics, not weight-loading bars
-    from bayeslm.checkpoint import CorruptCheckpoint
+    from bayeslm.checkpoint import CheckpointError
     from bayeslm.estimate import NoSupport
     from bayeslm.models import ModelNotFound
     from bayeslm.objectives.log_z import NoTargetMass
@@ -360,8 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ModelNotFound) as error:
         print(f"bayeslm: error: {error}", file=sys.stderr)
         return 2
-    except (RewardError, NoSupport, NoTargetMass, CorruptCheckpoint, TrainingDiverged, ValueError) as error:
+    except (RewardError, NoSupport, NoTargetMass, CheckpointError, TrainingDiverged, ValueError) as error:
         print(f"bayeslm: error: {error}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except KeyboardInterrupt as interrupt:
         print(f"bayeslm: interrupted{': ' + str(interrupt) if str(interrupt) else ''}", file=sys.stderr)

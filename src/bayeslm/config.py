@@ -8,6 +8,7 @@ applies a `--set` on the command line, the value parsed as YAML.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from typing import Any, Literal
@@ -17,6 +18,14 @@ import yaml
 
 class ConfigError(ValueError):
     """A config or target file that cannot be used as written; the message names the field."""
+
+
+def unknown_keys(where: str, unknown, allowed) -> str:
+    """The message for keys a section does not know: the closest allowed key of each, then all of them."""
+    unknown, allowed = sorted(map(str, unknown)), sorted(map(str, allowed))
+    close = {k: m[0] for k in unknown if (m := difflib.get_close_matches(k, allowed, n=1))}
+    hint = f" (did you mean {', '.join(f'{m!r} for {k!r}' for k, m in close.items())}?)" if close else ""
+    return f"{where}: unknown key(s) {unknown}{hint}; remove or rename them; allowed keys: {allowed}"
 
 
 def field(default=dataclasses.MISSING, *, doc: str = "", check=None, default_factory=dataclasses.MISSING):
@@ -102,15 +111,17 @@ def load(cls, data, where: str = ""):
         raise ConfigError(f"{label}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = set(data) - set(fields)
     if unknown:
-        raise ConfigError(f"{label}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
+        raise ConfigError(unknown_keys(label, unknown, fields))
     values = {}
     for name, f in fields.items():
         key = f"{where}.{name}" if where else name
         if name not in data:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{key}: required ({f.metadata.get('doc', '')})".rstrip(" ()"))
+                doc = f.metadata.get("doc")
+                raise ConfigError(f"{key}: required but missing; add `{name}: ...` to {where or 'the config'}"
+                                  + (f" ({doc})" if doc else ""))
             continue
         values[name] = _convert(hints[name], data[name], key)
         check = f.metadata.get("check")

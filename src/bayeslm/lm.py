@@ -22,6 +22,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from bayeslm import progress
+
 
 @dataclass(frozen=True)
 class Warp:
@@ -241,12 +243,23 @@ class LM:
             encoded[p] = list(ids)
         return [encoded[p] for p in prompts]
 
-    def _check_fits(self, prompt_ids: list[list[int]], max_new_tokens: int):
-        longest = max(len(p) for p in prompt_ids)
-        if self.max_length is not None and longest + max_new_tokens > self.max_length:
-            raise ValueError(f"a prompt of {longest} tokens plus max_new_tokens={max_new_tokens} exceeds the "
-                             f"context of {self.name} ({self.max_length} tokens): shorten the prompt or "
-                             "lower max_new_tokens")
+    def check_fits(self, prompts: Sequence[str], max_new_tokens: int):
+        """Raises ValueError, naming the longest prompt, unless every prompt plus `max_new_tokens` new tokens
+        fits in the model's context."""
+        self._check_fits(self.encode_prompts(prompts), max_new_tokens, prompts)
+
+    def _check_fits(self, prompt_ids: list[list[int]], max_new_tokens: int, prompts: Sequence[str] | None = None):
+        if self.max_length is None:
+            return
+        lengths = [len(p) for p in prompt_ids]
+        i = max(range(len(lengths)), key=lengths.__getitem__)
+        if lengths[i] + max_new_tokens > self.max_length:
+            which = f"prompt {i} ({_preview(prompts[i])})" if prompts is not None else "a prompt"
+            room = self.max_length - max_new_tokens
+            fix = (f"shorten the prompt to at most {room} tokens or lower max_new_tokens" if room > 0
+                   else f"lower max_new_tokens below {self.max_length}")
+            raise ValueError(f"{which} is {lengths[i]} tokens; with max_new_tokens={max_new_tokens} it exceeds the "
+                             f"context of {self.name} ({self.max_length} tokens): {fix}")
 
     # ----- sampling ------------------------------------------------------------------------------------------
 
@@ -260,16 +273,18 @@ class LM:
         if n < 1 or max_new_tokens < 1:
             raise ValueError(f"n and max_new_tokens must be >= 1, got n={n}, max_new_tokens={max_new_tokens}")
         prompt_ids = self.encode_prompts(prompts)
-        self._check_fits(prompt_ids, max_new_tokens)
+        self._check_fits(prompt_ids, max_new_tokens, prompts)
         if generator is None:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
         rows = [ids for ids in prompt_ids for _ in range(n)]
         tokens = torch.full((len(rows), max_new_tokens), self.pad_id, dtype=torch.long)
         logps = torch.zeros((len(rows), max_new_tokens))
-        for start in range(0, len(rows), self.batch_size):
-            chunk = slice(start, start + self.batch_size)
-            tokens[chunk], logps[chunk] = self._sample_batch(rows[chunk], max_new_tokens, generator)
+        with progress.bar(len(rows), "sampling", hidden=len(rows) <= self.batch_size) as shown:
+            for start in range(0, len(rows), self.batch_size):
+                chunk = slice(start, start + self.batch_size)
+                tokens[chunk], logps[chunk] = self._sample_batch(rows[chunk], max_new_tokens, generator)
+                shown.update(len(rows[chunk]))
         length, ended = self._lengths(tokens)
         texts = self.decode([row[:k] for row, k in zip(tokens.tolist(), length.tolist())])
         return Samples(list(prompts), n, tokens, length, logps, ended, texts)
@@ -375,7 +390,7 @@ class LM:
         longest = max(len(p) + len(c) for p, c in zip(prompt_ids, conts))
         if self.max_length is not None and longest > self.max_length:
             raise ValueError(f"a prompt plus continuation of {longest} tokens exceeds the context of {self.name} "
-                             f"({self.max_length} tokens)")
+                             f"({self.max_length} tokens): shorten the prompt or the continuation")
         for start in range(0, len(conts), self.batch_size):
             end = start + self.batch_size
             yield prompt_ids[start:end], conts[start:end]
@@ -417,3 +432,7 @@ class LM:
         targets = F.pad(targets, (0, width - targets.shape[1]), value=self.pad_id).to(device)
         valid = steps[None, :] < cont_len[:, None]
         return log_dists, targets, valid
+
+
+def _preview(text: str, width: int = 40) -> str:
+    return repr(text if len(text) <= width else text[:width] + "…")

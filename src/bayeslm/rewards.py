@@ -36,7 +36,8 @@ class Reward:
             raw = self.fn(texts, prompts)
         except Exception as error:
             raise RewardError(f"reward {self.name!r} raised {type(error).__name__}: {error}"
-                              f"{self._culprit(texts, prompts)}") from error
+                              f"{self._culprit(texts, prompts)}; fix the function so that it returns a float for "
+                              "every text, including this one") from error
         if isinstance(raw, torch.Tensor):
             raw = raw.detach().cpu()
         try:
@@ -51,7 +52,8 @@ class Reward:
         if len(bad):
             i = int(bad[0])
             raise RewardError(f"reward {self.name!r} returned {values[i].item()} for the text {texts[i]!r} "
-                              f"(prompt {prompts[i]!r}); rewards must be finite numbers")
+                              f"(prompt {prompts[i]!r}); rewards must be finite numbers: make the function return a "
+                              "finite value for such texts (e.g. a floor instead of log 0)")
         return values
 
     def _culprit(self, texts, prompts) -> str:
@@ -122,10 +124,13 @@ def classifier(path: str, label: str | int = 1, batch_size: int = 32) -> Reward:
     """Probability of `label` (a name or an index) under a local Hugging Face sequence classifier."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    if not (Path(path) / "config.json").is_file():
-        raise FileNotFoundError(f"no classifier at {path}: expected a local Hugging Face model directory")
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True).eval()
+    from bayeslm.models import check_model_dir
+
+    check_model_dir(Path(path), what="classifier", can_opt_in=False)
+    # Safe loading: weights from safetensors only, never code shipped in the model directory.
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+    model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True, use_safetensors=True,
+                                                               trust_remote_code=False).eval()
     index = label if isinstance(label, int) and not isinstance(label, bool) else model.config.label2id.get(label)
     if index is None or not 0 <= index < model.config.num_labels:
         raise ValueError(f"label {label!r} is not one of the classifier's labels {model.config.id2label}")
@@ -141,20 +146,31 @@ def classifier(path: str, label: str | int = 1, batch_size: int = 32) -> Reward:
     return Reward(probability, f"classifier:{Path(path).name}:{label}")
 
 
+DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*|\.[A-Za-z_]\w*)")
+
+
 def function(dotted: str) -> Reward:
-    """A user function named by an explicit dotted path, 'package.module:function' (never evaluated text)."""
+    """A user function named by an explicit dotted path, 'package.module:function'.
+
+    The text is only ever a name to import, never evaluated: anything but identifiers joined by dots (and one
+    colon) is refused before any import."""
+    if not isinstance(dotted, str) or not DOTTED.fullmatch(dotted):
+        raise ValueError(f"the reward function must be a dotted path 'package.module:function', got {dotted!r}; "
+                         "code is never evaluated from a config: put the function in a module and name it")
     module_name, _, attr = dotted.partition(":") if ":" in dotted else dotted.rpartition(".")
     try:
         fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as error:
-        raise ValueError(f"cannot import the reward function {dotted!r} ({error}); give it as "
-                         "'package.module:function' importable from the current environment") from error
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"cannot import the reward function {dotted!r} ({type(error).__name__}: {error}); install "
+                         "the package that holds it or add its directory to PYTHONPATH, and name it as "
+                         "'package.module:function'") from error
     if not callable(fn):
         raise ValueError(f"{dotted!r} is a {type(fn).__name__}, not a function f(texts, prompts) -> floats")
     return Reward(fn, dotted)
 
 
 BUILTINS = {"sentiment": sentiment, "offensiveness": offensiveness, "length": length}
+PACKAGES = {"sentiment": "vaderSentiment", "offensiveness": "alt-profanity-check"}  # pip names
 WITH_ARGS = {"keyword": keyword, "regex": regex, "classifier": classifier, "function": function}
 
 
@@ -166,7 +182,12 @@ def from_spec(spec: str | dict) -> Reward:
         if spec not in BUILTINS:
             raise ValueError(f"unknown reward {spec!r}; expected one of {sorted(BUILTINS)} or a mapping with one "
                              f"of {sorted(WITH_ARGS)}")
-        return BUILTINS[spec]()
+        try:
+            return BUILTINS[spec]()
+        except ImportError as error:
+            raise ValueError(f"the reward {spec!r} needs the package {PACKAGES.get(spec, error.name)!r}, which is not "
+                             f"installed ({error}); install it with `pip install {PACKAGES.get(spec, error.name)}`"
+                             ) from error
     if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in WITH_ARGS:
         raise ValueError(f"a reward must be one of {sorted(BUILTINS)} or a mapping with exactly one key among "
                          f"{sorted(WITH_ARGS)}, got {spec!r}")

@@ -1,6 +1,7 @@
 """Target files: a YAML description of π* = π0·φ, validated strictly, every error naming its field.
 
     prior: default                 # default | toy | {toy: {seed: 0, train_steps: 200}} | a local model directory
+                                   # | {path: DIR, trust_remote_code: true} to run the directory's own code
     prompts: ["Write a review:"]   # or prompts_file: prompts.txt (one prompt a line)
     max_new_tokens: 32
     potentials:                    # multiplied together
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from bayeslm.config import ConfigError
+from bayeslm.config import ConfigError, unknown_keys
 from bayeslm.lm import LM
 from bayeslm.models import load_lm
 from bayeslm.potentials import Constraint, Exponential, ExponentialFamily, Potential, Product, constrain
@@ -34,10 +35,11 @@ def _fields(where: str, data, required: set[str], optional: set[str]) -> dict:
         raise ConfigError(f"{where}: expected a mapping with keys {sorted(required | optional)}, got {data!r}")
     unknown = set(data) - required - optional
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(required | optional)}")
+        raise ConfigError(unknown_keys(where, unknown, required | optional))
     missing = required - set(data)
     if missing:
-        raise ConfigError(f"{where}: missing required key(s) {sorted(missing)}")
+        raise ConfigError(f"{where}: missing required key(s) {sorted(missing)}; add them (allowed keys: "
+                          f"{sorted(required | optional)})")
     return data
 
 
@@ -125,7 +127,8 @@ def _prompts(data: dict, base: Path) -> list[str]:
     if "prompts" in data:
         prompts = data["prompts"]
         if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ConfigError(f"prompts: expected a non-empty list of strings, got {prompts!r}")
+            raise ConfigError(f"prompts: expected a non-empty list of strings, got {prompts!r}; write e.g. "
+                              "prompts: [\"Write a review:\"], or prompts: [\"\"] for unconditional generation")
         return prompts
     path = base / str(data["prompts_file"])
     try:
@@ -136,7 +139,8 @@ def _prompts(data: dict, base: Path) -> list[str]:
         raise ConfigError(f"prompts_file: {path} is not UTF-8 text ({error}); re-save it as UTF-8") from None
     prompts = [line for line in lines if line.strip()]
     if not prompts:
-        raise ConfigError(f"prompts_file: {path} holds no prompt (one prompt a line)")
+        raise ConfigError(f"prompts_file: {path} holds no prompt (one prompt a line); add at least one non-blank "
+                          "line")
     return prompts
 
 
@@ -148,6 +152,8 @@ def parse_target(data, base: Path = Path("."), *, batch_size: int = 64) -> Targe
     prior_spec = data["prior"]
     if isinstance(prior_spec, str) and prior_spec not in ("default", "toy"):
         prior_spec = str(base / prior_spec)
+    if isinstance(prior_spec, dict) and isinstance(prior_spec.get("path"), str):
+        prior_spec = {**prior_spec, "path": str(base / prior_spec["path"])}
     try:
         prior = load_lm(prior_spec, batch_size=batch_size)
     except (ValueError, TypeError, FileNotFoundError) as error:
@@ -157,6 +163,10 @@ def parse_target(data, base: Path = Path("."), *, batch_size: int = 64) -> Targe
         raise ConfigError(f"potentials: expected a non-empty list, got {entries!r}")
     potentials = [_potential(f"potentials[{i}]", e, prior, prompts, max_new_tokens, base) for i, e in enumerate(entries)]
     potential = potentials[0] if len(potentials) == 1 else Product(potentials)
+    try:  # a prompt that cannot fit is a mistake in this file: say so now, not after minutes of sampling
+        prior.check_fits(prompts, max_new_tokens)
+    except ValueError as error:
+        raise ConfigError(f"prompts: {error}") from None
     return Target(prior, potential, prompts, max_new_tokens)
 
 

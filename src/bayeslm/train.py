@@ -5,7 +5,8 @@ prior, let the objective turn them into a loss, step AdamW, log, checkpoint. The
 training mode: without dropout, the log-probabilities it is trained on are exactly those it sampled with.
 
 A run directory holds `config.yaml` (resolved), `metrics.jsonl` (one line per step), `checkpoints/`,
-`model/` (the final model, a plain Hugging Face model) and `scorecard.json` (the final model against the target).
+`model/` (the final model, a plain Hugging Face model), `target.yaml` (the target as written) and the
+evaluation (see `evaluation.py`): `scorecard.json`, `scorecard_prior.json`, `samples.jsonl`.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from bayeslm import checkpoint
+from bayeslm import checkpoint, distributed
 from bayeslm.config import ConfigError
 from bayeslm.diversity import distinct_n
-from bayeslm.estimate import batch_figures, scorecard, snis_mean
+from bayeslm.estimate import batch_figures, snis_mean
+from bayeslm.evaluation import evaluate
 from bayeslm.lm import LM
 from bayeslm.models import load_lm
 from bayeslm.objectives import Batch, Objective
@@ -36,6 +38,7 @@ from bayeslm.objectives.fdpg import FDPG
 from bayeslm.objectives.klrl import KLRL
 from bayeslm.objectives.rl import RL
 from bayeslm.potentials import Exponential
+from bayeslm.progress import bar
 from bayeslm.target import Target
 from bayeslm.target_file import load_target, parse_target
 from bayeslm.train_config import TrainConfig
@@ -119,24 +122,31 @@ def resolve_target(config: TrainConfig, base: Path) -> Target:
 class Trainer:
     """One run's state: the model, the target (whose prior is π0), the objective, the optimiser and the step.
 
-    `trainable(name)` may restrict which parameters train (the Python API's way to pick a model family)."""
+    `trainable(name)` may restrict which parameters train (the Python API's way to pick a model family).
+    `world` is this process's place in data-parallel training (see `bayeslm.distributed`); one process by default."""
 
     def __init__(self, config: TrainConfig, run_dir: Path, target: Target, *, quiet: bool = False,
-                 trainable=None):
+                 trainable=None, world: distributed.World | None = None):
         self.config, self.run_dir, self.quiet = config, run_dir, quiet
+        self.world = world or distributed.World()
         torch.manual_seed(config.seed)
         self.model, self.target = _models(config, target)
+        if self.world.device.type != "cpu":  # data-parallel on GPUs: each process's model on its own device
+            self.target.prior.model.to(self.world.device)
+            self.model.model.to(self.world.device)
         self.objective = make_objective(config, self.target)
         if trainable is not None:
             for name, p in self.model.model.named_parameters():
                 p.requires_grad_(p.requires_grad and trainable(name))
         self.params = [p for p in self.model.model.parameters() if p.requires_grad]
+        self.world.broadcast_parameters(self.params)  # every process starts from rank 0's weights
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(config))
         self.proposal = self.target.prior  # dpg/fdpg sample from here, unless "model"
         self.proposal_is_copy = False
         self.step = 0
         self.stop_requested = False  # set by SIGINT/SIGTERM: the loop stops between steps, never inside one
+        self.saved_step = None  # the step of the newest checkpoint on disk
 
     # ----- samples ---------------------------------------------------------------------------------------------
 
@@ -152,33 +162,30 @@ class Trainer:
             return self.model
         return self.proposal
 
-    def _batch(self, draw: int) -> Batch:
+    def _batch(self, unit: distributed.Unit) -> Batch:
+        """This process's piece of micro-batch `unit.draw` (all of it, with one process), sampled and scored."""
         sampler, target = self._sampler(), self.target
-        samples = sampler.sample(self._prompts(draw), self.config.samples_per_prompt, target.max_new_tokens,
-                                 seed=self.config.seed * 1_000_003 + draw)
+        samples = sampler.sample(self._prompts(unit.draw)[unit.start:unit.stop], self.config.samples_per_prompt,
+                                 target.max_new_tokens, seed=unit.seed)
         prompts, conts = samples.sample_prompts, samples.continuations
         scored = target.score_samples(samples, sampler)
         mask = torch.arange(samples.tokens.shape[1])[None, :] < samples.length[:, None]
-        return Batch(prompts, conts, samples.texts, samples.n, samples.token_log_probs, mask, scored.log_prior,
-                     scored.log_phi, scored.stats[target.reward_name])
+        device = self.model.device  # the objectives combine these with the model's own outputs
+        return Batch(prompts, conts, samples.texts, samples.n, samples.token_log_probs.to(device), mask.to(device),
+                     scored.log_prior.to(device), scored.log_phi.to(device),
+                     scored.stats[target.reward_name].to(device))
 
     # ----- the loop ----------------------------------------------------------------------------------------------
 
     def run(self) -> dict:
-        config = self.config
-        metrics_path = self.run_dir / "metrics.jsonl"
-        progress = _progress(config.steps, self.step, self.quiet)
-        writer = _tensorboard(self.run_dir)
+        config, world = self.config, self.world
+        progress = bar(config.steps, "train", unit="step", initial=self.step, leave=True,
+                       hidden=self.quiet or not world.main)
+        writer = _tensorboard(self.run_dir) if world.main else None
         try:
-            while self.step < config.steps and not self.stop_requested:
+            while self.step < config.steps and not self._stopping():
                 record = self.train_step()
-                with metrics_path.open("a") as f:  # JSON has no infinity: an infinite KL is written as null
-                    f.write(json.dumps({k: v if not isinstance(v, float) or math.isfinite(v) else None
-                                        for k, v in record.items()}) + "\n")
-                if writer is not None:
-                    for key, value in record.items():
-                        if isinstance(value, (int, float)) and key != "step":
-                            writer.add_scalar(key, value, record["step"])
+                world.on_main(self._log, record, writer)
                 progress.update(1)
                 progress.set_postfix(reward=f"{record['reward_mean']:.3f}", kl=f"{record['kl_model_prior']:.3f}")
                 if self.step % config.checkpoint_every == 0 or self.step == config.steps:
@@ -187,33 +194,67 @@ class Trainer:
             progress.close()
             if writer is not None:
                 writer.close()
-        if self.stop_requested:
+        if self._stopping():
             self.save_checkpoint()
             raise Interrupted(f"stopped after step {self.step}; a checkpoint was written. Resume with the same "
                               "command and --resume")
         return self.finish()
 
+    def _stopping(self) -> bool:
+        """Whether a stop was asked for (SIGINT/SIGTERM), on any process: all stop after the same step."""
+        self.stop_requested = self.world.any(self.stop_requested)
+        return self.stop_requested
+
+    def _log(self, record: dict, writer):
+        with (self.run_dir / "metrics.jsonl").open("a") as f:  # JSON has no infinity: an infinite KL is null
+            f.write(json.dumps({k: v if not isinstance(v, float) or math.isfinite(v) else None
+                                for k, v in record.items()}) + "\n")
+        if writer is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    writer.add_scalar(key, value, record["step"])
+
     def train_step(self) -> dict:
-        """One optimiser step (sampling, scoring, objective, update); returns its metrics record."""
-        config, started = self.config, time.perf_counter()
-        draws = range(self.step * config.grad_accum, (self.step + 1) * config.grad_accum)
-        batches = [self._batch(d) for d in draws]
+        """One optimiser step (sampling, scoring, objective, update); returns its metrics record, of the global
+        batch when data-parallel.
+
+        The loss is the mean over micro-batches of each one's mean loss. A process holding only part of a
+        micro-batch weighs its loss by its share of the rows (`unit.fraction`); summing the gradients over
+        processes then gives exactly the gradient of one process holding the whole batch."""
+        config, world, started = self.config, self.world, time.perf_counter()
+        count = min(config.prompts_per_step, len(self.target.prompts))
+        mine = {u.key: (u, self._batch(u)) for u in world.units(self.step, config.grad_accum, count, config.seed)}
         sampled = time.perf_counter()
+        # Every piece of the global batch, in the single-process order: what the figures and log Z are made of.
+        pieces = sorted(world.gather([_piece(u, b) for u, b in mine.values()]), key=lambda p: p["key"])
+        # PPO epochs (> 1 for rl/klrl only): each epoch is one optimiser step on the same batch, its ratios taken
+        # against the sampling log-probs (klrl.clip bounds them; without it later epochs are unclipped importance-
+        # weighted REINFORCE). The figures are of the first epoch (the model that sampled); loss and grad_norm
+        # are the last epoch's. dpg/fdpg always run one epoch: their running log Z must see each sample once.
         epochs = config.klrl.ppo_epochs if config.objective in ("rl", "klrl") else 1
         for epoch in range(epochs):
-            outputs = []
-            for batch in batches:
-                out = self.objective.loss(self.model, self.target.prior, batch)
-                (out.loss / len(batches)).backward()
-                outputs.append(out)
+            outputs, local = {}, 0.0
+            for piece in pieces:
+                if piece["key"] in mine:
+                    unit, batch = mine[piece["key"]]
+                    out = self.objective.loss(self.model, self.target.prior, batch)
+                    (out.loss * unit.fraction / config.grad_accum).backward()
+                    local += unit.fraction * out.loss.item()
+                    outputs[piece["key"]] = out
+                elif hasattr(self.objective, "log_z"):
+                    # Another process's piece: the same log Z update its objective makes (log w = log P − log q),
+                    # in the single-process order, so every process's running log Z stays identical.
+                    self.objective.log_z.update(piece["log_target"] - piece["log_proposal"], piece["prompts"])
+            world.sum_gradients(self.params)
             norm = torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm or float("inf"))
-            loss = sum(o.loss.item() for o in outputs) / len(outputs)
+            loss = world.sum(local) / config.grad_accum
             if not (math.isfinite(loss) and math.isfinite(norm.item())):
                 self.optimizer.zero_grad(set_to_none=True)
                 last = checkpoint.completed(self.run_dir / "checkpoints")
+                where = f" (PPO epoch {epoch + 1} of {epochs}: the step's earlier epochs go with it)" if epoch else ""
                 raise TrainingDiverged(
                     f"step {self.step + 1}: the loss ({loss}) or gradient norm ({norm.item()}) is not finite; this "
-                    f"update was not applied. The last good checkpoint is "
+                    f"update was not applied{where}. The last good checkpoint is "
                     f"{last[-1] if last else 'none (no step completed)'}. "
                     "Lower the learning rate, enable max_grad_norm, or check the reward's scale")
             self.optimizer.step()
@@ -223,14 +264,18 @@ class Trainer:
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
         self.step += 1
-        record = self._figures(batches, first)
+        produced = dict(world.gather([(key, _outputs(out)) for key, out in first.items()]))
+        for piece in pieces:
+            piece.update(produced[piece["key"]])
+        record = self._figures(pieces)
         if isinstance(self.objective, KLRL):
             self.objective.adapt(record["kl_model_prior"])
         if config.objective in ("dpg", "fdpg") and config.dpg.proposal == "adaptive":
-            self._maybe_replace_proposal(batches)
+            self._maybe_replace_proposal(pieces, mine)
+        world.check_same("objective state", self.objective.state_dict())
         elapsed = time.perf_counter() - started
-        samples = sum(len(b) for b in batches)
-        tokens = sum(int(b.mask.sum()) for b in batches)
+        samples = sum(len(p["texts"]) for p in pieces)
+        tokens = sum(p["tokens"] for p in pieces)
         record.update(step=self.step, loss=loss, grad_norm=norm.item(), lr=lr, samples_per_s=samples / elapsed,
                       tokens_per_s=tokens / elapsed, sample_seconds=sampled - started, step_seconds=elapsed)
         if isinstance(self.objective, KLRL):
@@ -239,31 +284,33 @@ class Trainer:
             record["log_z_running"] = self.objective.log_z.mean
         return record
 
-    def _figures(self, batches, outputs) -> dict:
-        cat = torch.cat
-        log_q = cat([b.log_proposal for b in batches])
-        log_model = cat([o.log_model for o in outputs])
-        log_prior = cat([b.log_prior for b in batches])
-        group = batches[0].group
-        record = batch_figures(log_q, log_model, cat([b.log_target for b in batches]), log_prior,
-                               cat([b.reward for b in batches]), group)
-        if all(o.kl_prior is not None for o in outputs) and self.config.klrl.kl_estimator == "analytic":
-            record["kl_model_prior"] = cat([o.kl_prior for o in outputs]).mean().item()  # exact per token
-        texts = [t for b in batches for t in b.texts]
+    def _figures(self, pieces: list[dict]) -> dict:
+        def cat(key):
+            return torch.cat([p[key] for p in pieces])
+
+        group = pieces[0]["group"]
+        record = batch_figures(cat("log_proposal"), cat("log_model"), cat("log_target"), cat("log_prior"),
+                               cat("reward"), group)
+        if all(p["kl_prior"] is not None for p in pieces) and self.config.klrl.kl_estimator == "analytic":
+            record["kl_model_prior"] = cat("kl_prior").mean().item()  # exact per token
+        texts = [t for p in pieces for t in p["texts"]]
         record["distinct_2"] = sum(distinct_n(texts[i:i + group], 2) for i in range(0, len(texts), group)) / (
             len(texts) // group)
         return record
 
-    def _maybe_replace_proposal(self, batches):
+    def _maybe_replace_proposal(self, pieces: list[dict], mine: dict):
         """GDC's KL-adaptive proposal: q ← π_θ when KL(π*‖π_θ) < KL(π*‖q), i.e. E_π*[log π_θ − log q] > 0.
 
         The updated model is scored on this step's samples; the gain is a self-normalised estimate per prompt,
-        averaged, and must exceed its standard error so that noise alone never swaps the proposal."""
-        group = batches[0].group
+        averaged, and must exceed its standard error so that noise alone never swaps the proposal. Every
+        process decides on the same gathered global batch, so all make the same decision."""
+        group = pieces[0]["group"]
         with torch.no_grad():
-            log_model = torch.cat([self.model.log_prob(b.prompts, b.continuations) for b in batches]).double()
-        log_q = torch.cat([b.log_proposal for b in batches])
-        log_w = (torch.cat([b.log_target for b in batches]) - log_q).reshape(-1, group)
+            scored = {key: self.model.log_prob(b.prompts, b.continuations).cpu() for key, (_, b) in mine.items()}
+        scored = dict(self.world.gather(list(scored.items())))
+        log_model = torch.cat([scored[p["key"]] for p in pieces]).double()
+        log_q = torch.cat([p["log_proposal"] for p in pieces])
+        log_w = (torch.cat([p["log_target"] for p in pieces]) - log_q).reshape(-1, group)
         ratio = torch.exp(log_w - torch.logsumexp(log_w, 1, keepdim=True)) * group
         gain, influence = snis_mean((log_model - log_q).reshape(-1, group), ratio)
         stderr = (influence.var(1) / group).sum().sqrt() / len(gain)
@@ -275,20 +322,27 @@ class Trainer:
     # ----- checkpoints and the end -------------------------------------------------------------------------------
 
     def save_checkpoint(self):
+        """Rank 0 writes (every process holds the same state); a failed write stops every process."""
+        if self.saved_step == self.step:  # e.g. stopped right after a checkpoint: it is on disk already
+            return
         state = {"config": dataclasses.asdict(self.config), "objective": self.objective.state_dict(),
                  "proposal_is_copy": self.proposal_is_copy,
                  "torch_rng": torch.get_rng_state().tolist()}
-        checkpoint.save(self.run_dir / "checkpoints", self.step, model=self.model.model, optimizer=self.optimizer,
-                        scheduler=self.scheduler, state=state,
-                        proposal=self.proposal.model if self.proposal_is_copy else None,
-                        keep=self.config.keep_checkpoints)
+        self.world.on_main(lambda: checkpoint.save(
+            self.run_dir / "checkpoints", self.step, model=self.model.model, optimizer=self.optimizer,
+            scheduler=self.scheduler, state=state, proposal=self.proposal.model if self.proposal_is_copy else None,
+            keep=self.config.keep_checkpoints))
+        self.saved_step = self.step
 
     def resume(self) -> bool:
-        found = checkpoint.load_latest(self.run_dir / "checkpoints")
-        if found is None:  # killed before its first checkpoint: start over
-            _truncate_metrics(self.run_dir / "metrics.jsonl", 0)
+        """Continues from the newest readable checkpoint: rank 0 picks it, every process loads that one."""
+        world = self.world
+        found = world.on_main(checkpoint.load_latest, self.run_dir / "checkpoints")
+        path = world.broadcast(found[0] if found else None)
+        if path is None:  # killed before its first checkpoint: start over
+            world.on_main(_truncate_metrics, self.run_dir / "metrics.jsonl", 0)
             return False
-        path, saved = found
+        saved = found[1] if world.main else checkpoint.load(path)
         checkpoint.load_trainable_state(self.model.model, saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
@@ -305,21 +359,35 @@ class Trainer:
             checkpoint.load_trainable_state(frozen, saved["proposal"])
             self.proposal = self.model._view(model=frozen, name="proposal", autocast=self.model.autocast)
             self.proposal_is_copy = True
-        self.step = state["step"]
-        _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
-        if not self.quiet:
+        self.step = self.saved_step = state["step"]
+        world.on_main(_truncate_metrics, self.run_dir / "metrics.jsonl", self.step)
+        if not self.quiet and world.main:
             print(f"bayeslm: resumed from {path} (step {self.step})", file=sys.stderr)
         return True
 
     def finish(self) -> dict:
-        """The final scorecard (against the original target), then the model saved as a plain HF model."""
+        """The final scorecards of the model and the prior (against the original target) with samples of each
+        and of the target, then the model saved as a plain HF model. Rank 0 alone evaluates and saves (every
+        process holds the same model); the others return at once, with no collective left to wait for."""
+        if not self.world.main:
+            return {}
         card = None
         if self.config.eval_n:
-            with torch.no_grad():
-                card = scorecard(self.model, self.target, n=self.config.eval_n, seed=self.config.seed + 1)
-            (self.run_dir / "scorecard.json").write_text(json.dumps(card.to_json(), indent=2))
+            card = evaluate(self.model, self.target, self.config.eval_n, seed=self.config.seed + 1,
+                            run_dir=self.run_dir)
         save_model(self.model, self.run_dir / "model", merge_lora=self.config.merge_lora)
         return card.to_json() if card is not None else {}
+
+
+def _piece(unit: distributed.Unit, batch: Batch) -> dict:
+    """What the figures need of one process's piece of a micro-batch: per-sample scores, on the CPU."""
+    return {"key": unit.key, "prompts": batch.prompts, "texts": batch.texts, "group": batch.group,
+            "log_proposal": batch.log_proposal.cpu(), "log_target": batch.log_target.cpu(),
+            "log_prior": batch.log_prior.cpu(), "reward": batch.reward.cpu(), "tokens": int(batch.mask.sum())}
+
+
+def _outputs(out) -> dict:
+    return {"log_model": out.log_model.cpu(), "kl_prior": None if out.kl_prior is None else out.kl_prior.cpu()}
 
 
 def save_model(model: LM, path: Path, *, merge_lora: bool):
@@ -336,17 +404,25 @@ def save_model(model: LM, path: Path, *, merge_lora: bool):
     staging.rename(path)
 
 
+def _target_definition(config: TrainConfig, base: Path) -> str:
+    """The target as its user wrote it (the file's text, or the inline mapping), for the run's record."""
+    if isinstance(config.target, dict):
+        return yaml.safe_dump(config.target, sort_keys=False, allow_unicode=True)
+    return (base / config.target).read_text(encoding="utf-8")
+
+
 def _truncate_metrics(path: Path, step: int):
-    """Drops metric lines past the checkpoint resumed from: those steps are about to be trained again."""
+    """Drops metric lines past the checkpoint resumed from: those steps are about to be trained again. A line cut
+    short by a kill mid-write is dropped too."""
     if path.is_file():
-        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        lines = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    lines.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
         path.write_text("".join(line + "\n" for line in lines))
-
-
-def _progress(total: int, initial: int, quiet: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc="train", unit="step", disable=quiet or not sys.stderr.isatty())
 
 
 def _tensorboard(run_dir: Path):
@@ -357,11 +433,16 @@ def _tensorboard(run_dir: Path):
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
-def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool):
+def refuse_other_run(run_dir: Path, *, resume: bool, overwrite: bool):
     """Refuses to mix two runs in one directory unless told to resume or overwrite."""
     holds_run = (run_dir / "config.yaml").exists() or (run_dir / "metrics.jsonl").exists()
     if holds_run and not (resume or overwrite):
         raise RunExists(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
+
+
+def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool):
+    """An empty run directory (or the one to resume); `overwrite` deletes the run it held."""
+    refuse_other_run(run_dir, resume=resume, overwrite=overwrite)
     if overwrite and run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -370,10 +451,28 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool):
 def train(config: TrainConfig, run_dir: Path, *, base: Path = Path("."), resume: bool = False,
           overwrite: bool = False, quiet: bool = False) -> dict:
     """Trains per `config` into `run_dir`; returns the final scorecard as JSON. SIGINT and SIGTERM finish the
-    current step, checkpoint it and raise `Interrupted`; `resume=True` continues exactly from there."""
-    prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
-    trainer = Trainer(config, run_dir, resolve_target(config, base), quiet=quiet)
+    current step, checkpoint it and raise `Interrupted`; `resume=True` continues exactly from there.
+
+    Launched with WORLD_SIZE > 1 (torchrun, accelerate launch), it trains data-parallel: see
+    `bayeslm.distributed`."""
+    world = distributed.init()
+    try:
+        return _train(config, run_dir, world, base=base, resume=resume, overwrite=overwrite, quiet=quiet)
+    finally:
+        distributed.close(world)
+
+
+def _train(config: TrainConfig, run_dir: Path, world: distributed.World, *, base: Path, resume: bool,
+           overwrite: bool, quiet: bool) -> dict:
+    def start():  # rank 0 alone touches the run directory
+        prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+        (run_dir / "target.yaml").write_text(_target_definition(config, base))
+
+    refuse_other_run(run_dir, resume=resume, overwrite=overwrite)
+    # The target and the model load before --overwrite deletes anything: a bad new config keeps the old run.
+    trainer = Trainer(config, run_dir, resolve_target(config, base), quiet=quiet, world=world)
+    world.on_main(start)
     if resume:
         trainer.resume()
 

@@ -57,7 +57,7 @@ class KLRL(Objective):
             if self.kl_estimator == "k1":
                 kl = torch.where(mask, log_probs.detach() - prior_log_probs, torch.zeros(()))
                 returns = reward[:, None] - beta * _to_go(kl, inclusive=True)
-                penalty = torch.zeros(len(batch))
+                penalty = torch.zeros(len(batch), device=log_probs.device)
             else:
                 log_ratio = torch.where(mask, prior_log_probs - log_probs, torch.zeros(()))
                 kl = log_ratio.exp() - log_ratio - 1

@@ -36,7 +36,7 @@ class RunningLogZ:
             raise NoTargetMass(f"no sample so far has non-zero target weight for prompt(s) {empty}: the proposal "
                                "never satisfies the target's constraints there. Use more samples per prompt or a "
                                "proposal closer to the target")
-        return values
+        return values.to(log_weights.device)
 
     def value(self, prompt: str) -> float:
         return self.log_sum[prompt] - math.log(self.count[prompt])

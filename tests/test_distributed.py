@@ -1,0 +1,151 @@
+"""Data-parallel training: two CPU processes (gloo, launched by torchrun) train as one process holding the whole
+global batch, and only rank 0 writes the run."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from conftest import PROMPTS
+from safetensors.torch import load_file
+
+from bayeslm.config import ConfigError, load
+from bayeslm.distributed import Unit, World
+from bayeslm.train import Trainer, resolve_target
+from bayeslm.train_config import TrainConfig
+
+TOY_TARGET = {"prior": {"toy": {"seed": 0, "train_steps": 0}}, "prompts": PROMPTS, "max_new_tokens": 3,
+              "potentials": [{"exponential": {"reward": {"keyword": ["good"]}, "beta": 0.5}}]}
+SETTINGS = {"target": TOY_TARGET, "steps": 3, "prompts_per_step": 2, "samples_per_prompt": 4, "lr": 3e-3,
+            "checkpoint_every": 2}
+TIMING = {"samples_per_s", "tokens_per_s", "sample_seconds", "step_seconds"}
+# The two runs draw the very same samples (each process takes whole micro-batches with the seeds one process
+# would use), so they make the same floating-point operations but for the order of two sums: the loss summed
+# per process then across processes, and two micro-batches' gradients added by gloo instead of accumulated in
+# .grad; with two terms both sums are exact. We see bit-identical results; the relative 1e-9 only leaves room for
+# BLAS rounding that could differ between processes, and is far below any real error (a gradient weighted wrongly,
+# a figure of one shard instead of the global batch: those move the figures by percents).
+RTOL = 1e-9
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    # One BLAS thread per process, as torchrun sets it, for both runs alike.
+    return {**env, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def _train(tmp_path, name: str, settings: dict, processes: int) -> subprocess.CompletedProcess:
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    launcher = [] if processes == 1 else [
+        "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr", "127.0.0.1",
+        "--master_port", str(_free_port())]
+    command = [sys.executable, *launcher, "-m", "bayeslm", "train", str(config), "--out", str(tmp_path / name),
+               "--quiet", "--json"]
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_train_like_one_holding_the_global_batch(tmp_path):
+    # dpg with the adaptive proposal: the running log Z and the proposal swap must agree across processes.
+    settings = {**SETTINGS, "objective": "dpg", "grad_accum": 2, "eval_n": 8}
+    _train(tmp_path, "one", settings, 1)
+    two = _train(tmp_path, "two", settings, 2)
+    one_records, two_records = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
+    assert [r["step"] for r in two_records] == [1, 2, 3]  # one writer: no line twice
+    for a, b in zip(one_records, two_records):
+        assert a.keys() == b.keys()
+        for key in a.keys() - TIMING:
+            assert b[key] == pytest.approx(a[key], rel=RTOL, abs=1e-12), (a["step"], key)
+    assert two_records[-1]["samples_per_s"] > 0  # counted over the global batch: 2 × 2 prompts × 4 samples
+    one_w, two_w = (load_file(tmp_path / run / "model/model.safetensors") for run in ("one", "two"))
+    assert one_w.keys() == two_w.keys()
+    assert all(torch.allclose(one_w[k], two_w[k], rtol=RTOL, atol=0) for k in one_w)
+    # Rank 0 alone evaluated, saved and printed: one scorecard, one JSON summary on stdout.
+    one_card = json.loads((tmp_path / "one/scorecard.json").read_text())
+    assert json.loads((tmp_path / "two/scorecard.json").read_text())["n"] == one_card["n"]
+    assert two.stdout.count('"scorecard"') == 1
+    assert sorted(p.name for p in (tmp_path / "two/checkpoints").iterdir()) == ["step-000002", "step-000003"]
+
+
+def test_micro_batches_split_between_processes_keep_beta_identical(tmp_path):
+    # grad_accum 1 < 2 processes: each process samples one of the two prompts of the micro-batch (own seeds,
+    # so no comparison with one process). The adaptive β is checked identical on both ranks after every step
+    # (World.check_same would stop the run otherwise).
+    settings = {**SETTINGS, "objective": "klrl", "grad_accum": 1, "eval_n": 0, "klrl": {"kl_budget": 0.01}}
+    _train(tmp_path, "split", settings, 2)
+    records = _metrics(tmp_path / "split")
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert records[-1]["beta"] != 0.5 and all(r["ess"] <= 8 for r in records)  # the global batch: 2 × 4 samples
+
+
+@pytest.mark.parametrize("size, grad_accum, count", [(1, 3, 2), (2, 4, 2), (2, 1, 2), (3, 2, 5), (4, 2, 4)])
+def test_units_cover_each_prompt_group_of_the_step_once(size, grad_accum, count):
+    units = [u for rank in range(size) for u in World(rank, size).units(7, grad_accum, count, seed=3)]
+    covered = sorted((u.draw, i) for u in units for i in range(u.start, u.stop))
+    assert covered == [(d, i) for d in range(7 * grad_accum, 8 * grad_accum) for i in range(count)]
+    assert len({u.seed for u in units}) == len(units)
+    single = World().units(7, grad_accum, count, seed=3)
+    if grad_accum % size == 0:  # whole micro-batches: exactly the single-process draws
+        assert sorted(units, key=lambda u: u.key) == single
+    for draw in range(7 * grad_accum, 8 * grad_accum):
+        assert sum(u.fraction for u in units if u.draw == draw) == pytest.approx(1.0)
+
+
+def test_more_processes_than_prompt_groups_is_a_config_error():
+    with pytest.raises(ConfigError, match="grad_accum a multiple of 4"):
+        World(1, 4).units(0, 1, 2, seed=0)
+
+
+@pytest.mark.parametrize("objective", ["rl", "klrl"])
+def test_split_pieces_weighted_by_their_share_give_the_whole_micro_batch_gradient(tmp_path, objective):
+    config = load(TrainConfig, {**SETTINGS, "objective": objective, "samples_per_prompt": 3})
+    trainer = Trainer(config, tmp_path, resolve_target(config, tmp_path), quiet=True)
+    whole = trainer._batch(World().units(0, 1, 2, seed=0)[0])
+
+    def gradient(batch, weight):
+        trainer.objective.loss(trainer.model, trainer.target.prior, batch).loss.mul(weight).backward()
+        grads = [p.grad.clone() for p in trainer.params]
+        trainer.optimizer.zero_grad(set_to_none=True)
+        return grads
+
+    expected = gradient(whole, 1.0)
+    summed = [torch.zeros_like(g) for g in expected]
+    for rank in range(2):
+        unit = World(rank, 2).units(0, 1, 2, seed=0)[0]
+        rows = slice(unit.start * whole.group, unit.stop * whole.group)
+        piece = type(whole)(whole.prompts[rows], whole.continuations[rows], whole.texts[rows], whole.group,
+                            whole.proposal_token_log_probs[rows], whole.mask[rows], whole.log_prior[rows],
+                            whole.log_phi[rows], whole.reward[rows])
+        summed = [s + g for s, g in zip(summed, gradient(piece, unit.fraction))]
+    assert all(torch.allclose(s, e, rtol=1e-5, atol=1e-7) for s, e in zip(summed, expected))
+
+
+def test_one_process_is_the_default_world():
+    assert World().units(2, 2, 3, seed=1) == [Unit(4, 0, 3, 1.0, 1_000_003 + 4), Unit(5, 0, 3, 1.0, 1_000_003 + 5)]
+
+
+@pytest.mark.parametrize("flag, engine", [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
+def test_sharded_engines_are_refused_rather_than_silently_ignored(monkeypatch, flag, engine):
+    from bayeslm import distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv(flag, "true")
+    with pytest.raises(ConfigError, match=f"{engine} is not supported"):
+        distributed.init()
