@@ -121,16 +121,20 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path, capsys):
         driver.quit()
 
 
-def test_demo_plans_trains_evaluates_and_reports(tmp_path):
+@pytest.mark.parametrize("kl_budget", [0.05, 1.0])
+def test_demo_plans_trains_evaluates_and_reports(tmp_path, kl_budget):
     from bayeslm.demo import Budget, run_demo, table
 
-    budget = Budget(plan_n=64, kl_budget=0.05, steps=3, samples_per_prompt=4, max_new_tokens=3, eval_n=16)
+    budget = Budget(plan_n=64, kl_budget=kl_budget, steps=3, samples_per_prompt=4, max_new_tokens=3, eval_n=16)
     out = tmp_path / "demo"
     summary = run_demo(out, quiet=True, prior={"toy": {"seed": 0, "train_steps": 50}}, prompts=PROMPTS,
                        budget=budget)
     plan = json.loads((out / "plan.json").read_text())
-    assert summary["beta"] == plan["kl_budget"]["beta"]
-    assert abs(plan["kl_budget"]["kl_target_prior"]["value"] - 0.05) < 1e-6  # β solved for the KL budget
+    assert abs(plan["kl_budget"]["kl_target_prior"]["value"] - kl_budget) < 1e-6  # β solved for the KL budget
+    if kl_budget < 0.1:  # a gentle tilt: the pool vouches for it, and it is trained as planned
+        assert summary["beta"] == plan["kl_budget"]["beta"] and "chosen" not in plan
+    else:  # too strong for 64 samples to see: β is raised until they can
+        assert summary["beta"] == plan["chosen"]["beta"] > plan["kl_budget"]["beta"]
     assert f"beta: {round(summary['beta'], 4)}" in (out / "target.yaml").read_text()
     assert Path(summary["report"]).is_file() and "<h2>β plan</h2>" in Path(summary["report"]).read_text()
     figures = summary["figures"]

@@ -256,7 +256,7 @@ def _demo(args) -> int:
         return 0
     for warning in summary["collapse_warnings"]:
         print(f"bayeslm: warning: distribution collapse: {warning}", file=sys.stderr)
-    print(f"target π* ∝ π0·exp(sentiment/β), β = {summary['beta']:.4g} (planned for the KL budget)\n")
+    print(f"target π* ∝ π0·exp(sentiment/β), β = {summary['beta']:.4g} (planned from prior samples)\n")
     print(table(summary))
     print(f"\nreport: {Path(summary['report']).resolve()}  (open it in a browser)")
     return 0

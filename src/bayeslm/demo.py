@@ -37,7 +37,7 @@ class Budget:
 
 
 FULL = Budget(plan_n=128, kl_budget=2.0, steps=30, samples_per_prompt=8, max_new_tokens=24, eval_n=32)
-QUICK = Budget(plan_n=32, kl_budget=1.0, steps=4, samples_per_prompt=4, max_new_tokens=16, eval_n=8)
+QUICK = Budget(plan_n=64, kl_budget=1.0, steps=8, samples_per_prompt=6, max_new_tokens=12, eval_n=16)
 
 SHOWN = [("reward_mean", "reward E_q[r]"), ("kl_model_target", "KL(q‖π*)"), ("kl_target_model", "KL(π*‖q)"),
          ("kl_model_prior", "KL(q‖π0)"), ("entropy", "entropy H(q)"), ("distinct_2", "distinct-2")]
@@ -57,8 +57,15 @@ def run_demo(out: Path, *, quick: bool = False, overwrite: bool = False, quiet: 
     planner = Plan(parse_target(target_spec, Path(".")), budget.plan_n, seed=seed)
     plan = plan_json(planner, PLANNED_BETAS, kl_budget=budget.kl_budget)
     beta = plan["kl_budget"]["beta"]
-    if planner.at(beta).min_ess < MIN_ESS:
-        _say(quiet, f"   note: at β = {beta:.3g} the plan rests on few effective samples; treat it as rough")
+    # With too few effective samples the plan cannot see the posterior it predicts (its KL(π*‖π0) is capped
+    # near log n): raise β until the pool can vouch for it, rather than train towards a tilt nobody measured.
+    min_ess = min(MIN_ESS, budget.plan_n / 4)  # a small (quick) pool vouches for a quarter of itself
+    while planner.at(beta).min_ess < min_ess:
+        beta *= 1.25
+    if beta != plan["kl_budget"]["beta"]:
+        _say(quiet, f"   the budget's β = {plan['kl_budget']['beta']:.3g} rests on fewer than {min_ess:g} effective "
+                    f"samples; using β = {beta:.3g}, the smallest the samples can vouch for")
+        plan["chosen"] = {"goal": f"ESS ≥ {min_ess:g}", **planner.at(beta).to_json()}
     (out / "plan.json").write_text(json.dumps(plan, indent=2))
     target_spec["potentials"][0]["exponential"]["beta"] = round(beta, 4)
 

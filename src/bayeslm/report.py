@@ -189,7 +189,7 @@ def _plan_section(run: Run) -> str:
     import matplotlib.pyplot as plt
 
     betas = run.plan["betas"]
-    chosen = [run.plan[k] for k in ("kl_budget", "reward_target") if k in run.plan]
+    chosen = [run.plan[k] for k in ("kl_budget", "reward_target", "chosen") if k in run.plan]
     rows = "".join(f"<tr><td>{_number(p['beta'])}</td><td>{_estimate(p['target_reward_mean'])}</td>"
                    f"<td>{_estimate(p['kl_target_prior'])}</td><td>{_estimate(p['log_z'])}</td>"
                    f"<td>{_number(p['ess'])}</td><td>{_e(_goal(p))}</td></tr>"
@@ -212,7 +212,7 @@ def _plan_section(run: Run) -> str:
 
 
 def _goal(prediction: dict) -> str:
-    return f"chosen: goal {prediction['goal']:g}" if "goal" in prediction else ""
+    return f"solved for: {prediction['goal']}" if "goal" in prediction else ""
 
 
 def _samples_section(run: Run) -> str:
