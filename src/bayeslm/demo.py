@@ -71,9 +71,10 @@ def run_demo(out: Path, *, quick: bool = False, overwrite: bool = False, quiet: 
 
     _say(quiet, f"2/3 fine-tuning with KL-RL + LoRA towards π* ∝ π0·exp(sentiment/{beta:.3g}): {budget.steps} steps "
                 f"of {len(prompts)}×{budget.samples_per_prompt} samples, then scoring the prior and the model")
+    # lr 1e-3: at 2e-3 the measured KL(π_θ‖π*) bottomed out after about 12 steps and then rose again.
     config = load(TrainConfig, {
         "target": target_spec, "objective": "klrl", "steps": budget.steps, "prompts_per_step": len(prompts),
-        "samples_per_prompt": budget.samples_per_prompt, "lr": 2e-3, "lora": {"r": 8, "alpha": 16},
+        "samples_per_prompt": budget.samples_per_prompt, "lr": 1e-3, "lora": {"r": 8, "alpha": 16},
         "eval_n": budget.eval_n, "checkpoint_every": max(1, budget.steps // 3), "batch_size": 32, "seed": seed})
     train(config, out, resume=False, overwrite=False, quiet=quiet)
     _say(quiet, "3/3 scored the prior and the model against π*; writing the report")
