@@ -1,0 +1,196 @@
+"""What every speed benchmark shares: the machine's description, timing, FLOP counting, peak memory, and the
+KL-RL training setup on the embedded SmolLM2-135M prior (the one compared with TRL in `vs_trl.py`).
+
+Not a library module: the benchmarks import it as `common` (they put bench/ on sys.path themselves).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+import torch  # noqa: E402
+
+# 16 prompts, the same on both sides of every comparison (the chat template wraps each as a user turn).
+PROMPTS = [
+    "Write one sentence about your day.",
+    "Describe the weather today in one sentence.",
+    "Tell me about your favourite food.",
+    "Write a short review of a film you saw.",
+    "What did you do last weekend?",
+    "Describe your neighbourhood in one sentence.",
+    "Write one sentence about your job.",
+    "How was your morning commute?",
+    "Describe a book you read recently.",
+    "Write a sentence about your best friend.",
+    "What do you think of the new café in town?",
+    "Describe your last holiday in one sentence.",
+    "Write one sentence about the news today.",
+    "How do you feel about Mondays?",
+    "Describe the last meal you cooked.",
+    "Write a sentence about the city you live in.",
+]
+BETA = 0.1  # KL coefficient of both sides: π* ∝ π0·exp(VADER/0.1)
+
+
+def machine() -> dict:
+    """The CPU and the software measured on: what any figure below depends on."""
+    flags = set()
+    model = platform.processor()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+    import transformers
+
+    return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "isa": {f: f in flags for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")},
+            "onednn_isa": _onednn_isa()}
+
+
+def _onednn_isa() -> str | None:
+    with contextlib.suppress(Exception):
+        return torch.backends.cpu.get_cpu_capability()
+    return None
+
+
+def print_machine():
+    m = machine()
+    isa = ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in m["isa"].items())
+    print(f"# machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads, "
+          f"CPU capability {m['onednn_isa']}), transformers {m['transformers']}")
+    print(f"# ISA: {isa}")
+    with contextlib.suppress(OSError):
+        print(f"# load average before: {Path('/proc/loadavg').read_text().split()[:3]}")
+
+
+def timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Times each function `repeats` times, alternating between them (A B A B ...), so that a drift of the
+    machine's speed hits every side alike; `warmup` untimed rounds first."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(timed(fn))
+    return times
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def spread(xs) -> str:
+    """median [min, max] in seconds."""
+    return f"{median(xs):.3f} s [{min(xs):.3f}, {max(xs):.3f}]"
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (MiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mib() -> float:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# ----- FLOPs -------------------------------------------------------------------------------------------------------
+
+def _register_cpu_attention_flops():
+    """torch's FlopCounterMode counts the CUDA attention kernels but not the CPU flash kernel that SDPA picks
+    here: count it with the same formula (full, not causal, attention, as torch does for the others)."""
+    from torch.utils import flop_counter as fc
+
+    aten = torch.ops.aten
+    with contextlib.suppress(AttributeError, KeyError, RuntimeError):
+        fwd = aten._scaled_dot_product_flash_attention_for_cpu
+        if fwd.default not in fc.flop_registry and fwd not in fc.flop_registry:
+            fc.register_flop_formula(fwd)(
+                lambda q, k, v, *args, out_shape=None, **kw: fc.sdpa_flop_count(q, k, v))
+    with contextlib.suppress(AttributeError, KeyError, RuntimeError):
+        bwd = aten._scaled_dot_product_flash_attention_for_cpu_backward
+        if bwd.default not in fc.flop_registry and bwd not in fc.flop_registry:
+            fc.register_flop_formula(bwd)(
+                lambda g, q, k, v, *args, out_shape=None, **kw: fc.sdpa_backward_flop_count(g, q, k, v))
+
+
+def count_flops(fn) -> int:
+    """Matrix-multiply FLOPs (2 per multiply-add) that `fn()` executes, forward and backward, as run (padding
+    included): the work the hardware actually does."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _register_cpu_attention_flops()
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+# ----- the training setup ------------------------------------------------------------------------------------------
+
+def sentiment_target(n_prompts: int, max_new_tokens: int, batch_size: int):
+    """π* ∝ π0·exp(VADER/β) on the embedded SmolLM2-135M-Instruct prior, loaded fresh (LoRA injects into the
+    prior's own modules, so each trainer needs its own)."""
+    from bayeslm.models import load_lm
+    from bayeslm.potentials import Exponential
+    from bayeslm.rewards import sentiment
+
+    prior = load_lm("default", batch_size=batch_size)
+    return (prior * Exponential(sentiment(), beta=BETA)).given(PROMPTS[:n_prompts] if n_prompts <= len(PROMPTS)
+                                                                else (PROMPTS * n_prompts)[:n_prompts],
+                                                                max_new_tokens)
+
+
+def klrl_trainer(*, lora: bool, precision: str = "fp32", n_prompts: int = 16, samples_per_prompt: int = 4,
+                 max_new_tokens: int = 32, batch_size: int = 64, lr: float = 1e-5, kl_estimator: str = "analytic",
+                 fixed_length: bool = False, objective: str = "klrl"):
+    """A bayeslm `Trainer` for KL-RL (leave-one-out baseline) on the sentiment target; `train_step()` is one
+    optimiser step of n_prompts × samples_per_prompt samples. `fixed_length` stops sampling from ending at
+    EOS, so that every step does the same work (for FLOP fractions); the objective is unchanged."""
+    from bayeslm.config import load
+    from bayeslm.train import Trainer
+    from bayeslm.train_config import TrainConfig
+
+    target = sentiment_target(n_prompts, max_new_tokens, batch_size)
+    settings = {"target": "inline", "objective": objective, "steps": 10**6, "prompts_per_step": n_prompts,
+                "samples_per_prompt": samples_per_prompt, "lr": lr, "precision": precision, "eval_n": 0,
+                "batch_size": batch_size, "klrl": {"kl_estimator": kl_estimator}, "dpg": {"proposal": "model"}}
+    if lora:
+        settings["lora"] = {"r": 8, "alpha": 16}
+    config = load(TrainConfig, settings)
+    trainer = Trainer(config, Path(tempfile.mkdtemp(prefix="bayeslm-bench-")), target, quiet=True)
+    if fixed_length:
+        never = torch.tensor([-1])
+        trainer.model.eos_ids = never
+    return trainer
+
+
+def emit_json(path: str | None, data: dict):
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(data, indent=2, default=str))

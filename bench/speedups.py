@@ -1,0 +1,114 @@
+"""Candidate speed fixes for lm.py / train.py, measured without changing the library (monkeypatched here):
+
+    .venv/bin/python bench/speedups.py [--prompts 16] [--samples 4] [--max-new-tokens 32] [--repeats 2]
+
+1. merged LoRA for sampling: a LoRA model samples through PEFT's wrapped linear layers (two extra small
+   products and Python per layer per token); merging the adapter into the weights for the duration of `sample`
+   (peft `merge_adapter` / `unmerge_adapter`) runs the plain model instead. Timed: `model.sample` as is against
+   merge + sample + unmerge, interleaved.
+2. one prior pass per step instead of two: a KL-RL step scores the samples under the prior in
+   `Target.score_samples` (log π0, one forward pass) and again in the objective (`token_scores(kl_to=prior)`,
+   the prior's full distributions for the analytic KL). Timed: `train_step` as is against `train_step` with the
+   first pass replaced by zeros: the upper bound of what computing log π0 from the objective's pass would save
+   (the figures of that variant are wrong; only its time matters).
+3. the output head on a contiguous slice: transformers applies lm_head to hidden[:, -keep:, :], a strided view,
+   which torch runs as a batched bmm; the same product on a contiguous copy runs as one mm. Timed on the head
+   alone.
+All with LoRA r = 8, fp32, 16 prompts × 4 samples, sampling never stopped by EOS (equal work every call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+import torch  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--only", default="merge,prior,head", help="comma-separated subset of merge,prior,head")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    common.print_machine()
+    trainer = common.klrl_trainer(lora=True, n_prompts=args.prompts, samples_per_prompt=args.samples,
+                                  max_new_tokens=args.max_new_tokens, batch_size=args.prompts * args.samples,
+                                  fixed_length=True)
+    trainer.train_step()  # the adapter moves off zero, so merging changes the weights for real
+    model, prompts, T = trainer.model, trainer._prompts(0), args.max_new_tokens
+    figures = {"config": vars(args)}
+    if "merge" in args.only:
+        def as_is():
+            return model.sample(prompts, args.samples, T, seed=0)
+
+        def merged():
+            model.model.merge_adapter()
+            try:
+                return model.sample(prompts, args.samples, T, seed=0)
+            finally:
+                model.model.unmerge_adapter()
+
+        a, b = as_is(), merged()
+        diff = (a.token_log_probs - b.token_log_probs).abs().max().item()
+        same = bool((a.tokens == b.tokens).all())
+        times = common.interleaved({"adapter": as_is, "merged": merged}, args.repeats)
+        gain = common.median(times["adapter"]) / common.median(times["merged"])
+        print(f"\n## LoRA sampling, {len(prompts)}×{args.samples} rows × {T} tokens")
+        for name, ts in times.items():
+            print(f"{name:8s} {common.spread(ts)}")
+        print(f"merged is {gain:.2f}× as fast; same tokens: {same}; max |Δ log-prob| {diff:.2e}")
+        figures["merge"] = {"seconds": times, "speedup": gain, "same_tokens": same, "max_logprob_diff": diff}
+    if "prior" in args.only:
+        target_cls = type(trainer.target)
+        original = target_cls.score
+
+        def skip_prior(self, prompts, continuations, texts, log_prior=None):
+            if log_prior is None:
+                log_prior = torch.zeros(len(continuations))
+            return original(self, prompts, continuations, texts, log_prior=log_prior)
+
+        def as_is():
+            trainer.train_step()
+
+        def one_pass():
+            target_cls.score = skip_prior
+            try:
+                trainer.train_step()
+            finally:
+                target_cls.score = original
+
+        times = common.interleaved({"two prior passes": as_is, "one prior pass": one_pass}, args.repeats, warmup=0)
+        gain = common.median(times["two prior passes"]) / common.median(times["one prior pass"])
+        print(f"\n## LoRA KL-RL step, {len(prompts)}×{args.samples} samples × {T} tokens")
+        for name, ts in times.items():
+            print(f"{name:17s} {common.spread(ts)}")
+        print(f"one prior pass per step is {gain:.2f}× as fast (upper bound)")
+        figures["prior"] = {"seconds": times, "speedup": gain}
+    if "head" in args.only:
+        # transformers computes the logits as lm_head(hidden[:, -keep:, :]): a non-contiguous 3-D slice, which
+        # torch multiplies with bmm over a weight expanded per row rather than with one mm.
+        head = model.model.get_output_embeddings()
+        rows, width = len(prompts) * args.samples, T + 1
+        hidden = torch.randn(rows, 48 + T, head.weight.shape[1])
+        with torch.no_grad():
+            times = common.interleaved({"slice": lambda: head(hidden[:, -width:, :]),
+                                        "contiguous": lambda: head(hidden[:, -width:, :].contiguous())},
+                                       args.repeats + 2)
+        gain = common.median(times["slice"]) / common.median(times["contiguous"])
+        print(f"\n## output head on the last {width} positions of {rows} rows")
+        for name, ts in times.items():
+            print(f"{name:10s} {common.spread(ts)}")
+        print(f"a contiguous slice is {gain:.2f}× as fast")
+        figures["head"] = {"seconds": times, "speedup": gain}
+    common.emit_json(args.json, figures)
+
+
+if __name__ == "__main__":
+    main()
