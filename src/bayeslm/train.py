@@ -95,6 +95,12 @@ def _models(config: TrainConfig, target: Target) -> tuple[LM, Target]:
         # the adapter-off view: every holder of it (the caller's target too) keeps scoring π0.
         prior.model, prior.adapter_disabled = start, True
     if config.precision == "bf16":
+        if model.device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            # Measured (bench/RESULTS.md): on a CPU without AVX512-BF16 or AMX, bf16 products are emulated and a
+            # LoRA step ran 11× slower than in fp32.
+            print("bayeslm: warning: precision bf16 on a CPU without native bf16 (no AVX512-BF16 or AMX): "
+                  "matrix products are emulated and much slower than fp32; use precision: fp32 here",
+                  file=sys.stderr)
         model.autocast = torch.bfloat16
         target = replace(target, prior=target.prior._view(autocast=torch.bfloat16))
     return model, target

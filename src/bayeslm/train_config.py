@@ -62,7 +62,9 @@ class TrainConfig:
     schedule: Literal["constant", "linear", "cosine"] = field("constant", doc="learning-rate decay after warm-up")
     max_grad_norm: float | None = field(1.0, doc="clip the gradient norm; null for no clipping", check=positive)
     precision: Literal["fp32", "bf16"] = field("fp32", doc="bf16: matrix products under bf16 autocast, fp32 "
-                                                           "master weights and log-probabilities")
+                                                           "master weights and log-probabilities; faster only "
+                                                           "where bf16 is native (GPUs, CPUs with AMX or "
+                                                           "AVX512-BF16)")
     lora: LoraConfig | None = field(None, doc="LoRA through peft; null for full fine-tuning")
     klrl: KLRLConfig = field(default_factory=KLRLConfig, doc="klrl options")
     dpg: ProposalConfig = field(default_factory=ProposalConfig, doc="dpg and fdpg options")
