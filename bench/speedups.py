@@ -28,6 +28,15 @@ import common  # noqa: E402
 import torch  # noqa: E402
 
 
+def _compare(title: str, times: dict[str, list[float]], before: str, after: str) -> float:
+    """Prints each variant's timings under `title`; returns the speed-up of `after` over `before` (medians)."""
+    print(f"\n## {title}")
+    width = max(map(len, times)) + 1
+    for name, ts in times.items():
+        print(f"{name:{width}s} {common.spread(ts)}")
+    return common.median(times[before]) / common.median(times[after])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=16)
@@ -59,10 +68,7 @@ def main():
         diff = (a.token_log_probs - b.token_log_probs).abs().max().item()
         same = bool((a.tokens == b.tokens).all())
         times = common.interleaved({"adapter": as_is, "merged": merged}, args.repeats)
-        gain = common.median(times["adapter"]) / common.median(times["merged"])
-        print(f"\n## LoRA sampling, {len(prompts)}×{args.samples} rows × {T} tokens")
-        for name, ts in times.items():
-            print(f"{name:8s} {common.spread(ts)}")
+        gain = _compare(f"LoRA sampling, {len(prompts)}×{args.samples} rows × {T} tokens", times, "adapter", "merged")
         print(f"merged is {gain:.2f}× as fast; same tokens: {same}; max |Δ log-prob| {diff:.2e}")
         figures["merge"] = {"seconds": times, "speedup": gain, "same_tokens": same, "max_logprob_diff": diff}
     if "prior" in args.only:
@@ -85,10 +91,8 @@ def main():
                 target_cls.score = original
 
         times = common.interleaved({"two prior passes": as_is, "one prior pass": one_pass}, args.repeats, warmup=0)
-        gain = common.median(times["two prior passes"]) / common.median(times["one prior pass"])
-        print(f"\n## LoRA KL-RL step, {len(prompts)}×{args.samples} samples × {T} tokens")
-        for name, ts in times.items():
-            print(f"{name:17s} {common.spread(ts)}")
+        gain = _compare(f"LoRA KL-RL step, {len(prompts)}×{args.samples} samples × {T} tokens", times,
+                        "two prior passes", "one prior pass")
         print(f"one prior pass per step is {gain:.2f}× as fast (upper bound)")
         figures["prior"] = {"seconds": times, "speedup": gain}
     if "head" in args.only:
@@ -101,10 +105,7 @@ def main():
             times = common.interleaved({"slice": lambda: head(hidden[:, -width:, :]),
                                         "contiguous": lambda: head(hidden[:, -width:, :].contiguous())},
                                        args.repeats + 2)
-        gain = common.median(times["slice"]) / common.median(times["contiguous"])
-        print(f"\n## output head on the last {width} positions of {rows} rows")
-        for name, ts in times.items():
-            print(f"{name:10s} {common.spread(ts)}")
+        gain = _compare(f"output head on the last {width} positions of {rows} rows", times, "slice", "contiguous")
         print(f"a contiguous slice is {gain:.2f}× as fast")
         figures["head"] = {"seconds": times, "speedup": gain}
     common.emit_json(args.json, figures)
