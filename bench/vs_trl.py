@@ -72,10 +72,10 @@ def trl_worker(args):
                     num_generations=args.samples, max_completion_length=args.max_new_tokens, beta=BETA,
                     learning_rate=1e-5, lr_scheduler_type="constant", max_grad_norm=1.0,
                     max_steps=args.warmup + args.steps, temperature=1.0, top_p=1.0, top_k=0, disable_dropout=True,
-                    logging_steps=10**6, save_strategy="no", report_to="none", use_cpu=True, seed=0,
-                    dataloader_num_workers=0)
-    if best:
-        settings.update(bf16=False, gradient_checkpointing=False)
+                    logging_steps=10**6, save_strategy="no", report_to="none", use_cpu=args.device == "cpu",
+                    seed=0, dataloader_num_workers=0)
+    if best:  # bf16 only where it is native (a GPU); this CPU emulates it
+        settings.update(bf16=args.device != "cpu", gradient_checkpointing=False)
     config = RLOOConfig(**settings)
     path = Path(args.model_dir)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
@@ -112,7 +112,7 @@ def ensure_trl_venv():
 
 
 def run_trl(args, mode: str, setting: str, steps: int, warmup: int) -> dict:
-    cmd = [str(TRL_PY), __file__, "--trl-worker", "--mode", mode, "--trl-setting", setting, "--steps", str(steps),
+    cmd = [str(getattr(args, "trl_python", None) or TRL_PY), __file__, "--trl-worker", "--device", args.device, "--mode", mode, "--trl-setting", setting, "--steps", str(steps),
            "--warmup", str(warmup), "--prompts", str(args.prompts), "--samples", str(args.samples),
            "--max-new-tokens", str(args.max_new_tokens), "--model-dir", str(args.model_dir)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -157,6 +157,7 @@ def main():
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--trl-setting", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.trl_worker:
         return trl_worker(args)

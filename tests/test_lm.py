@@ -135,7 +135,7 @@ def test_saved_toy_loads_from_a_local_path(prior, tmp_path):
     prior.tokenizer.save_pretrained(tmp_path)
     loaded = load_lm(str(tmp_path))
     samples = prior.sample(PROMPTS, n=16, max_new_tokens=4, seed=8)
-    assert torch.allclose(loaded.log_prob(samples.sample_prompts, samples.continuations), samples.log_prob,
+    assert torch.allclose(loaded.log_prob(samples.sample_prompts, samples.continuations).cpu(), samples.log_prob,
                           atol=1e-5)
 
 

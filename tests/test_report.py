@@ -11,7 +11,8 @@ from conftest import PROMPTS
 from bayeslm.cli import main
 from bayeslm.config import load
 from bayeslm.report import collapse_warnings, load_run, write_report
-from bayeslm.train import RunExists, train
+from bayeslm.run_dir import RunExists
+from bayeslm.train import train
 from bayeslm.train_config import TrainConfig
 
 TOY_TARGET = {"prior": {"toy": {"seed": 0, "train_steps": 50}}, "prompts": PROMPTS, "max_new_tokens": 3,

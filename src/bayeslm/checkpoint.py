@@ -148,8 +148,8 @@ def load(path: Path) -> dict:
     try:
         state = json.loads((path / COMPLETE).read_text())
         out = {"state": state, "model": load_file(path / "model.safetensors"),
-               "optimizer": torch.load(path / "optimizer.pt", weights_only=True),
-               "scheduler": torch.load(path / "scheduler.pt", weights_only=True)}
+               "optimizer": torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True),
+               "scheduler": torch.load(path / "scheduler.pt", map_location="cpu", weights_only=True)}
         if (path / "proposal.safetensors").is_file():
             out["proposal"] = load_file(path / "proposal.safetensors")
         return out

@@ -202,6 +202,8 @@ def _train(args) -> int:
         raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
     for assignment in args.set:
         override(data, assignment)
+    if args.device:
+        data["device"] = args.device
     config = load(TrainConfig, data)
     card = train(config, Path(args.out), base=path.parent, resume=args.resume, overwrite=args.overwrite,
                  quiet=args.quiet)
@@ -293,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars or messages on stderr (errors and "
                                                               "warnings still go there)")
+    common.add_argument("--device", help="where models run: auto (the GPU when torch sees one, else the CPU), cpu, "
+                                         "cuda or cuda:N (default: $BAYESLM_DEVICE, else auto)")
     evaluate = sub.add_parser("evaluate", parents=[common],
                               help="score a model against a target (the Bayesian scorecard)",
                               epilog=EVALUATE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -411,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     from bayeslm import progress
 
     progress.quiet = args.quiet
+    if args.device:  # every model this command loads goes there (training configs: their `device` key)
+        os.environ["BAYESLM_DEVICE"] = args.device
     # Deprecation notices from inside transformers (peft calls them) are for library authors, not our users.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
     import transformers
@@ -425,6 +431,10 @@ def main(argv: list[str] | None = None) -> int:
     from bayeslm.target_file import ConfigError
 
     try:
+        if args.device:
+            from bayeslm.models import resolve_device
+
+            resolve_device(args.device)  # a wrong device fails now, before any model loads
         return args.run(args)
     except (ConfigError, ModelNotFound) as error:
         print(f"bayeslm: error: {error}", file=sys.stderr)

@@ -18,8 +18,9 @@ from pathlib import Path
 from bayeslm.config import load
 from bayeslm.plan import MIN_ESS, Plan, plan_json
 from bayeslm.report import write_report
+from bayeslm.run_dir import prepare_run_dir
 from bayeslm.target_file import parse_target
-from bayeslm.train import prepare_run_dir, train
+from bayeslm.train import train
 from bayeslm.train_config import TrainConfig
 
 PROMPTS = ["Write one sentence about your day.", "Describe the weather today in one sentence."]

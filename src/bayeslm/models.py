@@ -17,6 +17,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
+
 from bayeslm.config import ConfigError
 from bayeslm.lm import LM
 from bayeslm.toy import ToyConfig, toy_lm
@@ -37,12 +39,31 @@ def cache_dir() -> Path:
     return Path(os.environ.get("BAYESLM_CACHE", Path.home() / ".cache" / "bayeslm"))
 
 
-def load_lm(source: str | dict = "default", *, batch_size: int = 64, chat: bool | None = None) -> LM:
+def resolve_device(name: str | None = None) -> torch.device:
+    """`name` (cpu, cuda, cuda:1, ...; "auto" or None: $BAYESLM_DEVICE, else the current GPU when torch sees
+    one, else the CPU)."""
+    name = name if name not in (None, "auto") else os.environ.get("BAYESLM_DEVICE", "auto")
+    if name == "auto":
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device: {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} asked for, but this torch sees no GPU "
+                          f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device: {name!r} asked for, but torch sees {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def load_lm(source: str | dict = "default", *, batch_size: int = 64, chat: bool | None = None,
+            device: str | None = None) -> LM:
     """An `LM` from `"default"`, `"toy"`, `{"toy": {...ToyConfig fields}}`, a local model directory, or
     `{"path": DIR, "trust_remote_code": true}` for a directory whose own model code may run (off by default).
 
     `chat` wraps prompts in the tokenizer's chat template (on by default for the default prior only; toy
-    tokenizers have no template)."""
+    tokenizers have no template). The model goes to `device` (see `resolve_device`: the GPU when there is one)."""
     if isinstance(source, dict) and "path" in source:
         unknown = set(source) - {"path", "trust_remote_code"}
         trust = source.get("trust_remote_code", False)
@@ -62,6 +83,7 @@ def load_lm(source: str | dict = "default", *, batch_size: int = 64, chat: bool 
     else:
         lm = _load_pretrained(Path(source), chat=bool(chat), name=str(source))
     lm.batch_size = batch_size
+    lm.model.to(resolve_device(device))
     return lm
 
 

@@ -212,7 +212,7 @@ def constrain(prior, features: Sequence, moments: Sequence[float], *, prompts: S
     log_weights = torch.zeros(len(samples), dtype=torch.float64)
     if proposal is not prior:
         with torch.no_grad():
-            log_weights = (prior.log_prob(samples.sample_prompts, samples.continuations)
+            log_weights = (prior.log_prob(samples.sample_prompts, samples.continuations).cpu()
                            - samples.log_prob).double()
     values = torch.stack([f(samples.texts, samples.sample_prompts) for f in features], -1)
     values = values.reshape(len(prompts), n, -1)

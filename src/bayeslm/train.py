@@ -15,7 +15,6 @@ import copy
 import dataclasses
 import json
 import math
-import shutil
 import signal
 import sys
 import time
@@ -31,7 +30,7 @@ from bayeslm.diversity import distinct_n
 from bayeslm.estimate import batch_figures, snis_mean
 from bayeslm.evaluation import evaluate
 from bayeslm.lm import LM
-from bayeslm.models import load_lm
+from bayeslm.models import load_lm, resolve_device
 from bayeslm.objectives import Batch, Objective
 from bayeslm.objectives.dpg import DPG
 from bayeslm.objectives.fdpg import FDPG
@@ -39,13 +38,10 @@ from bayeslm.objectives.klrl import KLRL
 from bayeslm.objectives.rl import RL
 from bayeslm.potentials import Exponential
 from bayeslm.progress import bar
+from bayeslm.run_dir import prepare_run_dir, refuse_other_run, save_model, target_definition, truncate_metrics
 from bayeslm.target import Target
 from bayeslm.target_file import load_target, parse_target
 from bayeslm.train_config import TrainConfig
-
-
-class RunExists(ConfigError):
-    pass
 
 
 class TrainingDiverged(RuntimeError):
@@ -136,10 +132,11 @@ class Trainer:
         self.config, self.run_dir, self.quiet = config, run_dir, quiet
         self.world = world or distributed.World()
         torch.manual_seed(config.seed)
+        # Data-parallel processes each hold their own device; one process uses the configured one.
+        device = self.world.device if self.world.size > 1 else resolve_device(config.device)
+        target.prior.model.to(device)
         self.model, self.target = _models(config, target)
-        if self.world.device.type != "cpu":  # data-parallel on GPUs: each process's model on its own device
-            self.target.prior.model.to(self.world.device)
-            self.model.model.to(self.world.device)
+        self.model.model.to(device)
         self.objective = make_objective(config, self.target)
         if trainable is not None:
             for name, p in self.model.model.named_parameters():
@@ -346,7 +343,7 @@ class Trainer:
         found = world.on_main(checkpoint.load_latest, self.run_dir / "checkpoints")
         path = world.broadcast(found[0] if found else None)
         if path is None:  # killed before its first checkpoint: start over
-            world.on_main(_truncate_metrics, self.run_dir / "metrics.jsonl", 0)
+            world.on_main(truncate_metrics, self.run_dir / "metrics.jsonl", 0)
             return False
         saved = found[1] if world.main else checkpoint.load(path)
         checkpoint.load_trainable_state(self.model.model, saved["model"])
@@ -366,7 +363,7 @@ class Trainer:
             self.proposal = self.model._view(model=frozen, name="proposal", autocast=self.model.autocast)
             self.proposal_is_copy = True
         self.step = self.saved_step = state["step"]
-        world.on_main(_truncate_metrics, self.run_dir / "metrics.jsonl", self.step)
+        world.on_main(truncate_metrics, self.run_dir / "metrics.jsonl", self.step)
         if not self.quiet and world.main:
             print(f"bayeslm: resumed from {path} (step {self.step})", file=sys.stderr)
         return True
@@ -396,62 +393,12 @@ def _outputs(out) -> dict:
     return {"log_model": out.log_model.cpu(), "kl_prior": None if out.kl_prior is None else out.kl_prior.cpu()}
 
 
-def save_model(model: LM, path: Path, *, merge_lora: bool):
-    """Saves π_θ where transformers (and `bayeslm evaluate --model`) load it directly."""
-    net = model.model
-    if hasattr(net, "peft_config") and merge_lora:
-        net = copy.deepcopy(net).merge_and_unload()
-    staging = path.with_name(path.name + ".writing")
-    shutil.rmtree(staging, ignore_errors=True)
-    net.save_pretrained(staging, safe_serialization=True)
-    model.tokenizer.save_pretrained(staging)
-    if path.exists():
-        shutil.rmtree(path)
-    staging.rename(path)
-
-
-def _target_definition(config: TrainConfig, base: Path) -> str:
-    """The target as its user wrote it (the file's text, or the inline mapping), for the run's record."""
-    if isinstance(config.target, dict):
-        return yaml.safe_dump(config.target, sort_keys=False, allow_unicode=True)
-    return (base / config.target).read_text(encoding="utf-8")
-
-
-def _truncate_metrics(path: Path, step: int):
-    """Drops metric lines past the checkpoint resumed from: those steps are about to be trained again. A line cut
-    short by a kill mid-write is dropped too."""
-    if path.is_file():
-        lines = []
-        for line in path.read_text().splitlines():
-            try:
-                if json.loads(line)["step"] <= step:
-                    lines.append(line)
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
-        path.write_text("".join(line + "\n" for line in lines))
-
-
 def _tensorboard(run_dir: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # TensorBoard is optional; metrics.jsonl is always written
         return None
     return SummaryWriter(str(run_dir / "tensorboard"))
-
-
-def refuse_other_run(run_dir: Path, *, resume: bool, overwrite: bool):
-    """Refuses to mix two runs in one directory unless told to resume or overwrite."""
-    holds_run = (run_dir / "config.yaml").exists() or (run_dir / "metrics.jsonl").exists()
-    if holds_run and not (resume or overwrite):
-        raise RunExists(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
-
-
-def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool):
-    """An empty run directory (or the one to resume); `overwrite` deletes the run it held."""
-    refuse_other_run(run_dir, resume=resume, overwrite=overwrite)
-    if overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def train(config: TrainConfig, run_dir: Path, *, base: Path = Path("."), resume: bool = False,
@@ -473,7 +420,7 @@ def _train(config: TrainConfig, run_dir: Path, world: distributed.World, *, base
     def start():  # rank 0 alone touches the run directory
         prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
-        (run_dir / "target.yaml").write_text(_target_definition(config, base))
+        (run_dir / "target.yaml").write_text(target_definition(config, base))
 
     refuse_other_run(run_dir, resume=resume, overwrite=overwrite)
     # The target and the model load before --overwrite deletes anything: a bad new config keeps the old run.

@@ -12,6 +12,17 @@ def _at_least_two(value) -> str | None:
     return None if value >= 2 else "must be >= 2 (the leave-one-out baseline needs another sample of the prompt)"
 
 
+def _device(value) -> str | None:
+    from bayeslm.config import ConfigError
+    from bayeslm.models import resolve_device
+
+    try:
+        resolve_device(value)
+    except ConfigError as error:
+        return str(error).removeprefix("device: ")
+    return None
+
+
 def _fraction(value) -> str | None:
     return None if value is None or 0 < value < 1 else "must be in (0, 1)"
 
@@ -74,4 +85,7 @@ class TrainConfig:
     eval_n: int = field(64, doc="samples per prompt for the final scorecard; 0 skips it", check=non_negative)
     merge_lora: bool = field(True, doc="save the final model with the LoRA update merged (a plain HF model)")
     batch_size: int = field(64, doc="rows per forward pass", check=positive)
+    device: str = field("auto", doc="where the models run: auto (the GPU when torch sees one, else the CPU; "
+                                    "$BAYESLM_DEVICE overrides), cpu, cuda or cuda:N; data-parallel "
+                                    "processes each use their own GPU", check=_device)
 
