@@ -340,6 +340,18 @@ def test_model_with_its_own_code_needs_an_explicit_opt_in(tmp_path, capsys, cust
     assert code == 0
 
 
+def test_training_model_resolves_beside_the_config_and_opts_in_explicitly(tmp_path, capsys, custom_code_model,
+                                                                         monkeypatch):
+    monkeypatch.chdir(custom_code_model.parent.parent)  # not the config's directory: `model: custom` is beside it
+    config = train_config(tmp_path, model="custom")
+    code, _, err = run(capsys, "train", config, "--out", tmp_path / "refused", "--quiet")
+    assert code == 2 and "ships its own Python code" in err and "a training config's model" in err
+    config = train_config(tmp_path, model={"path": "custom", "trust_remote_code": True})
+    code, _, err = run(capsys, "train", config, "--out", tmp_path / "run", "--quiet")
+    assert code == 0, err
+    assert (tmp_path / "run" / "model" / "config.json").is_file()
+
+
 def test_classifier_with_its_own_code_is_refused(tmp_path, capsys, custom_code_model):
     potentials = [{"exponential": {"reward": {"classifier": {"path": "custom"}}, "beta": 1}}]
     code, _, err = run(capsys, "evaluate", "--target", target(tmp_path, potentials=potentials))

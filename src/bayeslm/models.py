@@ -57,6 +57,15 @@ def resolve_device(name: str | None = None) -> torch.device:
     return device
 
 
+def resolve_source(source: str | dict, base: Path) -> str | dict:
+    """A model source as written in a file in directory `base`: its local paths resolve against that directory."""
+    if isinstance(source, str) and source not in ("default", "toy"):
+        return str(base / source)
+    if isinstance(source, dict) and isinstance(source.get("path"), str):
+        return {**source, "path": str(base / source["path"])}
+    return source
+
+
 def load_lm(source: str | dict = "default", *, batch_size: int = 64, chat: bool | None = None,
             device: str | None = None) -> LM:
     """An `LM` from `"default"`, `"toy"`, `{"toy": {...ToyConfig fields}}`, a local model directory, or
@@ -116,7 +125,7 @@ def check_model_dir(path: Path, *, what: str = "model", trust_remote_code: bool 
             has_code = False
         if has_code:
             fix = (f"if you trust it, opt in where the {what} is named: {{path: {path}, trust_remote_code: true}} "
-                   "(a target file's prior, or load_lm)" if can_opt_in
+                   "(a target file's prior, a training config's model, or load_lm)" if can_opt_in
                    else f"use a {what} that the installed transformers implements")
             raise UnusableModel(f"{path} ships its own Python code ('auto_map' in {name}), which bayeslm does not "
                                 f"run by default; {fix}")

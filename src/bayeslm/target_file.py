@@ -23,7 +23,7 @@ import yaml
 
 from bayeslm.config import ConfigError, unknown_keys
 from bayeslm.lm import LM
-from bayeslm.models import load_lm
+from bayeslm.models import load_lm, resolve_source
 from bayeslm.potentials import Constraint, Exponential, ExponentialFamily, Potential, Product, constrain
 from bayeslm.prefix import Forbid, StartsWith
 from bayeslm.rewards import from_spec
@@ -149,13 +149,8 @@ def parse_target(data, base: Path = Path("."), *, batch_size: int = 64) -> Targe
     _fields("target", data, {"prior", "potentials"}, {"prompts", "prompts_file", "max_new_tokens"})
     max_new_tokens = _number("max_new_tokens", data.get("max_new_tokens", 32), positive=True, integer=True)
     prompts = _prompts(data, base)
-    prior_spec = data["prior"]
-    if isinstance(prior_spec, str) and prior_spec not in ("default", "toy"):
-        prior_spec = str(base / prior_spec)
-    if isinstance(prior_spec, dict) and isinstance(prior_spec.get("path"), str):
-        prior_spec = {**prior_spec, "path": str(base / prior_spec["path"])}
     try:
-        prior = load_lm(prior_spec, batch_size=batch_size)
+        prior = load_lm(resolve_source(data["prior"], base), batch_size=batch_size)
     except (ValueError, TypeError, FileNotFoundError) as error:
         raise ConfigError(f"prior: {error}") from error
     entries = data["potentials"]

@@ -30,7 +30,7 @@ from bayeslm.diversity import distinct_n
 from bayeslm.estimate import batch_figures, snis_mean
 from bayeslm.evaluation import evaluate
 from bayeslm.lm import LM
-from bayeslm.models import load_lm, resolve_device
+from bayeslm.models import load_lm, resolve_device, resolve_source
 from bayeslm.objectives import Batch, Objective
 from bayeslm.objectives.dpg import DPG
 from bayeslm.objectives.fdpg import FDPG
@@ -113,6 +113,11 @@ def _schedule(config: TrainConfig):
             return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
         return 1.0
     return factor
+
+
+def resolve_model(config: TrainConfig, base: Path) -> TrainConfig:
+    """The config with `model:` resolved against the config's directory, as `target:` is."""
+    return config if config.model is None else replace(config, model=resolve_source(config.model, base))
 
 
 def resolve_target(config: TrainConfig, base: Path) -> Target:
@@ -423,6 +428,7 @@ def _train(config: TrainConfig, run_dir: Path, world: distributed.World, *, base
         (run_dir / "target.yaml").write_text(target_definition(config, base))
 
     refuse_other_run(run_dir, resume=resume, overwrite=overwrite)
+    config = resolve_model(config, base)
     # The target and the model load before --overwrite deletes anything: a bad new config keeps the old run.
     trainer = Trainer(config, run_dir, resolve_target(config, base), quiet=quiet, world=world)
     world.on_main(start)

@@ -38,8 +38,9 @@ class LoraConfig:
 @dataclass
 class KLRLConfig:
     kl_estimator: Literal["analytic", "k1", "k3"] = field("analytic", doc="estimator of the KL(π_θ‖π0) term")
-    ppo_epochs: int = field(1, doc="passes over each batch; > 1 reuses it off-policy with PPO clipping",
-                            check=positive)
+    ppo_epochs: int = field(1, doc="passes over each batch; > 1 reuses it off-policy, each later pass "
+                                   "importance-weighted by its ratio to the sampling log-probs (clipped when "
+                                   "clip is set: PPO)", check=positive)
     clip: float | None = field(None, doc="PPO clip range ε (e.g. 0.2); null for plain REINFORCE",
                                check=_fraction)
     kl_budget: float | None = field(None, doc="adapt β so that KL(π_θ‖π0) stays near this many nats (the "
@@ -61,7 +62,9 @@ class ProposalConfig:
 class TrainConfig:
     target: str | dict = field(doc="a target file (path, relative to this config) or the target inline as a mapping")
     objective: Literal["rl", "klrl", "dpg", "fdpg"] = field("klrl", doc="what to minimise")
-    model: str | None = field(None, doc="initial model: a local model directory; null starts from the prior")
+    model: str | dict | None = field(None, doc="initial model: a local model directory (relative to this config), "
+                                               "or {path: DIR, trust_remote_code: true} for one that ships its "
+                                               "own code; null starts from the prior")
     steps: int = field(100, doc="optimiser steps", check=positive)
     prompts_per_step: int = field(8, doc="prompts drawn per micro-batch (cycling through the target's prompts)",
                                   check=positive)
@@ -77,7 +80,7 @@ class TrainConfig:
                                                            "where bf16 is native (GPUs, CPUs with AMX or "
                                                            "AVX512-BF16)")
     lora: LoraConfig | None = field(None, doc="LoRA through peft; null for full fine-tuning")
-    klrl: KLRLConfig = field(default_factory=KLRLConfig, doc="klrl options")
+    klrl: KLRLConfig = field(default_factory=KLRLConfig, doc="klrl options (rl uses ppo_epochs and clip too)")
     dpg: ProposalConfig = field(default_factory=ProposalConfig, doc="dpg and fdpg options")
     seed: int = field(0, doc="seeds sampling and initialisation; a run is reproducible from it")
     checkpoint_every: int = field(50, doc="steps between checkpoints", check=positive)
