@@ -16,13 +16,14 @@ at `max_new_tokens`. So the distribution over outputs of `sample(..., max_new_to
 from __future__ import annotations
 
 import contextlib
+import weakref
 from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from bayeslm import progress
+from bayeslm import head, progress
 
 
 @dataclass(frozen=True)
@@ -215,11 +216,16 @@ class LM:
 
     def forward(self, **inputs):
         """One forward pass, with the adapter off and under autocast when this view asks for it."""
+        with self._running():
+            return self.model(**inputs)
+
+    @contextlib.contextmanager
+    def _running(self):
         adapter = self.model.disable_adapter() if self.adapter_disabled else contextlib.nullcontext()
         precision = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
                      else contextlib.nullcontext())
         with adapter, precision:
-            return self.model(**inputs)
+            yield
 
     # ----- prompts -------------------------------------------------------------------------------------------
 
@@ -296,6 +302,9 @@ class LM:
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
         tokens = torch.full((batch, max_new_tokens), self.pad_id, dtype=torch.long, device=device)
         logps = torch.zeros((batch, max_new_tokens), device=device)
+        # Asking whether every row has ended waits for the GPU; asked every step, it stops the host from queueing
+        # the next step's kernels while the GPU works. On a GPU ask every 8 steps (at most 7 steps of padding).
+        check_every = 1 if device.type == "cpu" else 8
         for t in range(max_new_tokens):
             log_probs = self.warp.log_probs(decoder.logits)
             token = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
@@ -303,7 +312,7 @@ class LM:
             tokens[:, t] = torch.where(finished, self.pad_id, token)
             logps[:, t] = torch.where(finished, 0.0, token_logp)
             finished |= torch.isin(token, eos_ids)
-            if t + 1 == max_new_tokens or bool(finished.all()):
+            if t + 1 == max_new_tokens or ((t + 1) % check_every == 0 and bool(finished.all())):
                 break
             decoder.feed(tokens[:, t])
         return tokens.cpu(), logps.cpu()
@@ -323,7 +332,8 @@ class LM:
     # ----- scoring -------------------------------------------------------------------------------------------
 
     def log_prob(self, prompts: Sequence[str], continuations, *, padding_side: str = "left") -> torch.Tensor:
-        """Total log-probability (nats, fp32) of each continuation given its prompt, shape [B].
+        """Total log-probability (nats, fp32) of each continuation given its prompt, shape [B], on the model's
+        device (`Samples` stay on the CPU).
 
         `continuations` are token-id lists (exact), or strings, which are tokenized and get EOS appended
         (i.e. scored as complete texts). Gradients flow when called outside `torch.no_grad()`.
@@ -349,28 +359,83 @@ class LM:
 
         One forward pass of each model per chunk of `batch_size` rows; only [B, L] results are kept, so
         memory does not grow with the vocabulary times the number of rows. Gradients flow through self.
+        Where the warp is a temperature alone, the scores come from the final hidden states through the output
+        head in chunks of positions (`bayeslm.head`), so not even one chunk's [B, L, V] log-distributions exist.
         """
         if kl_to is not None:
             self.check_compatible(kl_to)
         chunks = list(self._chunks(prompts, continuations))
         width = max((max((len(c) for c in conts), default=0) for _, conts in chunks), default=0)
+        heads = self._fused_heads(kl_to)
         log_probs, kls = [], []
         for chunk in chunks:
-            log_dists, targets, valid = self._log_dists(chunk, padding_side)
-            zero = torch.zeros((), device=log_dists.device)
-            # where() rather than a product: padded positions may hold -inf or NaN.
-            lp = torch.where(valid, log_dists.gather(-1, targets[..., None]).squeeze(-1), zero)
+            if heads is not None:
+                lp, kl_t = self._fused_scores(chunk, padding_side, kl_to, heads)
+            else:
+                lp, kl_t = self._unfused_scores(chunk, padding_side, kl_to)
             log_probs.append(F.pad(lp, (0, width - lp.shape[1])))
             if kl_to is not None:
-                with torch.no_grad():
-                    other_dists = kl_to._log_dists(chunk, padding_side)[0]
-                vocab = min(log_dists.shape[-1], other_dists.shape[-1])
-                log_p, log_q = log_dists[..., :vocab], other_dists[..., :vocab]
-                # 0·log 0 = 0: tokens self cannot emit contribute nothing, even where the other gives -inf.
-                terms = torch.where(log_p > float("-inf"), log_p.exp() * (log_p - log_q), zero)
-                kl_t = torch.where(valid, terms.sum(-1).clamp(min=0), zero)  # clamp: rounding noise
                 kls.append(F.pad(kl_t, (0, width - kl_t.shape[1])))
         return torch.cat(log_probs), (torch.cat(kls) if kl_to is not None else None)
+
+    def _unfused_scores(self, chunk, padding_side, kl_to):
+        log_dists, targets, valid = self._log_dists(chunk, padding_side)
+        zero = torch.zeros((), device=log_dists.device)
+        # where() rather than a product: padded positions may hold -inf or NaN.
+        lp = torch.where(valid, log_dists.gather(-1, targets[..., None]).squeeze(-1), zero)
+        if kl_to is None:
+            return lp, None
+        with torch.no_grad():
+            other_dists = kl_to._log_dists(chunk, padding_side)[0]
+        vocab = min(log_dists.shape[-1], other_dists.shape[-1])
+        log_p, log_q = log_dists[..., :vocab], other_dists[..., :vocab]
+        # 0·log 0 = 0: tokens self cannot emit contribute nothing, even where the other gives -inf.
+        terms = torch.where(log_p > float("-inf"), log_p.exp() * (log_p - log_q), zero)
+        return lp, torch.where(valid, terms.sum(-1).clamp(min=0), zero)  # clamp: rounding noise
+
+    def _fused_scores(self, chunk, padding_side, kl_to, heads):
+        hidden, targets, valid = self._scored_states(chunk, padding_side, self._hidden_states)
+        prior_hidden = None
+        if kl_to is not None:
+            with torch.no_grad():
+                prior_hidden = kl_to._scored_states(chunk, padding_side, kl_to._hidden_states)[0][valid]
+        lp, kl = head.token_scores(hidden[valid], heads[0], targets[valid], prior_hidden, heads[1])
+        # Only valid positions were scored: the rest stay 0.
+        def spread(x):
+            return torch.zeros(valid.shape, device=x.device).masked_scatter(valid, x.float())
+        return spread(lp), (spread(kl) if kl is not None else None)
+
+    def _fused_heads(self, kl_to: LM | None = None) -> tuple[head.Head, head.Head | None] | None:
+        """The output heads of self (and of kl_to) when scoring can go through them (`bayeslm.head`), else None."""
+        mine = self._head()
+        if kl_to is None or mine is None:
+            return (mine, None) if mine is not None else None
+        other = kl_to._head()
+        if other is None or other.weight.shape[0] != mine.weight.shape[0]:
+            return None
+        return mine, other
+
+    def _head(self) -> head.Head | None:
+        """The output head as a `head.Head`, when the warped logits are exactly the head applied to the decoder's
+        final hidden states: a temperature-only warp, a plain linear head, no soft-capping or scaling."""
+        model = self._causal_lm()
+        output = model.get_output_embeddings()
+        if (self.warp.top_k is not None or self.warp.top_p is not None or type(output) is not torch.nn.Linear
+                or output.bias is not None or not hasattr(model, "get_decoder")
+                or any(getattr(model.config, k, None) is not None for k in _LOGIT_TRANSFORMS)
+                or not _head_reproduces_logits(model)):
+            return None
+        return head.Head(output.weight, self.warp.temperature, self.autocast)
+
+    def _causal_lm(self):
+        """The Hugging Face causal LM itself (under a PEFT wrapper, with the adapter's layers in it)."""
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    def _hidden_states(self, logits_to_keep: int = 0, **inputs) -> torch.Tensor:
+        """The decoder's final (normed) hidden states where `forward` would have kept logits."""
+        with self._running():
+            hidden = self._causal_lm().get_decoder()(**inputs, use_cache=False).last_hidden_state
+        return hidden[:, -logits_to_keep:]
 
     def check_compatible(self, other: LM):
         """Two LMs can score each other's samples only with one vocabulary and one prompt format."""
@@ -407,6 +472,13 @@ class LM:
 
         Returns log_dists [B, L, V] (position j predicts continuation token j), targets [B, L] and valid [B, L].
         """
+        logits, targets, valid = self._scored_states(chunk, padding_side,
+                                                     lambda **inputs: self.forward(**inputs).logits)
+        return self.warp.log_probs(logits), targets, valid
+
+    def _scored_states(self, chunk, padding_side, run):
+        """What `run` (the logits, or the final hidden states) gives at the positions that predict each continuation
+        token: states [B, L, ·] (position j predicts continuation token j), targets [B, L] and valid [B, L]."""
         prompt_ids, conts = chunk
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
@@ -419,19 +491,41 @@ class LM:
             # Every continuation ends at the last column, so only the last `keep` logits are needed; kept
             # column keep-1-len+j predicts token j (the final column predicts past the end).
             keep = min(width + 1, ids.shape[1])
-            logits = self.forward(input_ids=ids, attention_mask=mask, position_ids=positions(mask),
-                                   logits_to_keep=keep).logits
+            states = run(input_ids=ids, attention_mask=mask, position_ids=positions(mask), logits_to_keep=keep)
             first = keep - 1 - cont_len
         else:
-            logits = self.forward(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits
+            states = run(input_ids=ids, attention_mask=mask, position_ids=positions(mask))
             first = torch.tensor([len(p) - 1 for p in prompt_ids], device=device)
         steps = torch.arange(width, device=device)
-        cols = (first[:, None] + steps[None, :]).clamp(max=logits.shape[1] - 1)
-        log_dists = self.warp.log_probs(logits[torch.arange(len(conts), device=device)[:, None], cols])
+        cols = (first[:, None] + steps[None, :]).clamp(max=states.shape[1] - 1)
+        states = states[torch.arange(len(conts), device=device)[:, None], cols]
         targets = pad([c or [self.pad_id] for c in conts], self.pad_id, "right")[0]
         targets = F.pad(targets, (0, width - targets.shape[1]), value=self.pad_id).to(device)
         valid = steps[None, :] < cont_len[:, None]
-        return log_dists, targets, valid
+        return states, targets, valid
+
+
+# Config fields of models that transform the head's output (Gemma 2's soft-capping, Cohere's and Granite's scaling).
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+_HEAD_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _head_reproduces_logits(model) -> bool:
+    """Whether the output head applied to the decoder's final hidden states gives the model's own logits, checked
+    once per model on a few tokens: a model may transform its logits in a way that no config field announces."""
+    if model not in _HEAD_CHECKED:
+        device = next(model.parameters()).device
+        ids = torch.arange(min(8, model.get_output_embeddings().weight.shape[0]), device=device)[None]
+        training = model.training
+        model.eval()  # the same dropout-free pass both ways
+        try:
+            with torch.no_grad():
+                logits = model(input_ids=ids).logits
+                through_head = model.get_output_embeddings()(model.get_decoder()(input_ids=ids).last_hidden_state)
+        finally:
+            model.train(training)
+        _HEAD_CHECKED[model] = torch.allclose(logits, through_head, rtol=1e-4, atol=1e-4)
+    return _HEAD_CHECKED[model]
 
 
 def _preview(text: str, width: int = 40) -> str:
