@@ -199,7 +199,10 @@ def inference_peak(lm, args, device, precision: str) -> int:
     return torch.cuda.max_memory_allocated(device)
 
 
-def train_figures(model, tokenizer, args, device, mode: str, precision: str, peak_bf16: float) -> dict:
+def train_figures(model, tokenizer, args, device, mode: str, precision: str, peak_bf16: float,
+                  backward: int | None = None, flops: int | None = None) -> dict:
+    """One configuration's steps; `flops` given (the same work as a configuration already counted) skips the
+    count: FlopCounterMode rejects the grouped-query attention call that small slices take."""
     from bayeslm.config import load
     from bayeslm.train import Trainer
     from bayeslm.train_config import TrainConfig
@@ -211,14 +214,17 @@ def train_figures(model, tokenizer, args, device, mode: str, precision: str, pea
     inference = inference_peak(lm, args, device, precision)
     settings = {"target": "inline", "steps": 10**6, "prompts_per_step": args.prompts,
                 "samples_per_prompt": args.samples, "lr": 1e-5, "precision": precision, "eval_n": 0,
-                "batch_size": n, "device": str(device)}
+                "batch_size": n, "backward_batch_size": backward, "device": str(device)}
     if mode == "lora":
         settings["lora"] = {"r": 8, "alpha": 16}
     trainer = Trainer(load(TrainConfig, settings), Path(tempfile.mkdtemp(prefix="bayeslm-gpu-")),
                       target_of(lm, args), quiet=True)
     trainer.model.eos_ids = torch.tensor([-1])
     torch.cuda.reset_peak_memory_stats(device)
-    flops = common.count_flops(trainer.train_step)  # also the first warm-up step
+    if flops is None:
+        flops = common.count_flops(trainer.train_step)  # also the first warm-up step
+    else:
+        trainer.train_step()
     for _ in range(args.warmup - 1):
         trainer.train_step()
     seconds, records = [], []
@@ -226,13 +232,13 @@ def train_figures(model, tokenizer, args, device, mode: str, precision: str, pea
         seconds.append(timed(lambda: records.append(trainer.train_step()), device))
     training = torch.cuda.max_memory_allocated(device)
     t = common.median(seconds)
-    row = {"mode": mode, "precision": precision, "step_seconds": seconds, "samples_per_s": n / t,
+    row = {"mode": mode, "precision": precision, "backward_batch_size": backward or n, "step_seconds": seconds, "samples_per_s": n / t,
            "tokens_per_s": n * args.max_new_tokens / t, "flops": flops, "achieved_tflops": flops / t / 1e12,
            "fraction_of_bf16_peak": flops / t / 1e12 / peak_bf16, "times_bf16_floor": t * peak_bf16 * 1e12 / flops,
            "sample_seconds": common.median([r["sample_seconds"] for r in records]),
            "peak_gib": training / 2**30, "inference_peak_gib": inference / 2**30,
            "memory_vs_inference": training / inference}
-    print(f"train {mode:4s} {precision}: step {common.spread(seconds)} (sampling {row['sample_seconds']:.3f} s), "
+    print(f"train {mode:4s} {precision} ({row['backward_batch_size']} rows per backward): step {common.spread(seconds)} (sampling {row['sample_seconds']:.3f} s), "
           f"{row['samples_per_s']:.1f} samples/s, {row['tokens_per_s']:.0f} tokens/s; {flops / 1e12:.2f} TFLOP/step "
           f"= {row['achieved_tflops']:.1f} TFLOP/s, {100 * row['fraction_of_bf16_peak']:.1f}% of the bf16 peak "
           f"({row['times_bf16_floor']:.0f}× the floor); peak memory {row['peak_gib']:.2f} GiB = "
@@ -251,7 +257,8 @@ def trl_figures(model, tokenizer, args, device, ours: list[dict]) -> list[dict]:
                                   model_dir=directory, device=device.type, trl_python=sys.executable)
     rows = []
     for mode in {r["mode"] for r in ours}:
-        mine = next(r for r in ours if r["mode"] == mode and r["precision"] == "bf16")
+        mine = next(r for r in ours if r["mode"] == mode and r["precision"] == "bf16"
+                    and r["backward_batch_size"] == args.prompts * args.samples)
         for setting in ("best", "default"):
             try:
                 result = vs_trl.run_trl(trl_args, mode, setting, args.steps, args.warmup)
@@ -282,6 +289,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats of the overhead comparisons")
     parser.add_argument("--matmul-size", type=int, default=8192)
+    parser.add_argument("--backward-batch-sizes", type=lambda t: [int(x) for x in t.split(",")], default=[],
+                        help="also train with these backward_batch_size values (rows back-propagated at once)")
     parser.add_argument("--trl", action="store_true", help="also time TRL's RLOOTrainer (trl must be importable)")
     parser.add_argument("--static-generate", action="store_true",
                         help="also time model.generate with a compiled static KV cache (an experiment)")
@@ -311,9 +320,14 @@ def main():
         if args.static_generate:
             entry["static_cache_generate"] = static_cache_generate(lm, args, device)
         del lm
-        entry["training"] = [train_figures(model, tokenizer, args, device, mode, precision,
-                                           figures["peaks_tflops"]["bf16"])
-                             for mode in modes for precision in precisions]
+        entry["training"] = []
+        for mode in modes:
+            for precision in precisions:
+                rows = [train_figures(model, tokenizer, args, device, mode, precision, figures["peaks_tflops"]["bf16"])]
+                rows += [train_figures(model, tokenizer, args, device, mode, precision,
+                                       figures["peaks_tflops"]["bf16"], backward, rows[0]["flops"])
+                         for backward in args.backward_batch_sizes]
+                entry["training"] += rows
         if args.trl:
             entry["trl"] = trl_figures(model, tokenizer, args, device, entry["training"])
         figures["models"][name] = entry

@@ -6,7 +6,8 @@ the peak memory of a LoRA step against inference (sampling + scoring) of the sam
 
 Each point runs in a fresh process (peak resident memory is per process): the embedded SmolLM2-135M prior,
 16 prompts × (samples/16) samples, exactly `tokens` new tokens per sample (EOS does not stop sampling, so the
-work is the same at every step), rows per forward pass 64 (the library's default `batch_size`).
+work is the same at every step), rows per forward pass 64 (the library's default `batch_size`);
+`--batch-sizes` are the training's `backward_batch_size` (rows back-propagated at once: the memory knob).
   lora       one warm-up KL-RL step (analytic KL, LoRA r = 8), then `--steps` timed steps
   full       the same with full fine-tuning
   inference  `sample` then `log_prob` under the prior of the same batch (what a LoRA step does besides the
@@ -49,12 +50,13 @@ def point(args):
     else:
         trainer = common.klrl_trainer(lora=args.point_mode == "lora", n_prompts=n_prompts,
                                       samples_per_prompt=per_prompt, max_new_tokens=T, batch_size=64,
-                                      fixed_length=True)
+                                      backward_batch_size=args.point_batch_size, fixed_length=True)
         loaded = common.rss_mib()
         step = trainer.train_step
     step()
     times = [common.timed(step) for _ in range(args.steps)]
     print("RESULT " + json.dumps({"mode": args.point_mode, "samples": args.point_samples, "tokens": T,
+                                  "batch_size": args.point_batch_size if args.point_mode != "inference" else 64,
                                   "step_seconds": times, "samples_per_s": args.point_samples / common.median(times),
                                   "peak_rss_mib": common.peak_rss_mib(), "loaded_rss_mib": loaded}), flush=True)
 
@@ -64,6 +66,7 @@ def main():
     parser.add_argument("--samples", default="64,128,256,512", help="samples per step (multiples of 16)")
     parser.add_argument("--tokens", default="32,64,128", help="new tokens per sample")
     parser.add_argument("--modes", default="lora,inference")
+    parser.add_argument("--batch-sizes", default="64", help="training's backward_batch_size values (each a point)")
     parser.add_argument("--steps", type=int, default=1, help="timed steps per point, after one warm-up")
     parser.add_argument("--grid", choices=("cross", "full"), default="cross",
                         help="cross: every batch size at the first length and every length at the first batch size; "
@@ -72,6 +75,7 @@ def main():
     parser.add_argument("--point-mode", help=argparse.SUPPRESS)
     parser.add_argument("--point-samples", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--point-tokens", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--point-batch-size", type=int, default=64, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.point_mode:
         return point(args)
@@ -82,28 +86,33 @@ def main():
     if args.grid == "cross":
         grid = [(s, lengths[0]) for s in sizes] + [(sizes[0], t) for t in lengths[1:]]
     rows = []
-    print(f"{'mode':9s} {'samples':>7s} {'tokens':>6s} {'step s':>8s} {'samples/s':>9s} {'peak MiB':>9s} "
+    print(f"{'mode':9s} {'rows':>4s} {'samples':>7s} {'tokens':>6s} {'step s':>8s} {'samples/s':>9s} {'peak MiB':>9s} "
           f"{'above load':>10s}")
+    runs = [(mode, b) for mode in args.modes.split(",")
+            for b in ([64] if mode == "inference" else [int(b) for b in args.batch_sizes.split(",")])]
     for s, t in grid:
-        for mode in args.modes.split(","):
+        for mode, b in runs:
             cmd = [sys.executable, __file__, "--point-mode", mode, "--point-samples", str(s), "--point-tokens", str(t),
-                   "--steps", str(args.steps)]
+                   "--point-batch-size", str(b), "--steps", str(args.steps)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:
                 sys.stderr.write(proc.stderr[-4000:])
-                print(f"{mode:9s} {s:7d} {t:6d} failed (exit {proc.returncode})", flush=True)
+                print(f"{mode:9s} {b:4d} {s:7d} {t:6d} failed (exit {proc.returncode})", flush=True)
                 continue
             r = json.loads(lines[-1][len("RESULT "):])
             rows.append(r)
-            print(f"{mode:9s} {s:7d} {t:6d} {common.median(r['step_seconds']):8.2f} {r['samples_per_s']:9.2f} "
+            print(f"{mode:9s} {b:4d} {s:7d} {t:6d} {common.median(r['step_seconds']):8.2f} {r['samples_per_s']:9.2f} "
                   f"{r['peak_rss_mib']:9.0f} {r['peak_rss_mib'] - r['loaded_rss_mib']:10.0f}", flush=True)
-    print("\n## peak memory of a LoRA step ÷ inference of the same batch")
+    print("\n## peak memory of a training step ÷ inference of the same batch")
     for s, t in grid:
-        by = {r["mode"]: r for r in rows if r["samples"] == s and r["tokens"] == t}
-        if "lora" in by and "inference" in by:
-            print(f"{s:4d} samples × {t:3d} tokens: {by['lora']['peak_rss_mib'] / by['inference']['peak_rss_mib']:.2f}× "
-                  f"({by['lora']['peak_rss_mib']:.0f} / {by['inference']['peak_rss_mib']:.0f} MiB)")
+        base = next((r for r in rows if r["mode"] == "inference" and r["samples"] == s and r["tokens"] == t), None)
+        for r in rows:
+            if base and r["mode"] != "inference" and r["samples"] == s and r["tokens"] == t:
+                print(f"{r['mode']:4s} {r['batch_size']:3d} rows at once, {s:4d} samples × {t:3d} tokens: "
+                      f"{r['peak_rss_mib'] / base['peak_rss_mib']:.2f}× ({r['peak_rss_mib']:.0f} / "
+                      f"{base['peak_rss_mib']:.0f} MiB), {r['samples_per_s']:.2f} vs inference "
+                      f"{base['samples_per_s']:.2f} samples/s")
     common.emit_json(args.json, {"config": vars(args), "machine": common.machine(), "points": rows})
 
 

@@ -222,3 +222,28 @@ def test_gradient_accumulation_averages_micro_batches(tmp_path):
     # Two micro-batches of 2 prompts x 4 samples per step.
     assert [r["step"] for r in records] == [1, 2]
     assert all(r["ess"] <= 16 + 1e-9 and r["ess"] > 4 for r in records)
+
+
+@pytest.mark.parametrize("objective", ["rl", "klrl", "dpg", "fdpg"])
+def test_backward_in_slices_of_prompt_groups_gives_the_whole_batch_gradient(tmp_path, objective):
+    import copy
+
+    from bayeslm.distributed import Unit
+    from bayeslm.train import resolve_target
+
+    trainer_config = config(objective=objective, prompts_per_step=2)
+    trainer = Trainer(trainer_config, tmp_path, resolve_target(trainer_config, tmp_path), quiet=True)
+    batch = trainer._batch(Unit(0, 0, 2, 1.0, seed=3))
+    results, state = [], copy.deepcopy(trainer.objective.state_dict())
+    for rows in (64, 4, 5):  # whole batch; one prompt group (4 samples) at a time; 5 rounds down to one group
+        trainer.config.backward_batch_size = rows
+        trainer.objective.load_state_dict(copy.deepcopy(state))  # dpg/fdpg: the same running log Z each time
+        out = trainer._loss(batch, 0.5)
+        results.append((out, [p.grad.clone() for p in trainer.params]))
+        trainer.optimizer.zero_grad(set_to_none=True)
+    (whole, whole_grads), *sliced = results
+    for out, grads in sliced:
+        assert out.loss.item() == pytest.approx(whole.loss.item(), rel=1e-5, abs=1e-6)
+        assert torch.allclose(out.log_model, whole.log_model, atol=1e-5)
+        for g, w in zip(grads, whole_grads):
+            assert torch.allclose(g, w, rtol=1e-4, atol=1e-6 * w.abs().max().item())

@@ -31,7 +31,7 @@ from bayeslm.estimate import batch_figures, snis_mean
 from bayeslm.evaluation import evaluate
 from bayeslm.lm import LM
 from bayeslm.models import load_lm, resolve_device, resolve_source
-from bayeslm.objectives import Batch, Objective
+from bayeslm.objectives import Batch, Objective, Step
 from bayeslm.objectives.dpg import DPG
 from bayeslm.objectives.fdpg import FDPG
 from bayeslm.objectives.klrl import KLRL
@@ -245,8 +245,7 @@ class Trainer:
             for piece in pieces:
                 if piece["key"] in mine:
                     unit, batch = mine[piece["key"]]
-                    out = self.objective.loss(self.model, self.target.prior, batch)
-                    (out.loss * unit.fraction / config.grad_accum).backward()
+                    out = self._loss(batch, unit.fraction / config.grad_accum)
                     local += unit.fraction * out.loss.item()
                     outputs[piece["key"]] = out
                 elif hasattr(self.objective, "log_z"):
@@ -291,6 +290,24 @@ class Trainer:
         if hasattr(self.objective, "log_z"):
             record["log_z_running"] = self.objective.log_z.mean
         return record
+
+    def _loss(self, batch: Batch, weight: float) -> Step:
+        """The objective's loss on `batch`, back-propagated times `weight`, taking whole prompt groups of at most
+        backward_batch_size rows at a time: only one slice's activations are held for the backward pass. Each loss
+        is a mean over rows within prompt groups, so the slices' losses weighted by their share of the rows give
+        the whole batch's loss and gradient."""
+        rows = self.config.backward_batch_size or self.config.batch_size
+        size = max(batch.group, rows // batch.group * batch.group)
+        steps = []
+        for start in range(0, len(batch), size):
+            part = batch.rows(start, start + size)
+            step = self.objective.loss(self.model, self.target.prior, part)
+            (step.loss * weight * len(part) / len(batch)).backward()
+            steps.append((len(part) / len(batch), step))
+        kl_parts = [step.kl_prior for _, step in steps]
+        return Step(sum(share * step.loss.detach() for share, step in steps),
+                    torch.cat([step.log_model for _, step in steps]),
+                    None if any(kl is None for kl in kl_parts) else torch.cat(kl_parts))
 
     def _figures(self, pieces: list[dict]) -> dict:
         def cat(key):

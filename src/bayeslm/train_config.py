@@ -88,6 +88,10 @@ class TrainConfig:
     eval_n: int = field(64, doc="samples per prompt for the final scorecard; 0 skips it", check=non_negative)
     merge_lora: bool = field(True, doc="save the final model with the LoRA update merged (a plain HF model)")
     batch_size: int = field(64, doc="rows per forward pass", check=positive)
+    backward_batch_size: int | None = field(None, doc="rows (whole prompt groups, at least one) back-propagated at "
+                                                      "once: bounds the activations held for the backward pass, "
+                                                      "the bulk of a training step's memory; null: batch_size",
+                                            check=positive)
     device: str = field("auto", doc="where the models run: auto (the GPU when torch sees one, else the CPU; "
                                     "$BAYESLM_DEVICE overrides), cpu, cuda or cuda:N; data-parallel "
                                     "processes each use their own GPU", check=_device)

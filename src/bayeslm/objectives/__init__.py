@@ -5,7 +5,9 @@
     dpg    forward KL(π*‖π_θ) by importance-weighted likelihood     (distributional policy gradient)
     fdpg   any f-divergence D_f(π_θ‖π*) through its f′ pseudo-reward
 
-An objective takes a `Batch` of samples already scored under the target and returns a loss to minimise.
+An objective takes a `Batch` of samples already scored under the target and returns a loss to minimise: a mean over
+rows of terms that see no other prompt's rows (leave-one-out baselines and log Z are per prompt), so the training
+loop may take a batch a few whole prompt groups at a time.
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.continuations)
+
+    def rows(self, start: int, stop: int) -> Batch:
+        """Rows [start, stop): whole prompt groups when both are multiples of `group`."""
+        cut = slice(start, stop)
+        return Batch(self.prompts[cut], self.continuations[cut], self.texts[cut], self.group,
+                     self.proposal_token_log_probs[cut], self.mask[cut], self.log_prior[cut], self.log_phi[cut],
+                     self.reward[cut])
 
 
 @dataclass
