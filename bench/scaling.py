@@ -50,13 +50,15 @@ def point(args):
     else:
         trainer = common.klrl_trainer(lora=args.point_mode == "lora", n_prompts=n_prompts,
                                       samples_per_prompt=per_prompt, max_new_tokens=T, batch_size=64,
-                                      backward_batch_size=args.point_batch_size, fixed_length=True)
+                                      backward_batch_size=args.point_batch_size, fixed_length=True,
+                                      gradient_checkpointing=args.gradient_checkpointing)
         loaded = common.rss_mib()
         step = trainer.train_step
     step()
     times = [common.timed(step) for _ in range(args.steps)]
     print("RESULT " + json.dumps({"mode": args.point_mode, "samples": args.point_samples, "tokens": T,
                                   "batch_size": args.point_batch_size if args.point_mode != "inference" else 64,
+                                  "gradient_checkpointing": args.gradient_checkpointing,
                                   "step_seconds": times, "samples_per_s": args.point_samples / common.median(times),
                                   "peak_rss_mib": common.peak_rss_mib(), "loaded_rss_mib": loaded}), flush=True)
 
@@ -67,6 +69,7 @@ def main():
     parser.add_argument("--tokens", default="32,64,128", help="new tokens per sample")
     parser.add_argument("--modes", default="lora,inference")
     parser.add_argument("--batch-sizes", default="64", help="training's backward_batch_size values (each a point)")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="train with gradient_checkpointing")
     parser.add_argument("--steps", type=int, default=1, help="timed steps per point, after one warm-up")
     parser.add_argument("--grid", choices=("cross", "full"), default="cross",
                         help="cross: every batch size at the first length and every length at the first batch size; "
@@ -93,7 +96,8 @@ def main():
     for s, t in grid:
         for mode, b in runs:
             cmd = [sys.executable, __file__, "--point-mode", mode, "--point-samples", str(s), "--point-tokens", str(t),
-                   "--point-batch-size", str(b), "--steps", str(args.steps)]
+                   "--point-batch-size", str(b), "--steps", str(args.steps)] + (
+                ["--gradient-checkpointing"] if args.gradient_checkpointing else [])
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:

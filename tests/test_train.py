@@ -247,3 +247,34 @@ def test_backward_in_slices_of_prompt_groups_gives_the_whole_batch_gradient(tmp_
         assert torch.allclose(out.log_model, whole.log_model, atol=1e-5)
         for g, w in zip(grads, whole_grads):
             assert torch.allclose(g, w, rtol=1e-4, atol=1e-6 * w.abs().max().item())
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_gradient_checkpointing_gives_the_same_gradient(tmp_path, lora):
+    from bayeslm.distributed import Unit
+    from bayeslm.train import resolve_target
+
+    grads, outs = [], []
+    for checkpointing in (False, True):
+        trainer_config = config(objective="klrl", prompts_per_step=2, gradient_checkpointing=checkpointing,
+                                lora={"r": 4} if lora else None)
+        trainer = Trainer(trainer_config, tmp_path / str(checkpointing), resolve_target(trainer_config, tmp_path),
+                          quiet=True)
+        if not outs:
+            batch = trainer._batch(Unit(0, 0, 2, 1.0, seed=3))
+        outs.append(trainer._loss(batch, 1.0))
+        grads.append([p.grad.clone() for p in trainer.params])
+        assert not trainer.model.model.training  # back in eval mode: sampling never sees training mode
+    assert torch.allclose(outs[0].log_model, outs[1].log_model, atol=1e-6)
+    for plain, recomputed in zip(*grads):
+        assert torch.allclose(plain, recomputed, rtol=1e-4, atol=1e-6 * plain.abs().max().item())
+
+
+def test_gradient_checkpointing_refuses_a_model_with_dropout(tmp_path, prior):
+    from transformers import GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(prior.model.config.__class__(**{**prior.model.config.to_dict(), "resid_pdrop": 0.1}))
+    model.save_pretrained(tmp_path / "dropout")
+    prior.tokenizer.save_pretrained(tmp_path / "dropout")
+    with pytest.raises(ConfigError, match="active dropout"):
+        train(config(gradient_checkpointing=True, model=str(tmp_path / "dropout")), tmp_path / "run", quiet=True)

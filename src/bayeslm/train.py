@@ -1,8 +1,9 @@
 """The one training loop: every objective, full fine-tuning or LoRA, fp32 or bf16, resumable.
 
 Each step: draw continuations (from the model itself, or from a proposal), score them under the target and the
-prior, let the objective turn them into a loss, step AdamW, log, checkpoint. The model is never put in
-training mode: without dropout, the log-probabilities it is trained on are exactly those it sampled with.
+prior, let the objective turn them into a loss, step AdamW, log, checkpoint. The model stays in eval mode (no
+dropout), so the log-probabilities it is trained on are exactly those it sampled with; only gradient
+checkpointing puts it in training mode around the backward pass, and only for a model without dropout.
 
 A run directory holds `config.yaml` (resolved), `metrics.jsonl` (one line per step), `checkpoints/`,
 `model/` (the final model, a plain Hugging Face model), `target.yaml` (the target as written) and the
@@ -76,6 +77,8 @@ def _models(config: TrainConfig, target: Target) -> tuple[LM, Target]:
         start = prior.model  # the adapter goes on the prior's own weights: no second copy in memory
     else:
         start = copy.deepcopy(prior.model)
+    if config.gradient_checkpointing:
+        _recompute_layers(start)
     if config.lora is not None:
         from peft import LoraConfig, get_peft_model
 
@@ -100,6 +103,21 @@ def _models(config: TrainConfig, target: Target) -> tuple[LM, Target]:
         model.autocast = torch.bfloat16
         target = replace(target, prior=target.prior._view(autocast=torch.bfloat16))
     return model, target
+
+
+def _recompute_layers(model):
+    """transformers checkpoints layers only in training mode, which `Trainer._loss` switches on around the
+    backward pass: the scores stay those of sampling only if no dropout is active."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"gradient_checkpointing: {type(model).__name__} does not support it; set it to false")
+    dropout = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
+    dropout += [key for key in ("attention_dropout", "hidden_dropout", "dropout")
+                if isinstance(getattr(model.config, key, None), float) and getattr(model.config, key) > 0]
+    if dropout:
+        raise ConfigError(f"gradient_checkpointing: the model has active dropout ({', '.join(dropout[:3])}), which "
+                          "training mode would switch on and make scores differ from sampling; save the model with "
+                          "dropout 0 or set gradient_checkpointing: false")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _schedule(config: TrainConfig):
@@ -299,11 +317,17 @@ class Trainer:
         rows = self.config.backward_batch_size or self.config.batch_size
         size = max(batch.group, rows // batch.group * batch.group)
         steps = []
-        for start in range(0, len(batch), size):
-            part = batch.rows(start, start + size)
-            step = self.objective.loss(self.model, self.target.prior, part)
-            (step.loss * weight * len(part) / len(batch)).backward()
-            steps.append((len(part) / len(batch), step))
+        net = self.model.model
+        if self.config.gradient_checkpointing:
+            net.train()  # only then does transformers recompute layers; no dropout is active (_recompute_layers)
+        try:
+            for start in range(0, len(batch), size):
+                part = batch.rows(start, start + size)
+                step = self.objective.loss(self.model, self.target.prior, part)
+                (step.loss * weight * len(part) / len(batch)).backward()
+                steps.append((len(part) / len(batch), step))
+        finally:
+            net.eval()
         kl_parts = [step.kl_prior for _, step in steps]
         return Step(sum(share * step.loss.detach() for share, step in steps),
                     torch.cat([step.log_model for _, step in steps]),

@@ -79,6 +79,10 @@ class TrainConfig:
                                                            "master weights and log-probabilities; faster only "
                                                            "where bf16 is native (GPUs, CPUs with AMX or "
                                                            "AVX512-BF16)")
+    gradient_checkpointing: bool = field(False, doc="recompute each layer's activations in the backward pass "
+                                                     "instead of keeping them: activation memory of about one layer "
+                                                     "for about a third more compute; the model must have no active "
+                                                     "dropout")
     lora: LoraConfig | None = field(None, doc="LoRA through peft; null for full fine-tuning")
     klrl: KLRLConfig = field(default_factory=KLRLConfig, doc="klrl options (rl uses ppo_epochs and clip too)")
     dpg: ProposalConfig = field(default_factory=ProposalConfig, doc="dpg and fdpg options")
