@@ -49,7 +49,7 @@ def head_inputs(dtype, n=13, hidden_size=6, vocab=11, scale=1.0, seed=0):
 
 def values_and_grads(fn, hidden, weight, seed=1):
     """Both scores and the gradients of a random linear combination of them."""
-    log_probs, kl = fn()
+    log_probs, kl = fn()[:2]
     g = torch.Generator().manual_seed(seed)
     a, b = (torch.randn(log_probs.shape, generator=g, dtype=log_probs.dtype) for _ in range(2))
     grads = torch.autograd.grad((a * log_probs).sum() + (b * kl).sum(), [hidden, weight])
@@ -70,7 +70,7 @@ def test_fused_head_matches_the_naive_formula_in_float64(temperature):
 def test_fused_head_passes_gradcheck():
     hidden, weight, targets, prior_hidden, prior_weight = head_inputs(torch.float64, n=5, vocab=7)
     assert torch.autograd.gradcheck(
-        lambda h, w: token_scores(h, Head(w, 0.7), targets, prior_hidden, Head(prior_weight, 1.3), chunk=2),
+        lambda h, w: token_scores(h, Head(w, 0.7), targets, prior_hidden, Head(prior_weight, 1.3), chunk=2)[:2],
         (hidden, weight))
 
 
@@ -102,8 +102,17 @@ def test_several_chunks_give_the_result_of_one():
 def test_no_graph_is_kept_under_no_grad():
     hidden, weight, targets, prior_hidden, prior_weight = head_inputs(torch.float32)
     with torch.no_grad():
-        log_probs, kl = token_scores(hidden, Head(weight), targets, prior_hidden, Head(prior_weight))
-    assert log_probs.grad_fn is None and kl.grad_fn is None
+        log_probs, kl, prior_log_probs = token_scores(hidden, Head(weight), targets, prior_hidden, Head(prior_weight))
+    assert log_probs.grad_fn is None and kl.grad_fn is None and prior_log_probs.grad_fn is None
+
+
+def test_the_priors_scores_come_with_the_kl():
+    hidden, weight, targets, prior_hidden, prior_weight = head_inputs(torch.float64)
+    prior_log_probs = token_scores(hidden, Head(weight, 0.7), targets, prior_hidden, Head(prior_weight, 0.7),
+                                   chunk=4)[2]
+    expected = (prior_hidden @ prior_weight.T / 0.7).log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
+    assert not prior_log_probs.requires_grad
+    assert torch.allclose(prior_log_probs, expected, rtol=0, atol=1e-10)
 
 
 def test_head_of_final_hidden_states_reproduces_the_logits(prior):

@@ -278,3 +278,21 @@ def test_gradient_checkpointing_refuses_a_model_with_dropout(tmp_path, prior):
     prior.tokenizer.save_pretrained(tmp_path / "dropout")
     with pytest.raises(ConfigError, match="active dropout"):
         train(config(gradient_checkpointing=True, model=str(tmp_path / "dropout")), tmp_path / "run", quiet=True)
+
+
+@pytest.mark.parametrize("estimator", ["analytic", "k1"])
+def test_klrl_takes_log_prior_from_its_own_prior_pass(tmp_path, estimator):
+    from bayeslm.train import resolve_target
+
+    records = []
+    for own_pass in (True, False):
+        trainer_config = config(objective="klrl", klrl={"kl_estimator": estimator})
+        trainer = Trainer(trainer_config, tmp_path / str(own_pass), resolve_target(trainer_config, tmp_path),
+                          quiet=True)
+        trainer.objective.scores_prior = own_pass  # False: the batch is scored under the prior beforehand
+        records.append([trainer.train_step() for _ in range(2)])
+    for with_own, scored_before in zip(*records):
+        for key in with_own.keys() - TIMING:
+            assert math.isfinite(with_own[key]) == math.isfinite(scored_before[key]), key
+            if math.isfinite(with_own[key]):
+                assert with_own[key] == pytest.approx(scored_before[key], rel=1e-5, abs=1e-6), key

@@ -33,16 +33,17 @@ class Head:
 
 def token_scores(hidden: torch.Tensor, head: Head, targets: torch.Tensor, prior_hidden: torch.Tensor | None = None,
                  prior_head: Head | None = None, chunk: int | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log p(targets) [N] and, given the prior's hidden states and head, KL(p‖q) [N] ≥ 0, in fp32 (fp64 for
-    fp64 inputs). Gradients flow to `hidden` and `head.weight`, never to the prior."""
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """log p(targets) [N] and, given the prior's hidden states and head, KL(p‖q) [N] ≥ 0 and log q(targets) [N]
+    (a by-product: the prior's score of the same tokens), in fp32 (fp64 for fp64 inputs). Gradients flow to
+    `hidden` and `head.weight`, never to the prior."""
     if chunk is None:
         chunk = max(1, CHUNK_ELEMENTS // head.weight.shape[0])
     prior = (prior_hidden.detach(), prior_head.weight.detach()) if prior_head is not None else (None, None)
     heads = (head.temperature, head.compute(), *(
         (prior_head.temperature, prior_head.compute()) if prior_head is not None else (None, None)))
-    log_probs, kl = _HeadScores.apply(hidden, head.weight, *prior, targets, heads, chunk)
-    return log_probs, (kl if prior_head is not None else None)
+    log_probs, kl, prior_log_probs = _HeadScores.apply(hidden, head.weight, *prior, targets, heads, chunk)
+    return (log_probs, *((kl, prior_log_probs) if prior_head is not None else (None, None)))
 
 
 def _log_dist(hidden, weight, temperature, dtype):
@@ -66,6 +67,7 @@ class _HeadScores(torch.autograd.Function):
         out = torch.promote_types(hidden.dtype, torch.float32)
         log_probs = hidden.new_zeros(n, dtype=out)
         kl = hidden.new_zeros(n, dtype=out)  # before the clamp: backward needs its sign and value
+        prior_log_probs = hidden.new_zeros(n, dtype=out)
         for s in range(0, n, chunk):
             rows = slice(s, s + chunk)
             log_p = _log_dist(hidden[rows], w, temperature, dtype)
@@ -73,12 +75,14 @@ class _HeadScores(torch.autograd.Function):
             if w0 is not None:
                 log_q = _log_dist(prior_hidden[rows], w0, prior_temperature, prior_dtype)
                 kl[rows] = _kl_terms(log_p, log_q).sum(-1)
+                prior_log_probs[rows] = log_q.gather(-1, targets[rows, None]).squeeze(-1)
         ctx.save_for_backward(hidden, weight, prior_hidden, prior_weight, targets, kl)
         ctx.heads, ctx.chunk = heads, chunk
-        return log_probs, kl.clamp(min=0)  # the clamp removes rounding noise below 0
+        ctx.mark_non_differentiable(prior_log_probs)
+        return log_probs, kl.clamp(min=0), prior_log_probs  # the clamp removes rounding noise below 0
 
     @staticmethod
-    def backward(ctx, grad_log_probs, grad_kl):
+    def backward(ctx, grad_log_probs, grad_kl, _):
         hidden, weight, prior_hidden, prior_weight, targets, kl = ctx.saved_tensors
         temperature, dtype, prior_temperature, prior_dtype = ctx.heads
         w = weight.to(dtype)

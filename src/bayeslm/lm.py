@@ -362,21 +362,26 @@ class LM:
         Where the warp is a temperature alone, the scores come from the final hidden states through the output
         head in chunks of positions (`bayeslm.head`), so not even one chunk's [B, L, V] log-distributions exist.
         """
+        return self.token_scores_against(kl_to, prompts, continuations, padding_side=padding_side)[:2]
+
+    def token_scores_against(self, kl_to: LM | None, prompts: Sequence[str], continuations, *,
+                             padding_side: str = "left") -> tuple[torch.Tensor, torch.Tensor | None,
+                                                                   torch.Tensor | None]:
+        """`token_scores` and, from the same pass of `kl_to`, its own per-token log-probabilities [B, L] (no
+        gradient): what KL-RL needs of the prior, in one forward pass of it."""
         if kl_to is not None:
             self.check_compatible(kl_to)
         chunks = list(self._chunks(prompts, continuations))
         width = max((max((len(c) for c in conts), default=0) for _, conts in chunks), default=0)
         heads = self._fused_heads(kl_to)
-        log_probs, kls = [], []
+        scores = []  # per chunk: (log-probs, KL, the other's log-probs), each [rows, width] or None
         for chunk in chunks:
             if heads is not None:
-                lp, kl_t = self._fused_scores(chunk, padding_side, kl_to, heads)
+                parts = self._fused_scores(chunk, padding_side, kl_to, heads)
             else:
-                lp, kl_t = self._unfused_scores(chunk, padding_side, kl_to)
-            log_probs.append(F.pad(lp, (0, width - lp.shape[1])))
-            if kl_to is not None:
-                kls.append(F.pad(kl_t, (0, width - kl_t.shape[1])))
-        return torch.cat(log_probs), (torch.cat(kls) if kl_to is not None else None)
+                parts = self._unfused_scores(chunk, padding_side, kl_to)
+            scores.append([None if x is None else F.pad(x, (0, width - x.shape[1])) for x in parts])
+        return tuple(None if parts[0] is None else torch.cat(parts) for parts in zip(*scores))
 
     def _unfused_scores(self, chunk, padding_side, kl_to):
         log_dists, targets, valid = self._log_dists(chunk, padding_side)
@@ -384,14 +389,15 @@ class LM:
         # where() rather than a product: padded positions may hold -inf or NaN.
         lp = torch.where(valid, log_dists.gather(-1, targets[..., None]).squeeze(-1), zero)
         if kl_to is None:
-            return lp, None
+            return lp, None, None
         with torch.no_grad():
             other_dists = kl_to._log_dists(chunk, padding_side)[0]
+        other_lp = torch.where(valid, other_dists.gather(-1, targets[..., None]).squeeze(-1), zero)
         vocab = min(log_dists.shape[-1], other_dists.shape[-1])
         log_p, log_q = log_dists[..., :vocab], other_dists[..., :vocab]
         # 0·log 0 = 0: tokens self cannot emit contribute nothing, even where the other gives -inf.
         terms = torch.where(log_p > float("-inf"), log_p.exp() * (log_p - log_q), zero)
-        return lp, torch.where(valid, terms.sum(-1).clamp(min=0), zero)  # clamp: rounding noise
+        return lp, torch.where(valid, terms.sum(-1).clamp(min=0), zero), other_lp  # clamp: rounding noise
 
     def _fused_scores(self, chunk, padding_side, kl_to, heads):
         hidden, targets, valid = self._scored_states(chunk, padding_side, self._hidden_states)
@@ -399,11 +405,10 @@ class LM:
         if kl_to is not None:
             with torch.no_grad():
                 prior_hidden = kl_to._scored_states(chunk, padding_side, kl_to._hidden_states)[0][valid]
-        lp, kl = head.token_scores(hidden[valid], heads[0], targets[valid], prior_hidden, heads[1])
+        scores = head.token_scores(hidden[valid], heads[0], targets[valid], prior_hidden, heads[1])
         # Only valid positions were scored: the rest stay 0.
-        def spread(x):
-            return torch.zeros(valid.shape, device=x.device).masked_scatter(valid, x.float())
-        return spread(lp), (spread(kl) if kl is not None else None)
+        return tuple(None if x is None else torch.zeros(valid.shape, device=x.device).masked_scatter(valid, x.float())
+                     for x in scores)
 
     def _fused_heads(self, kl_to: LM | None = None) -> tuple[head.Head, head.Head | None] | None:
         """The output heads of self (and of kl_to) when scoring can go through them (`bayeslm.head`), else None."""

@@ -194,7 +194,11 @@ class Trainer:
         samples = sampler.sample(self._prompts(unit.draw)[unit.start:unit.stop], self.config.samples_per_prompt,
                                  target.max_new_tokens, seed=unit.seed)
         prompts, conts = samples.sample_prompts, samples.continuations
-        scored = target.score_samples(samples, sampler)
+        if self.objective.scores_prior:  # its loss runs the prior anyway: log π0 is filled in from there
+            unscored = torch.full((len(samples),), math.nan, dtype=torch.float64)
+            scored = target.score(prompts, conts, samples.texts, log_prior=unscored)
+        else:
+            scored = target.score_samples(samples, sampler)
         mask = torch.arange(samples.tokens.shape[1])[None, :] < samples.length[:, None]
         device = self.model.device  # the objectives combine these with the model's own outputs
         return Batch(prompts, conts, samples.texts, samples.n, samples.token_log_probs.to(device), mask.to(device),
@@ -292,6 +296,7 @@ class Trainer:
         produced = dict(world.gather([(key, _outputs(out)) for key, out in first.items()]))
         for piece in pieces:
             piece.update(produced[piece["key"]])
+            piece["log_target"] = piece["log_prior"] + piece["log_phi"]
         record = self._figures(pieces)
         if isinstance(self.objective, KLRL):
             self.objective.adapt(record["kl_model_prior"])
@@ -328,10 +333,12 @@ class Trainer:
                 steps.append((len(part) / len(batch), step))
         finally:
             net.eval()
-        kl_parts = [step.kl_prior for _, step in steps]
+        def cat(parts):
+            return None if any(part is None for part in parts) else torch.cat(parts)
+
         return Step(sum(share * step.loss.detach() for share, step in steps),
-                    torch.cat([step.log_model for _, step in steps]),
-                    None if any(kl is None for kl in kl_parts) else torch.cat(kl_parts))
+                    torch.cat([step.log_model for _, step in steps]), cat([step.kl_prior for _, step in steps]),
+                    cat([step.log_prior for _, step in steps]))
 
     def _figures(self, pieces: list[dict]) -> dict:
         def cat(key):
@@ -432,11 +439,15 @@ def _piece(unit: distributed.Unit, batch: Batch) -> dict:
     """What the figures need of one process's piece of a micro-batch: per-sample scores, on the CPU."""
     return {"key": unit.key, "prompts": batch.prompts, "texts": batch.texts, "group": batch.group,
             "log_proposal": batch.log_proposal.cpu(), "log_target": batch.log_target.cpu(),
-            "log_prior": batch.log_prior.cpu(), "reward": batch.reward.cpu(), "tokens": int(batch.mask.sum())}
+            "log_prior": batch.log_prior.cpu(), "log_phi": batch.log_phi.cpu(), "reward": batch.reward.cpu(),
+            "tokens": int(batch.mask.sum())}
 
 
 def _outputs(out) -> dict:
-    return {"log_model": out.log_model.cpu(), "kl_prior": None if out.kl_prior is None else out.kl_prior.cpu()}
+    produced = {"log_model": out.log_model.cpu(), "kl_prior": None if out.kl_prior is None else out.kl_prior.cpu()}
+    if out.log_prior is not None:  # the objective scored the prior itself (Objective.scores_prior)
+        produced["log_prior"] = out.log_prior.cpu()
+    return produced
 
 
 def _tensorboard(run_dir: Path):

@@ -59,16 +59,19 @@ class Batch:
 @dataclass
 class Step:
     """What an objective returns: the loss, the model's log-probabilities of the batch (detached, [B]) and, when
-    it computed it, the per-sample analytic KL(π_θ‖π0) (detached, [B])."""
+    it computed them, the per-sample analytic KL(π_θ‖π0) and log π0 ([B], detached)."""
 
     loss: torch.Tensor
     log_model: torch.Tensor
     kl_prior: torch.Tensor | None = None
+    log_prior: torch.Tensor | None = None
 
 
 class Objective:
     name = "objective"
     needs_model_samples = True  # on-policy: the batch must come from the model being trained
+    scores_prior = False  # its loss runs the prior on the batch and returns log π0 (Step.log_prior): the training
+    # loop then leaves the batch's log_prior unscored (NaN) rather than run the prior twice
 
     def loss(self, model: LM, prior: LM, batch: Batch) -> Step:
         raise NotImplementedError

@@ -30,6 +30,7 @@ def _to_go(per_token: torch.Tensor, inclusive: bool) -> torch.Tensor:
 
 class KLRL(Objective):
     name = "klrl"
+    scores_prior = True
 
     def __init__(self, beta: float, reward_scale: float, kl_estimator: str = "analytic", clip: float | None = None,
                  kl_budget: float | None = None, adapt_rate: float = 0.1):
@@ -47,7 +48,7 @@ class KLRL(Objective):
         reward = (self.reward_scale * batch.log_phi).float()
         old, mask, beta = batch.proposal_token_log_probs, batch.mask, self.beta
         if self.kl_estimator == "analytic":
-            log_probs, kl = model.token_scores(batch.prompts, batch.continuations, kl_to=prior)
+            log_probs, kl, prior_log_probs = model.token_scores_against(prior, batch.prompts, batch.continuations)
             returns = reward[:, None] - beta * _to_go(kl.detach(), inclusive=False)
             penalty = beta * kl.sum(-1)
         else:
@@ -66,7 +67,8 @@ class KLRL(Objective):
         total = reward - beta * kl.detach().sum(-1)
         advantages = returns - leave_one_out(total, batch.group)[:, None]
         objective = surrogate(log_probs, old, advantages, mask, self.clip)
-        return Step((penalty - objective).mean(), log_probs.sum(-1).detach().double(), kl.detach().sum(-1).double())
+        return Step((penalty - objective).mean(), log_probs.sum(-1).detach().double(), kl.detach().sum(-1).double(),
+                    prior_log_probs.sum(-1).double())
 
     def adapt(self, kl_prior: float):
         """Proportional control of β towards the KL budget (Ziegler et al. 2019): the error is clipped to ±20%."""
