@@ -1,20 +1,16 @@
-"""Candidate speed fixes for lm.py / train.py, measured without changing the library (monkeypatched here):
+"""Speed fixes for lm.py / train.py, measured side by side in one process:
 
     .venv/bin/python bench/speedups.py [--prompts 16] [--samples 4] [--max-new-tokens 32] [--repeats 2]
 
-1. merged LoRA for sampling: a LoRA model samples through PEFT's wrapped linear layers (two extra small
-   products and Python per layer per token); merging the adapter into the weights for the duration of `sample`
-   (peft `merge_adapter` / `unmerge_adapter`) runs the plain model instead. Timed: `model.sample` as is against
-   merge + sample + unmerge, interleaved.
-2. one prior pass per step instead of two: a KL-RL step scores the samples under the prior in
-   `Target.score_samples` (log π0, one forward pass) and again in the objective (`token_scores(kl_to=prior)`,
-   the prior's full distributions for the analytic KL). Timed: `train_step` as is against `train_step` with the
-   first pass replaced by zeros: the upper bound of what computing log π0 from the objective's pass would save
-   (the figures of that variant are wrong; only its time matters).
-3. the output head on a contiguous slice: transformers applies lm_head to hidden[:, -keep:, :], a strided view,
-   which torch runs as a batched bmm; the same product on a contiguous copy runs as one mm. Timed on the head
-   alone.
+1. merged LoRA for sampling (a candidate, monkeypatched here): a LoRA model samples through PEFT's wrapped
+   linear layers (two extra small products and Python per layer per token); merging the adapter into the weights
+   for the duration of `sample` (peft `merge_adapter` / `unmerge_adapter`) runs the plain model instead. Timed:
+   `model.sample` as is against merge + sample + unmerge, interleaved.
+2. one prior pass per step instead of two (applied: `Objective.scores_prior`): KL-RL takes log π0 from the prior
+   pass its loss runs anyway, instead of scoring the samples under the prior first. Timed: `train_step` with
+   `scores_prior` on and off, interleaved (the figures are the same either way; tests/test_train.py).
 All with LoRA r = 8, fp32, 16 prompts × 4 samples, sampling never stopped by EOS (equal work every call).
+(Session 2's third candidate, the output head on a contiguous slice, is applied in `bayeslm/head.py`.)
 """
 
 from __future__ import annotations
@@ -25,7 +21,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-import torch  # noqa: E402
 
 
 def _compare(title: str, times: dict[str, list[float]], before: str, after: str) -> float:
@@ -43,7 +38,7 @@ def main():
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--only", default="merge,prior,head", help="comma-separated subset of merge,prior,head")
+    parser.add_argument("--only", default="merge,prior", help="comma-separated subset of merge,prior")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     common.print_machine()
@@ -72,42 +67,18 @@ def main():
         print(f"merged is {gain:.2f}× as fast; same tokens: {same}; max |Δ log-prob| {diff:.2e}")
         figures["merge"] = {"seconds": times, "speedup": gain, "same_tokens": same, "max_logprob_diff": diff}
     if "prior" in args.only:
-        target_cls = type(trainer.target)
-        original = target_cls.score
-
-        def skip_prior(self, prompts, continuations, texts, log_prior=None):
-            if log_prior is None:
-                log_prior = torch.zeros(len(continuations))
-            return original(self, prompts, continuations, texts, log_prior=log_prior)
-
-        def as_is():
-            trainer.train_step()
-
-        def one_pass():
-            target_cls.score = skip_prior
-            try:
+        def passes(one: bool):
+            def step():
+                trainer.objective.scores_prior = one
                 trainer.train_step()
-            finally:
-                target_cls.score = original
+            return step
 
-        times = common.interleaved({"two prior passes": as_is, "one prior pass": one_pass}, args.repeats, warmup=0)
+        times = common.interleaved({"two prior passes": passes(False), "one prior pass": passes(True)}, args.repeats,
+                                   warmup=0)
         gain = _compare(f"LoRA KL-RL step, {len(prompts)}×{args.samples} samples × {T} tokens", times,
                         "two prior passes", "one prior pass")
-        print(f"one prior pass per step is {gain:.2f}× as fast (upper bound)")
+        print(f"one prior pass per step is {gain:.2f}× as fast")
         figures["prior"] = {"seconds": times, "speedup": gain}
-    if "head" in args.only:
-        # transformers computes the logits as lm_head(hidden[:, -keep:, :]): a non-contiguous 3-D slice, which
-        # torch multiplies with bmm over a weight expanded per row rather than with one mm.
-        head = model.model.get_output_embeddings()
-        rows, width = len(prompts) * args.samples, T + 1
-        hidden = torch.randn(rows, 48 + T, head.weight.shape[1])
-        with torch.no_grad():
-            times = common.interleaved({"slice": lambda: head(hidden[:, -width:, :]),
-                                        "contiguous": lambda: head(hidden[:, -width:, :].contiguous())},
-                                       args.repeats + 2)
-        gain = _compare(f"output head on the last {width} positions of {rows} rows", times, "slice", "contiguous")
-        print(f"a contiguous slice is {gain:.2f}× as fast")
-        figures["head"] = {"seconds": times, "speedup": gain}
     common.emit_json(args.json, figures)
 
 
