@@ -67,12 +67,14 @@ def make_objective(config: TrainConfig, target: Target) -> Objective:
     return FDPG(divergence=config.dpg.divergence)
 
 
-def _models(config: TrainConfig, target: Target) -> tuple[LM, Target]:
-    """The trainable model π_θ and the target whose prior is π0 (under LoRA: the same weights, adapter off)."""
+def _models(config: TrainConfig, target: Target, device: torch.device) -> tuple[LM, Target]:
+    """The trainable model π_θ and the target whose prior is π0 (under LoRA: the same weights, adapter off), both
+    on `device`."""
     prior = target.prior
     prior.model.requires_grad_(False)
+    prior.model.to(device)
     if config.model is not None:
-        start = load_lm(config.model, batch_size=config.batch_size, chat=prior.chat).model
+        start = load_lm(config.model, batch_size=config.batch_size, chat=prior.chat, device=str(device)).model
     elif config.lora is not None:
         start = prior.model  # the adapter goes on the prior's own weights: no second copy in memory
     else:
@@ -157,9 +159,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         # Data-parallel processes each hold their own device; one process uses the configured one.
         device = self.world.device if self.world.size > 1 else resolve_device(config.device)
-        target.prior.model.to(device)
-        self.model, self.target = _models(config, target)
-        self.model.model.to(device)
+        self.model, self.target = _models(config, target, device)
         self.objective = make_objective(config, self.target)
         if trainable is not None:
             for name, p in self.model.model.named_parameters():
@@ -333,12 +333,9 @@ class Trainer:
                 steps.append((len(part) / len(batch), step))
         finally:
             net.eval()
-        def cat(parts):
-            return None if any(part is None for part in parts) else torch.cat(parts)
-
         return Step(sum(share * step.loss.detach() for share, step in steps),
-                    torch.cat([step.log_model for _, step in steps]), cat([step.kl_prior for _, step in steps]),
-                    cat([step.log_prior for _, step in steps]))
+                    torch.cat([step.log_model for _, step in steps]), _cat([step.kl_prior for _, step in steps]),
+                    _cat([step.log_prior for _, step in steps]))
 
     def _figures(self, pieces: list[dict]) -> dict:
         def cat(key):
@@ -441,6 +438,11 @@ def _piece(unit: distributed.Unit, batch: Batch) -> dict:
             "log_proposal": batch.log_proposal.cpu(), "log_target": batch.log_target.cpu(),
             "log_prior": batch.log_prior.cpu(), "log_phi": batch.log_phi.cpu(), "reward": batch.reward.cpu(),
             "tokens": int(batch.mask.sum())}
+
+
+def _cat(parts: list) -> torch.Tensor | None:
+    """The parts concatenated, or None when an objective did not compute them."""
+    return None if any(part is None for part in parts) else torch.cat(parts)
 
 
 def _outputs(out) -> dict:
