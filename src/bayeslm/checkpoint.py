@@ -37,17 +37,19 @@ class CheckpointWriteFailed(CheckpointError):
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
-    """The weights that training changes: the adapter under LoRA, else every parameter (ties deduplicated)."""
+    """The weights that training changes: the adapter under LoRA, else every parameter (a tied weight once, under
+    its first name). Sharded weights stay sharded (`bayeslm.sharding.full` gathers them)."""
     if hasattr(model, "peft_config"):
         from peft import get_peft_model_state_dict
 
         return {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(model).items()}
-    seen, state = set(), {}
-    for name, tensor in model.state_dict().items():
-        if tensor.numel() == 0 or tensor.data_ptr() not in seen:  # empty tensors share data_ptr 0, not storage
-            seen.add(tensor.data_ptr())
-            state[name] = tensor.detach().contiguous()
-    return state
+    first = _first_names(model)
+    return {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items() if name in first}
+
+
+def _first_names(model) -> set[str]:
+    """The name each parameter and buffer goes by first: a tied weight's other names are left out."""
+    return {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()}
 
 
 def load_trainable_state(model, state: dict[str, torch.Tensor]):
@@ -60,12 +62,8 @@ def load_trainable_state(model, state: dict[str, torch.Tensor]):
         missing = []  # every base weight is "missing" from an adapter's state: only unexpected keys tell
     else:
         result = model.load_state_dict(state, strict=False)
-        named, tied = model.state_dict(), {}  # tied: storage -> the names sharing it
-        for name, tensor in named.items():
-            if tensor.numel():
-                tied.setdefault(tensor.data_ptr(), []).append(name)
-        missing = [k for k in result.missing_keys
-                   if not any(other in state for other in tied.get(named[k].data_ptr(), []))]
+        first = _first_names(model)
+        missing = [k for k in result.missing_keys if k in first]
     unexpected = list(getattr(result, "unexpected_keys", []))
     if missing or unexpected:
         raise CorruptCheckpoint(f"the checkpoint does not match the model: missing {missing[:5]}"
@@ -88,9 +86,11 @@ def remove_staging(directory: Path):
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def save(directory: Path, step: int, *, model, optimizer, scheduler, state: dict, proposal=None, keep: int = 2):
-    """Writes checkpoint `step-{step}` whole or not at all; raises CheckpointWriteFailed on an OS error (disk
-    full, permissions), after removing the partial copy."""
+def save(directory: Path, step: int, *, model: dict, optimizer: dict, scheduler: dict, state: dict,
+         proposal: dict | None = None, keep: int = 2):
+    """Writes checkpoint `step-{step}` whole or not at all: `model` and `proposal` are `trainable_state`s,
+    `optimizer` and `scheduler` state dicts. Raises CheckpointWriteFailed on an OS error (disk full,
+    permissions), after removing the partial copy."""
     final = directory / f"step-{step:06d}"
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -99,11 +99,11 @@ def save(directory: Path, step: int, *, model, optimizer, scheduler, state: dict
     except OSError as error:
         raise CheckpointWriteFailed(f"cannot write checkpoint {final}: {error}") from error
     try:
-        save_file(trainable_state(model), staging / "model.safetensors")
+        save_file(model, staging / "model.safetensors")
         if proposal is not None:
-            save_file(trainable_state(proposal), staging / "proposal.safetensors")
-        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
-        torch.save(scheduler.state_dict(), staging / "scheduler.pt")
+            save_file(proposal, staging / "proposal.safetensors")
+        torch.save(optimizer, staging / "optimizer.pt")
+        torch.save(scheduler, staging / "scheduler.pt")
         (staging / COMPLETE).write_text(json.dumps({"step": step, **state}))
         for file in staging.iterdir():
             _fsync(file)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 
 from bayeslm.config import ConfigError
 
@@ -129,9 +130,11 @@ class World:
         return result
 
     def sum_gradients(self, params: list[torch.Tensor]):
-        """All-reduces .grad (a missing one counts as zeros), flattening into buckets of BUCKET elements."""
+        """All-reduces .grad (a missing one counts as zeros), flattening into buckets of BUCKET elements. Sharded
+        parameters are left out: the backward pass reduce-scattered theirs (`bayeslm.sharding`)."""
         if self.size == 1:
             return
+        params = [p for p in params if not isinstance(p, DTensor)]
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
@@ -184,10 +187,11 @@ def init() -> World:
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World()
-    for flag, engine in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
-        if os.environ.get(flag, "false").lower() in ("1", "true"):
-            raise ConfigError(f"{engine} is not supported: bayeslm trains data-parallel with a whole model on every "
-                              "process (see docs/distributed.md); launch with examples/accelerate/ddp.yaml")
+    if _flag("ACCELERATE_USE_DEEPSPEED"):
+        raise ConfigError("DeepSpeed is not supported: bayeslm runs its own training loop, not DeepSpeed's engine. "
+                          "For ZeRO's sharded weights, gradients and optimiser state set sharding: full in the "
+                          "training config (FSDP2) and launch with examples/accelerate/fsdp.yaml or torchrun "
+                          "(see docs/distributed.md)")
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
@@ -200,6 +204,15 @@ def init() -> World:
     if rank != 0:  # results go to stdout once; diagnostics (stderr) stay visible from every process
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     return World(rank, size, device, owns_group)
+
+
+def launched_with_fsdp() -> bool:
+    """Whether `accelerate launch` was given an FSDP config: the training config's `sharding: full` then."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and _flag("ACCELERATE_USE_FSDP")
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "false").lower() in ("1", "true")
 
 
 def close(world: World):

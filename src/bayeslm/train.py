@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from bayeslm import checkpoint, distributed
+from bayeslm import checkpoint, distributed, sharding
 from bayeslm.config import ConfigError
 from bayeslm.diversity import distinct_n
 from bayeslm.estimate import batch_figures, snis_mean
@@ -166,6 +166,8 @@ class Trainer:
                 p.requires_grad_(p.requires_grad and trainable(name))
         self.params = [p for p in self.model.model.parameters() if p.requires_grad]
         self.world.broadcast_parameters(self.params)  # every process starts from rank 0's weights
+        self.sharded = self._shard() if config.sharding == "full" and self.world.size > 1 else {}
+        self.params = [p for p in self.model.model.parameters() if p.requires_grad]  # sharding replaced them
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(config))
         self.proposal = self.target.prior  # dpg/fdpg sample from here, unless "model"
@@ -173,6 +175,25 @@ class Trainer:
         self.step = 0
         self.stop_requested = False  # set by SIGINT/SIGTERM: the loop stops between steps, never inside one
         self.saved_step = None  # the step of the newest checkpoint on disk
+
+    def _shard(self) -> dict[str, sharding.Sharded]:
+        """Shards π_θ and, under full fine-tuning, the prior (`bayeslm.sharding`)."""
+        if self.config.grad_accum % self.world.size:
+            raise ConfigError(f"sharding: full needs every process to run the same passes: make grad_accum (now "
+                              f"{self.config.grad_accum}) a multiple of the {self.world.size} processes")
+        shards = {"model": sharding.Sharded.of(self.model.model)}
+        if self.target.prior.model is not self.model.model:  # under LoRA the prior is the same sharded weights
+            shards["prior"] = sharding.Sharded.of(self.target.prior.model)
+        return shards
+
+    def _gathered(self):
+        """Every sharded model whole while sampling and scoring without gradient (`sharding.gathered`)."""
+        return sharding.gathered([shard.net for shard in self.sharded.values()])
+
+    def _plain(self, name: str, *, keep: bool = True):
+        """A whole copy of sharded model `name`, on the run's device (a collective; None where not kept)."""
+        net = self.sharded[name].plain(keep=keep)
+        return net.to(self.model.device) if net is not None else None
 
     # ----- samples ---------------------------------------------------------------------------------------------
 
@@ -253,7 +274,9 @@ class Trainer:
         processes then gives exactly the gradient of one process holding the whole batch."""
         config, world, started = self.config, self.world, time.perf_counter()
         count = min(config.prompts_per_step, len(self.target.prompts))
-        mine = {u.key: (u, self._batch(u)) for u in world.units(self.step, config.grad_accum, count, config.seed)}
+        with self._gathered():
+            mine = {u.key: (u, self._batch(u))
+                    for u in world.units(self.step, config.grad_accum, count, config.seed)}
         sampled = time.perf_counter()
         # Every piece of the global batch, in the single-process order: what the figures and log Z are made of.
         pieces = sorted(world.gather([_piece(u, b) for u, b in mine.values()]), key=lambda p: p["key"])
@@ -275,7 +298,8 @@ class Trainer:
                     # in the single-process order, so every process's running log Z stays identical.
                     self.objective.log_z.update(piece["log_target"] - piece["log_proposal"], piece["prompts"])
             world.sum_gradients(self.params)
-            norm = torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm or float("inf"))
+            clip = sharding.clip_grad_norm_ if self.sharded else torch.nn.utils.clip_grad_norm_
+            norm = clip(self.params, config.max_grad_norm or float("inf"))
             loss = world.sum(local) / config.grad_accum
             if not (math.isfinite(loss) and math.isfinite(norm.item())):
                 self.optimizer.zero_grad(set_to_none=True)
@@ -358,7 +382,7 @@ class Trainer:
         averaged, and must exceed its standard error so that noise alone never swaps the proposal. Every
         process decides on the same gathered global batch, so all make the same decision."""
         group = pieces[0]["group"]
-        with torch.no_grad():
+        with torch.no_grad(), self._gathered():
             scored = {key: self.model.log_prob(b.prompts, b.continuations).cpu() for key, (_, b) in mine.items()}
         scored = dict(self.world.gather(list(scored.items())))
         log_model = torch.cat([scored[p["key"]] for p in pieces]).double()
@@ -368,9 +392,18 @@ class Trainer:
         gain, influence = snis_mean((log_model - log_q).reshape(-1, group), ratio)
         stderr = (influence.var(1) / group).sum().sqrt() / len(gain)
         if gain.mean() > stderr:
-            frozen = copy.deepcopy(self.model.model).requires_grad_(False)
-            self.proposal = self.model._view(model=frozen, name=f"proposal@{self.step}", autocast=self.model.autocast)
-            self.proposal_is_copy = True
+            self._copy_proposal(f"proposal@{self.step}")
+
+    def _copy_proposal(self, name: str, state: dict | None = None):
+        """The proposal becomes a frozen copy of π_θ (with `state`'s weights, on resume); sharded like it."""
+        frozen = self._plain("model") if self.sharded else copy.deepcopy(self.model.model)
+        frozen.requires_grad_(False)
+        if state is not None:
+            checkpoint.load_trainable_state(frozen, state)
+        if self.sharded:
+            self.sharded["proposal"] = sharding.Sharded.of(frozen)
+        self.proposal = self.model._view(model=frozen, name=name, autocast=self.model.autocast)
+        self.proposal_is_copy = True
 
     # ----- checkpoints and the end -------------------------------------------------------------------------------
 
@@ -381,9 +414,13 @@ class Trainer:
         state = {"config": dataclasses.asdict(self.config), "objective": self.objective.state_dict(),
                  "proposal_is_copy": self.proposal_is_copy,
                  "torch_rng": torch.get_rng_state().tolist()}
+        # Sharded tensors are gathered whole (a collective): a checkpoint is the same for any number of processes.
+        model = sharding.full(checkpoint.trainable_state(self.model.model))
+        proposal = sharding.full(checkpoint.trainable_state(self.proposal.model)) if self.proposal_is_copy else None
+        optimizer = sharding.full(self.optimizer.state_dict())
         self.world.on_main(lambda: checkpoint.save(
-            self.run_dir / "checkpoints", self.step, model=self.model.model, optimizer=self.optimizer,
-            scheduler=self.scheduler, state=state, proposal=self.proposal.model if self.proposal_is_copy else None,
+            self.run_dir / "checkpoints", self.step, model=model, optimizer=optimizer,
+            scheduler=self.scheduler.state_dict(), state=state, proposal=proposal,
             keep=self.config.keep_checkpoints))
         self.saved_step = self.step
 
@@ -396,8 +433,10 @@ class Trainer:
             world.on_main(truncate_metrics, self.run_dir / "metrics.jsonl", 0)
             return False
         saved = found[1] if world.main else checkpoint.load(path)
-        checkpoint.load_trainable_state(self.model.model, saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
+        live = checkpoint.trainable_state(self.model.model)  # each process takes its shards of sharded weights
+        checkpoint.load_trainable_state(self.model.model, {k: sharding.like(v, live.get(k))
+                                                           for k, v in saved["model"].items()})
+        self.optimizer.load_state_dict(self._local_optimizer_state(saved["optimizer"]))
         self.scheduler.load_state_dict(saved["scheduler"])
         state = saved["state"]
         changed = sorted(k for k, v in dataclasses.asdict(self.config).items()
@@ -408,27 +447,37 @@ class Trainer:
         self.objective.load_state_dict(state["objective"])
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
         if state["proposal_is_copy"]:
-            frozen = copy.deepcopy(self.model.model).requires_grad_(False)
-            checkpoint.load_trainable_state(frozen, saved["proposal"])
-            self.proposal = self.model._view(model=frozen, name="proposal", autocast=self.model.autocast)
-            self.proposal_is_copy = True
+            self._copy_proposal("proposal", saved["proposal"])
         self.step = self.saved_step = state["step"]
         world.on_main(truncate_metrics, self.run_dir / "metrics.jsonl", self.step)
         if not self.quiet and world.main:
             print(f"bayeslm: resumed from {path} (step {self.step})", file=sys.stderr)
         return True
 
+    def _local_optimizer_state(self, state: dict) -> dict:
+        """A whole optimiser state (as saved) with this process's shards of sharded parameters' moments."""
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        return {**state, "state": {i: {k: sharding.like(v, params[i]) if v.shape == params[i].shape else v
+                                       for k, v in moments.items()} for i, moments in state["state"].items()}}
+
     def finish(self) -> dict:
         """The final scorecards of the model and the prior (against the original target) with samples of each
         and of the target, then the model saved as a plain HF model. Rank 0 alone evaluates and saves (every
-        process holds the same model); the others return at once, with no collective left to wait for."""
+        process holds the same model, or its shards, gathered whole on rank 0 first); the others return at
+        once, with no collective left to wait for."""
+        model, target = self.model, self.target
+        if self.sharded:
+            net = self._plain("model", keep=self.world.main)
+            prior = self._plain("prior", keep=self.world.main) if "prior" in self.sharded else net
+            if self.world.main:
+                model = model._view(model=net)
+                target = replace(target, prior=target.prior._view(model=prior))
         if not self.world.main:
             return {}
         card = None
         if self.config.eval_n:
-            card = evaluate(self.model, self.target, self.config.eval_n, seed=self.config.seed + 1,
-                            run_dir=self.run_dir)
-        save_model(self.model, self.run_dir / "model", merge_lora=self.config.merge_lora)
+            card = evaluate(model, target, self.config.eval_n, seed=self.config.seed + 1, run_dir=self.run_dir)
+        save_model(model, self.run_dir / "model", merge_lora=self.config.merge_lora)
         return card.to_json() if card is not None else {}
 
 
@@ -483,6 +532,10 @@ def _train(config: TrainConfig, run_dir: Path, world: distributed.World, *, base
 
     refuse_other_run(run_dir, resume=resume, overwrite=overwrite)
     config = resolve_model(config, base)
+    if distributed.launched_with_fsdp() and config.sharding != "full":
+        config = replace(config, sharding="full")  # what the launcher's FSDP config asks for, and what is saved
+        if world.main and not quiet:
+            print("bayeslm: accelerate launched with FSDP: training with sharding: full", file=sys.stderr)
     # The target and the model load before --overwrite deletes anything: a bad new config keeps the old run.
     trainer = Trainer(config, run_dir, resolve_target(config, base), quiet=quiet, world=world)
     world.on_main(start)

@@ -96,6 +96,10 @@ class TrainConfig:
                                                       "once: bounds the activations held for the backward pass, "
                                                       "the bulk of a training step's memory; null: batch_size",
                                             check=positive)
+    sharding: Literal["none", "full"] = field(
+        "none", doc="full: data-parallel processes each keep 1/N of every decoder layer's weights, gradients and "
+                    "AdamW state (FSDP2, like ZeRO-3; see docs/distributed.md); needs grad_accum a multiple of the "
+                    "number of processes. No effect with one process")
     device: str = field("auto", doc="where the models run: auto (the GPU when torch sees one, else the CPU; "
                                     "$BAYESLM_DEVICE overrides), cpu, cuda or cuda:N; data-parallel "
                                     "processes each use their own GPU", check=_device)
