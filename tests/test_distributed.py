@@ -15,6 +15,9 @@ from safetensors.torch import load_file
 
 from bayeslm.config import ConfigError, load
 from bayeslm.distributed import Unit, World
+from bayeslm.estimate import Pool, card, pool
+from bayeslm.models import load_lm
+from bayeslm.target_file import load_target
 from bayeslm.train import Trainer, resolve_target
 from bayeslm.train_config import TrainConfig
 
@@ -45,17 +48,26 @@ def _env() -> dict:
     return {**env, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 
-def _train(tmp_path, name: str, settings: dict, processes: int, *flags: str) -> subprocess.CompletedProcess:
-    config = tmp_path / f"{name}.yaml"
-    config.write_text(yaml.safe_dump(settings))
+def _bayeslm(processes: int, *args: str) -> subprocess.CompletedProcess:
     launcher = [] if processes == 1 else [
         "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr", "127.0.0.1",
         "--master_port", str(_free_port())]
-    command = [sys.executable, *launcher, "-m", "bayeslm", "train", str(config), "--out", str(tmp_path / name),
-               "--quiet", "--json", *flags]
-    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, *launcher, "-m", "bayeslm", *args], env=_env(), capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
+
+
+def _train(tmp_path, name: str, settings: dict, processes: int, *flags: str) -> subprocess.CompletedProcess:
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    return _bayeslm(processes, "train", str(config), "--out", str(tmp_path / name), "--quiet", "--json", *flags)
+
+
+def _pool_of_halves(model, target, n: int, seed: int):
+    """The evaluation pool two processes make: each half of every prompt's samples with its own seed."""
+    return Pool.join([pool(model, target, model.sample(target.prompts, n // 2, target.max_new_tokens, seed=seed + s))
+                      for s in (0, 1_000_003)])
 
 
 def _metrics(run):
@@ -77,11 +89,32 @@ def test_two_processes_train_like_one_holding_the_global_batch(tmp_path):
     one_w, two_w = (load_file(tmp_path / run / "model/model.safetensors") for run in ("one", "two"))
     assert one_w.keys() == two_w.keys()
     assert all(torch.allclose(one_w[k], two_w[k], rtol=RTOL, atol=0) for k in one_w)
-    # Rank 0 alone evaluated, saved and printed: one scorecard, one JSON summary on stdout.
-    one_card = json.loads((tmp_path / "one/scorecard.json").read_text())
-    assert json.loads((tmp_path / "two/scorecard.json").read_text())["n"] == one_card["n"]
+    # Each process drew half of every prompt's evaluation samples with its own seed; rank 0 pooled them, wrote
+    # the scorecard and printed once. The same pool, made in one process from the saved model:
+    config = load(TrainConfig, settings)
+    target = resolve_target(config, tmp_path)
+    model = load_lm(str(tmp_path / "two/model"), batch_size=config.batch_size)._view(name="model")
+    expected = card(_pool_of_halves(model, target, 8, config.seed + 1), target).to_json()
+    written = json.loads((tmp_path / "two/scorecard.json").read_text())
+    assert written["n"] == 8 * len(PROMPTS)
+    for key in ("log_z", "elbo", "eubo", "kl_model_target", "kl_model_prior", "reward_mean", "entropy"):
+        assert written[key]["value"] == pytest.approx(expected[key]["value"], rel=1e-6), key
     assert two.stdout.count('"scorecard"') == 1
     assert sorted(p.name for p in (tmp_path / "two/checkpoints").iterdir()) == ["step-000002", "step-000003"]
+
+
+def test_evaluate_shares_the_sampling_between_processes(tmp_path):
+    target_file = tmp_path / "target.yaml"
+    target_file.write_text(yaml.safe_dump(TOY_TARGET))
+    done = _bayeslm(2, "evaluate", "--target", str(target_file), "-n", "8", "--seed", "5", "--json")
+    written = json.loads(done.stdout)  # printed once, by rank 0
+    target = load_target(target_file)
+    expected = card(_pool_of_halves(target.prior, target, 8, 5), target).to_json()
+    assert written["n"] == 8 * len(PROMPTS)
+    for key in ("log_z", "elbo", "eubo", "kl_model_target", "reward_mean", "entropy", "distinct_2"):
+        value = written[key]["value"] if isinstance(written[key], dict) else written[key]
+        wanted = expected[key]["value"] if isinstance(expected[key], dict) else expected[key]
+        assert value == pytest.approx(wanted, rel=1e-6), key
 
 
 def test_micro_batches_split_between_processes_keep_beta_identical(tmp_path):
@@ -168,8 +201,7 @@ def test_sharded_processes_train_like_one_holding_the_global_batch(tmp_path, ext
     one_w, two_w = (load_file(tmp_path / run / "model/model.safetensors") for run in ("one", "two"))
     assert one_w.keys() == two_w.keys()
     assert all(torch.allclose(one_w[k], two_w[k], rtol=0, atol=1e-5) for k in one_w)
-    one_card, two_card = (json.loads((tmp_path / run / "scorecard.json").read_text()) for run in ("one", "two"))
-    assert two_card["kl_model_target"]["value"] == pytest.approx(one_card["kl_model_target"]["value"], rel=1e-4)
+    assert json.loads((tmp_path / "two/scorecard.json").read_text())["n"] == 8 * len(PROMPTS)
     if extra["objective"] == "dpg":  # resumed from a checkpoint of sharded weights, moments and proposal copy
         _train(tmp_path, "resumed", {**settings, "steps": 3}, 2)  # the proposal became a copy at step 3
         assert json.loads((tmp_path / "resumed/checkpoints/step-000003/state.json").read_text())["proposal_is_copy"]

@@ -36,25 +36,35 @@ def _format_table(card) -> str:
 
 
 def _evaluate(args) -> int:
-    from bayeslm.estimate import scorecard
+    """Launched as several processes (torchrun), each draws and scores its share of every prompt's samples."""
+    from bayeslm import distributed
+    from bayeslm.estimate import card
+    from bayeslm.evaluation import pooled
     from bayeslm.models import load_lm
     from bayeslm.target_file import load_target
 
-    target = load_target(args.target, batch_size=args.batch_size)
-    model = target.prior if args.model is None else load_lm(args.model, batch_size=args.batch_size,
-                                                            chat=target.prior.chat)
-    exact = None
-    if args.exact:  # enumerate first: a target too large to enumerate fails before any sampling
-        from bayeslm.exact import Exact
+    world = distributed.init()  # first: it picks this process's GPU
+    try:
+        target = load_target(args.target, batch_size=args.batch_size)
+        model = target.prior if args.model is None else load_lm(args.model, batch_size=args.batch_size,
+                                                                chat=target.prior.chat)
+        exact = None
+        if args.exact:  # enumerate first: a target too large to enumerate fails before sampling
+            from bayeslm.exact import Exact
 
-        exact = Exact(target)
-    card = scorecard(model, target, n=args.n, seed=args.seed)
+            exact = world.on_main(Exact, target)
+        samples = pooled(model, target, args.n, seed=args.seed, world=world)
+    finally:
+        distributed.close(world)
+    if not world.main:
+        return 0
+    result = card(samples, target)
     if exact is not None:
-        card.exact = exact.scorecard(model)
+        result.exact = exact.scorecard(model)
     if args.json:
-        print(json.dumps(card.to_json(), indent=2))
+        print(json.dumps(result.to_json(), indent=2))
     else:
-        print(_format_table(card))
+        print(_format_table(result))
     return 0
 
 

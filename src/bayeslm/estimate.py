@@ -120,29 +120,69 @@ def snis_mean(values: torch.Tensor, ratio: torch.Tensor) -> tuple[torch.Tensor, 
     return mean, influence
 
 
-def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, samples: Samples | None = None,
-              analytic_kl: bool = True) -> Scorecard:
-    """Samples n continuations per prompt from `model` (or uses `samples`, drawn from it) and scores them."""
+@dataclass
+class Pool:
+    """What a scorecard is made of: samples of a model (q), each scored, [C prompts, n samples] per quantity."""
+
+    model: str
+    prompts: list[str]
+    texts: list[list[str]]
+    log_q: torch.Tensor
+    log_target: torch.Tensor
+    log_prior: torch.Tensor
+    kl_prior: torch.Tensor | None  # Σ_t KL(q‖π0) per sample; None where not computed
+    stats: dict[str, torch.Tensor]
+
+    @classmethod
+    def join(cls, pools: list[Pool]) -> Pool:
+        """One pool from pools of the same model and prompts: each prompt's samples side by side."""
+        def cat(get):
+            return None if get(pools[0]) is None else torch.cat([get(p) for p in pools], 1)
+
+        first = pools[0]
+        return cls(first.model, first.prompts, [sum((p.texts[c] for p in pools), []) for c in range(len(first.prompts))],
+                   cat(lambda p: p.log_q), cat(lambda p: p.log_target), cat(lambda p: p.log_prior),
+                   cat(lambda p: p.kl_prior), {k: cat(lambda p, k=k: p.stats[k]) for k in first.stats})
+
+
+def pool(model: LM, target: Target, samples: Samples, *, analytic_kl: bool = True) -> Pool:
+    """Scores `samples`, drawn from `model`, under the target (and KL(model‖prior) per token, when analytic)."""
     model.check_compatible(target.prior)
-    if samples is None:
-        samples = model.sample(target.prompts, n, target.max_new_tokens, seed=seed)
-    elif samples.prompts != target.prompts or samples.tokens.shape[1] > target.max_new_tokens:
+    if samples.prompts != target.prompts or samples.tokens.shape[1] > target.max_new_tokens:
         raise ValueError("the samples were drawn for other prompts or a longer max_new_tokens than the target's; "
                          "draw them with model.sample(target.prompts, n, target.max_new_tokens)")
-    prompts, conts = samples.sample_prompts, samples.continuations
     C, n = len(samples.prompts), samples.n
-    log_q = samples.log_prob.double()
-    same_as_prior = model.same_distribution(target.prior)
-    scored = target.score_samples(samples, model)
 
     def per_prompt(x):
         return x.reshape(C, n)
 
-    log_w = per_prompt(scored.log_target - log_q)
-    log_q, log_prior = per_prompt(log_q), per_prompt(scored.log_prior)
+    scored = target.score_samples(samples, model)
+    kl_prior = None
+    if analytic_kl and not model.same_distribution(target.prior):
+        with torch.no_grad():
+            kl_prior = per_prompt(model.kl(target.prior, samples.sample_prompts, samples.continuations).double().cpu())
+    return Pool(model.name, list(samples.prompts), [samples.texts[c * n:(c + 1) * n] for c in range(C)],
+                per_prompt(samples.log_prob.double()), per_prompt(scored.log_target), per_prompt(scored.log_prior),
+                kl_prior, {name: per_prompt(value) for name, value in scored.stats.items()})
+
+
+def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, samples: Samples | None = None,
+              analytic_kl: bool = True) -> Scorecard:
+    """Samples n continuations per prompt from `model` (or uses `samples`, drawn from it) and scores them."""
+    if samples is None:
+        model.check_compatible(target.prior)
+        samples = model.sample(target.prompts, n, target.max_new_tokens, seed=seed)
+    return card(pool(model, target, samples, analytic_kl=analytic_kl), target)
+
+
+def card(pooled: Pool, target: Target) -> Scorecard:
+    """The scorecard of a pool of samples against `target`."""
+    log_q, log_prior = pooled.log_q, pooled.log_prior
+    log_w = pooled.log_target - log_q
+    C, n = log_w.shape
     empty = torch.isneginf(log_w).all(1)
     if empty.any():
-        bad = [samples.prompts[i] for i in empty.nonzero().flatten().tolist()]
+        bad = [pooled.prompts[i] for i in empty.nonzero().flatten().tolist()]
         raise NoSupport(f"all {n} samples have zero target weight for prompt(s) {bad} (no sample satisfies the "
                         f"constraints of {target.potential!r}). Draw more samples (-n), or use a proposal closer "
                         "to the target")
@@ -159,26 +199,19 @@ def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, samples
     # Ẑ is estimated too: d TV / d log Ẑ = E_q[r·1{r<1}] − ½, times log Ẑ's influence r − 1.
     below = torch.where(ratio < 1, ratio, torch.zeros(()).double()).mean(1)
     est["tv_model_target"] = combine(tv, gap - tv[:, None] + (below - 0.5)[:, None] * (ratio - 1))
-    if analytic_kl and not same_as_prior:
-        with torch.no_grad():
-            per_token_kl = model.kl(target.prior, prompts, conts).double().cpu()
-        est["kl_model_prior"] = _mean(per_prompt(per_token_kl))
-    else:
-        est["kl_model_prior"] = _mean(log_q - log_prior)
+    est["kl_model_prior"] = _mean(pooled.kl_prior if pooled.kl_prior is not None else log_q - log_prior)
     est["kl_model_prior_sampled"] = _mean(log_q - log_prior)
     statistics = {}
-    for name, value in scored.stats.items():
-        value = per_prompt(value)
+    for name, value in pooled.stats.items():
         statistics[name] = {"model": _mean(value), "target": combine(*snis_mean(value, ratio))}
     est["reward_mean"] = statistics[target.reward_name]["model"]
     est["target_reward_mean"] = statistics[target.reward_name]["target"]
     est["entropy"] = _mean(-log_q)
     ess = (n * n / (ratio ** 2).sum(1)).sum().item()
-    groups = [samples.texts[c * n:(c + 1) * n] for c in range(C)]
-    diversity = {f"distinct_{k}": sum(distinct_n(g, k) for g in groups) / C for k in (1, 2, 3)}
-    diversity["self_bleu"] = sum(self_bleu(g) for g in groups) / C
-    return Scorecard(model.name, repr(target), C * n, est, ess, diversity, statistics,
-                     log_weights=log_w, rewards=per_prompt(scored.stats[target.reward_name]))
+    diversity = {f"distinct_{k}": sum(distinct_n(g, k) for g in pooled.texts) / C for k in (1, 2, 3)}
+    diversity["self_bleu"] = sum(self_bleu(g) for g in pooled.texts) / C
+    return Scorecard(pooled.model, repr(target), C * n, est, ess, diversity, statistics,
+                     log_weights=log_w, rewards=pooled.stats[target.reward_name])
 
 
 def batch_figures(log_proposal: torch.Tensor, log_model: torch.Tensor, log_target: torch.Tensor,

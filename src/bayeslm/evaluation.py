@@ -20,29 +20,47 @@ from pathlib import Path
 
 import torch
 
-from bayeslm.estimate import NoSupport, Scorecard, scorecard
-from bayeslm.lm import LM, Samples
+from bayeslm.distributed import World
+from bayeslm.estimate import NoSupport, Pool, Scorecard, card, pool
+from bayeslm.lm import LM
 from bayeslm.target import Target
 
 SHOWN = 8  # texts kept per prompt and source
 
 
-def evaluate(model: LM, target: Target, n: int, *, seed: int, run_dir: Path, prior_too: bool = True
-             ) -> Scorecard:
-    """Scores `model` (and, with `prior_too`, the target's prior) on n samples per prompt; writes the scorecards
-    and samples into run_dir; returns the model's scorecard."""
-    cards, pools = {}, {}
-    sources = {"model": model, "prior": target.prior} if prior_too else {"model": model}
-    for source, lm in sources.items():
+def pooled(lm: LM, target: Target, n: int, *, seed: int, world: World = World()) -> Pool | None:
+    """n samples per prompt of `lm`, scored; data-parallel processes each draw and score their share of every
+    prompt's samples (with seeds of their own), and rank 0 gets the whole pool (the others None). A collective."""
+    count = n * (world.rank + 1) // world.size - n * world.rank // world.size
+    mine = None
+    if count:
         with torch.no_grad():
-            pools[source] = lm.sample(target.prompts, n, target.max_new_tokens, seed=seed)
-            try:
-                cards[source] = scorecard(lm, target, samples=pools[source])
-            except NoSupport as error:
-                if source == "model":
-                    raise
-                print(f"bayeslm: warning: the prior is not scored against the target: {error}", file=sys.stderr)
-                continue
+            mine = pool(lm, target, lm.sample(target.prompts, count, target.max_new_tokens,
+                                              seed=seed + 1_000_003 * world.rank))
+    parts = [part for part in world.gather([mine]) if part is not None]
+    return Pool.join(parts) if world.main else None
+
+
+def evaluate(model: LM, target: Target, n: int, *, seed: int, run_dir: Path, prior_too: bool = True,
+             world: World = World()) -> Scorecard | None:
+    """Scores `model` (and, with `prior_too`, the target's prior) on n samples per prompt; writes the scorecards
+    and samples into run_dir; returns the model's scorecard. Data-parallel processes share the sampling
+    (`pooled`); rank 0 writes and gets the scorecard, the others None."""
+    sources = {"model": model, "prior": target.prior} if prior_too else {"model": model}
+    pools = {source: pooled(lm, target, n, seed=seed, world=world) for source, lm in sources.items()}
+    return world.on_main(_write, pools, target, seed, run_dir)
+
+
+def _write(pools: dict[str, Pool], target: Target, seed: int, run_dir: Path) -> Scorecard:
+    cards = {}
+    for source, samples in pools.items():
+        try:
+            cards[source] = card(samples, target)
+        except NoSupport as error:
+            if source == "model":
+                raise
+            print(f"bayeslm: warning: the prior is not scored against the target: {error}", file=sys.stderr)
+            continue
         name = "scorecard.json" if source == "model" else "scorecard_prior.json"
         (run_dir / name).write_text(json.dumps(cards[source].to_json(), indent=2))
     records = [record for source in cards for record in _shown(source, pools[source], cards[source])]
@@ -51,16 +69,12 @@ def evaluate(model: LM, target: Target, n: int, *, seed: int, run_dir: Path, pri
     return cards["model"]
 
 
-def _shown(source: str, samples: Samples, card: Scorecard) -> list[dict]:
-    rows = []
-    for c, prompt in enumerate(samples.prompts):
-        for i in range(min(SHOWN, samples.n)):
-            rows.append({"source": source, "prompt": prompt, "text": samples.texts[c * samples.n + i],
-                         "reward": card.rewards[c, i].item()})
-    return rows
+def _shown(source: str, samples: Pool, card: Scorecard) -> list[dict]:
+    return [{"source": source, "prompt": prompt, "text": samples.texts[c][i], "reward": card.rewards[c, i].item()}
+            for c, prompt in enumerate(samples.prompts) for i in range(min(SHOWN, len(samples.texts[c])))]
 
 
-def _target_texts(pools: dict[str, Samples], cards: dict[str, Scorecard], seed: int) -> list[dict]:
+def _target_texts(pools: dict[str, Pool], cards: dict[str, Scorecard], seed: int) -> list[dict]:
     """SHOWN texts per prompt resampled from the pool with the larger ESS, each with its pool's ESS."""
     source = max(cards, key=lambda s: cards[s].ess)  # the prior's card is missing if it had no support
     samples, card = pools[source], cards[source]
@@ -71,6 +85,6 @@ def _target_texts(pools: dict[str, Samples], cards: dict[str, Scorecard], seed: 
         weights = torch.softmax(log_w, 0)
         ess = (1 / (weights ** 2).sum()).item()
         for i in torch.multinomial(weights, SHOWN, replacement=True, generator=generator).tolist():
-            rows.append({"source": "target", "prompt": prompt, "text": samples.texts[c * samples.n + i],
+            rows.append({"source": "target", "prompt": prompt, "text": samples.texts[c][i],
                          "reward": card.rewards[c, i].item(), "resampled_from": source, "ess": ess})
     return rows

@@ -462,22 +462,19 @@ class Trainer:
 
     def finish(self) -> dict:
         """The final scorecards of the model and the prior (against the original target) with samples of each
-        and of the target, then the model saved as a plain HF model. Rank 0 alone evaluates and saves (every
-        process holds the same model, or its shards, gathered whole on rank 0 first); the others return at
-        once, with no collective left to wait for."""
-        model, target = self.model, self.target
-        if self.sharded:
-            net = self._plain("model", keep=self.world.main)
-            prior = self._plain("prior", keep=self.world.main) if "prior" in self.sharded else net
-            if self.world.main:
-                model = model._view(model=net)
-                target = replace(target, prior=target.prior._view(model=prior))
-        if not self.world.main:
-            return {}
+        and of the target, then the model saved as a plain HF model. Every process samples and scores its share
+        of the evaluation (on gathered weights when sharded); rank 0 writes the scorecards and saves the model
+        (sharded weights gathered whole on rank 0 first)."""
         card = None
         if self.config.eval_n:
-            card = evaluate(model, target, self.config.eval_n, seed=self.config.seed + 1, run_dir=self.run_dir)
-        save_model(model, self.run_dir / "model", merge_lora=self.config.merge_lora)
+            with self._gathered():
+                card = evaluate(self.model, self.target, self.config.eval_n, seed=self.config.seed + 1,
+                                run_dir=self.run_dir, world=self.world)
+        model = self.model
+        if self.sharded:
+            net = self._plain("model", keep=self.world.main)
+            model = model._view(model=net) if net is not None else None
+        self.world.on_main(lambda: save_model(model, self.run_dir / "model", merge_lora=self.config.merge_lora))
         return card.to_json() if card is not None else {}
 
 
