@@ -48,20 +48,22 @@ def _env() -> dict:
     return {**env, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 
-def _bayeslm(processes: int, *args: str) -> subprocess.CompletedProcess:
+def _bayeslm(processes: int, *args: str, exit_code: int = 0) -> subprocess.CompletedProcess:
     launcher = [] if processes == 1 else [
         "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr", "127.0.0.1",
         "--master_port", str(_free_port())]
     done = subprocess.run([sys.executable, *launcher, "-m", "bayeslm", *args], env=_env(), capture_output=True,
                           text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == exit_code, done.stderr[-3000:]
     return done
 
 
-def _train(tmp_path, name: str, settings: dict, processes: int, *flags: str) -> subprocess.CompletedProcess:
+def _train(tmp_path, name: str, settings: dict, processes: int, *flags: str, exit_code: int = 0
+           ) -> subprocess.CompletedProcess:
     config = tmp_path / f"{name}.yaml"
     config.write_text(yaml.safe_dump(settings))
-    return _bayeslm(processes, "train", str(config), "--out", str(tmp_path / name), "--quiet", "--json", *flags)
+    return _bayeslm(processes, "train", str(config), "--out", str(tmp_path / name), "--quiet", "--json", *flags,
+                    exit_code=exit_code)
 
 
 def _pool_of_halves(model, target, n: int, seed: int):
@@ -208,3 +210,10 @@ def test_sharded_processes_train_like_one_holding_the_global_batch(tmp_path, ext
         _train(tmp_path, "resumed", settings, 2, "--resume")
         for a, b in zip(_metrics(tmp_path / "two"), _metrics(tmp_path / "resumed"), strict=True):
             assert all(b[key] == pytest.approx(a[key], rel=1e-6) for key in a.keys() - TIMING), a["step"]
+
+
+def test_sharding_with_micro_batches_split_between_processes_is_a_config_error(tmp_path):
+    # Each process exits 2 (a config error); torchrun, seeing its children fail, exits 1.
+    done = _train(tmp_path, "split", {**SETTINGS, "grad_accum": 1, "sharding": "full"}, 2, exit_code=1)
+    assert "make grad_accum (now 1) a multiple of the 2 processes" in done.stderr
+    assert not (tmp_path / "split").exists()  # refused before the run directory was made
