@@ -169,7 +169,8 @@ def sentiment_target(n_prompts: int, max_new_tokens: int, batch_size: int):
 def klrl_trainer(*, lora: bool, precision: str = "fp32", n_prompts: int = 16, samples_per_prompt: int = 4,
                  max_new_tokens: int = 32, batch_size: int = 64, lr: float = 1e-5, kl_estimator: str = "analytic",
                  fixed_length: bool = False, objective: str = "klrl", backward_batch_size: int | None = None,
-                 gradient_checkpointing: bool = False):
+                 gradient_checkpointing: bool = False, grad_accum: int = 1, sharding: str = "none", world=None,
+                 target=None):
     """A bayeslm `Trainer` for KL-RL (leave-one-out baseline) on the sentiment target; `train_step()` is one
     optimiser step of n_prompts × samples_per_prompt samples. `fixed_length` stops sampling from ending at
     EOS, so that every step does the same work (for FLOP fractions); the objective is unchanged."""
@@ -177,15 +178,16 @@ def klrl_trainer(*, lora: bool, precision: str = "fp32", n_prompts: int = 16, sa
     from bayeslm.train import Trainer
     from bayeslm.train_config import TrainConfig
 
-    target = sentiment_target(n_prompts, max_new_tokens, batch_size)
+    target = target or sentiment_target(n_prompts, max_new_tokens, batch_size)
     settings = {"target": "inline", "objective": objective, "steps": 10**6, "prompts_per_step": n_prompts,
                 "samples_per_prompt": samples_per_prompt, "lr": lr, "precision": precision, "eval_n": 0,
                 "batch_size": batch_size, "backward_batch_size": backward_batch_size,
-                "gradient_checkpointing": gradient_checkpointing, "klrl": {"kl_estimator": kl_estimator}, "dpg": {"proposal": "model"}}
+                "gradient_checkpointing": gradient_checkpointing, "klrl": {"kl_estimator": kl_estimator},
+                "dpg": {"proposal": "model"}, "grad_accum": grad_accum, "sharding": sharding}
     if lora:
         settings["lora"] = {"r": 8, "alpha": 16}
     config = load(TrainConfig, settings)
-    trainer = Trainer(config, Path(tempfile.mkdtemp(prefix="bayeslm-bench-")), target, quiet=True)
+    trainer = Trainer(config, Path(tempfile.mkdtemp(prefix="bayeslm-bench-")), target, quiet=True, world=world)
     if fixed_length:
         never = torch.tensor([-1])
         trainer.model.eos_ids = never
