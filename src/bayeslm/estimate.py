@@ -140,9 +140,10 @@ class Pool:
             return None if get(pools[0]) is None else torch.cat([get(p) for p in pools], 1)
 
         first = pools[0]
-        return cls(first.model, first.prompts, [sum((p.texts[c] for p in pools), []) for c in range(len(first.prompts))],
-                   cat(lambda p: p.log_q), cat(lambda p: p.log_target), cat(lambda p: p.log_prior),
-                   cat(lambda p: p.kl_prior), {k: cat(lambda p, k=k: p.stats[k]) for k in first.stats})
+        texts = [sum((p.texts[c] for p in pools), []) for c in range(len(first.prompts))]
+        return cls(first.model, first.prompts, texts, cat(lambda p: p.log_q), cat(lambda p: p.log_target),
+                   cat(lambda p: p.log_prior), cat(lambda p: p.kl_prior),
+                   {k: cat(lambda p, k=k: p.stats[k]) for k in first.stats})
 
 
 def pool(model: LM, target: Target, samples: Samples, *, analytic_kl: bool = True) -> Pool:

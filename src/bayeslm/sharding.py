@@ -66,8 +66,8 @@ class Sharded:
     def plain(self, *, keep: bool = True) -> torch.nn.Module | None:
         """A whole, unsharded copy (on the CPU) of the current weights. A collective: every process calls it; with
         keep=False this process only helps gather and gets None."""
-        whole = {}
-        for name, p in self.net.named_parameters(remove_duplicate=False):
+        whole = {}  # a tied weight once, under its first name
+        for name, p in self.net.named_parameters():
             value = p.full_tensor() if isinstance(p, DTensor) else p
             if keep:
                 whole[name] = value.detach().to("cpu", copy=True)
@@ -75,9 +75,9 @@ class Sharded:
             return None
         net = copy.deepcopy(self.skeleton)
         made = {}  # skeleton parameter -> its filled one: tied weights stay tied
-        for (name, old), value in zip(net.named_parameters(remove_duplicate=False), whole.values()):
+        for name, old in net.named_parameters(remove_duplicate=False):
             if id(old) not in made:
-                made[id(old)] = torch.nn.Parameter(value, requires_grad=old.requires_grad)
+                made[id(old)] = torch.nn.Parameter(whole[name], requires_grad=old.requires_grad)
             owner, _, attr = name.rpartition(".")
             setattr(net.get_submodule(owner), attr, made[id(old)])
         return net
