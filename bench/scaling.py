@@ -7,7 +7,8 @@ the peak memory of a LoRA step against inference (sampling + scoring) of the sam
 Each point runs in a fresh process (peak resident memory is per process): the embedded SmolLM2-135M prior,
 16 prompts × (samples/16) samples, exactly `tokens` new tokens per sample (EOS does not stop sampling, so the
 work is the same at every step), rows per forward pass 64 (the library's default `batch_size`);
-`--batch-sizes` are the training's `backward_batch_size` (rows back-propagated at once: the memory knob).
+`--batch-sizes` are the training's `backward_batch_size` (rows back-propagated at once: the memory knob);
+`--heap release,keep` runs each training point with and without `bayeslm.heap.release` between backward slices.
   lora       one warm-up KL-RL step (analytic KL, LoRA r = 8), then `--steps` timed steps
   full       the same with full fine-tuning
   inference  `sample` then `log_prob` under the prior of the same batch (what a LoRA step does besides the
@@ -48,6 +49,10 @@ def point(args):
             with torch.no_grad():
                 lm.log_prob(samples.sample_prompts, samples.continuations)
     else:
+        if args.point_heap == "keep":
+            from bayeslm import heap
+
+            heap.release = lambda device: False
         trainer = common.klrl_trainer(lora=args.point_mode == "lora", n_prompts=n_prompts,
                                       samples_per_prompt=per_prompt, max_new_tokens=T, batch_size=64,
                                       backward_batch_size=args.point_batch_size, fixed_length=True,
@@ -58,7 +63,7 @@ def point(args):
     times = [common.timed(step) for _ in range(args.steps)]
     print("RESULT " + json.dumps({"mode": args.point_mode, "samples": args.point_samples, "tokens": T,
                                   "batch_size": args.point_batch_size if args.point_mode != "inference" else 64,
-                                  "gradient_checkpointing": args.gradient_checkpointing,
+                                  "gradient_checkpointing": args.gradient_checkpointing, "heap": args.point_heap,
                                   "step_seconds": times, "samples_per_s": args.point_samples / common.median(times),
                                   "peak_rss_mib": common.peak_rss_mib(), "loaded_rss_mib": loaded}), flush=True)
 
@@ -70,6 +75,9 @@ def main():
     parser.add_argument("--modes", default="lora,inference")
     parser.add_argument("--batch-sizes", default="64", help="training's backward_batch_size values (each a point)")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="train with gradient_checkpointing")
+    parser.add_argument("--heap", default="release",
+                        help="training points with freed heap pages released between backward slices (release, "
+                             "the library's behaviour) and/or kept (keep)")
     parser.add_argument("--steps", type=int, default=1, help="timed steps per point, after one warm-up")
     parser.add_argument("--grid", choices=("cross", "full"), default="cross",
                         help="cross: every batch size at the first length and every length at the first batch size; "
@@ -79,6 +87,7 @@ def main():
     parser.add_argument("--point-samples", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--point-tokens", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--point-batch-size", type=int, default=64, help=argparse.SUPPRESS)
+    parser.add_argument("--point-heap", default="release", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.point_mode:
         return point(args)
@@ -91,29 +100,32 @@ def main():
     rows = []
     print(f"{'mode':9s} {'rows':>4s} {'samples':>7s} {'tokens':>6s} {'step s':>8s} {'samples/s':>9s} {'peak MiB':>9s} "
           f"{'above load':>10s}")
-    runs = [(mode, b) for mode in args.modes.split(",")
-            for b in ([64] if mode == "inference" else [int(b) for b in args.batch_sizes.split(",")])]
+    runs = [(mode, b, h) for mode in args.modes.split(",")
+            for b in ([64] if mode == "inference" else [int(b) for b in args.batch_sizes.split(",")])
+            for h in (["release"] if mode == "inference" else args.heap.split(","))]
     for s, t in grid:
-        for mode, b in runs:
+        for mode, b, h in runs:
+            label = mode if h == "release" else f"{mode}/{h}"
             cmd = [sys.executable, __file__, "--point-mode", mode, "--point-samples", str(s), "--point-tokens", str(t),
-                   "--point-batch-size", str(b), "--steps", str(args.steps)] + (
+                   "--point-batch-size", str(b), "--point-heap", h, "--steps", str(args.steps)] + (
                 ["--gradient-checkpointing"] if args.gradient_checkpointing else [])
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:
                 sys.stderr.write(proc.stderr[-4000:])
-                print(f"{mode:9s} {b:4d} {s:7d} {t:6d} failed (exit {proc.returncode})", flush=True)
+                print(f"{label:9s} {b:4d} {s:7d} {t:6d} failed (exit {proc.returncode})", flush=True)
                 continue
             r = json.loads(lines[-1][len("RESULT "):])
             rows.append(r)
-            print(f"{mode:9s} {b:4d} {s:7d} {t:6d} {common.median(r['step_seconds']):8.2f} {r['samples_per_s']:9.2f} "
+            print(f"{label:9s} {b:4d} {s:7d} {t:6d} {common.median(r['step_seconds']):8.2f} {r['samples_per_s']:9.2f} "
                   f"{r['peak_rss_mib']:9.0f} {r['peak_rss_mib'] - r['loaded_rss_mib']:10.0f}", flush=True)
     print("\n## peak memory of a training step ÷ inference of the same batch")
     for s, t in grid:
         base = next((r for r in rows if r["mode"] == "inference" and r["samples"] == s and r["tokens"] == t), None)
         for r in rows:
             if base and r["mode"] != "inference" and r["samples"] == s and r["tokens"] == t:
-                print(f"{r['mode']:4s} {r['batch_size']:3d} rows at once, {s:4d} samples × {t:3d} tokens: "
+                label = r["mode"] if r.get("heap", "release") == "release" else f"{r['mode']}/{r['heap']}"
+                print(f"{label:9s} {r['batch_size']:3d} rows at once, {s:4d} samples × {t:3d} tokens: "
                       f"{r['peak_rss_mib'] / base['peak_rss_mib']:.2f}× ({r['peak_rss_mib']:.0f} / "
                       f"{base['peak_rss_mib']:.0f} MiB), {r['samples_per_s']:.2f} vs inference "
                       f"{base['samples_per_s']:.2f} samples/s")

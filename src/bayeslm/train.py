@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from bayeslm import checkpoint, distributed, sharding
+from bayeslm import checkpoint, distributed, heap, sharding
 from bayeslm.config import ConfigError
 from bayeslm.diversity import distinct_n
 from bayeslm.estimate import batch_figures, snis_mean
@@ -354,6 +354,7 @@ class Trainer:
                 part = batch.rows(start, start + size)
                 step = self.objective.loss(self.model, self.target.prior, part)
                 (step.loss * weight * len(part) / len(batch)).backward()
+                heap.release(self.model.device)  # else the next slice's blocks fragment the heap further
                 steps.append((len(part) / len(batch), step))
         finally:
             net.eval()
