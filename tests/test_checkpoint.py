@@ -117,6 +117,19 @@ def test_a_truncated_safetensors_file_falls_back_to_the_previous_checkpoint(tmp_
     assert len(metrics(run)) == 4  # nothing was discarded
 
 
+def test_a_checkpoint_from_before_a_config_field_existed_resumes_with_its_default(tmp_path):
+    run = tmp_path / "run"
+    train(load(TrainConfig, settings(steps=2)), run, quiet=True)
+    state_file = checkpoint.completed(run / "checkpoints")[-1] / "state.json"
+    state = json.loads(state_file.read_text())
+    del state["config"]["sharding"]  # as written before `sharding` was added
+    state_file.write_text(json.dumps(state))
+    train(load(TrainConfig, settings(steps=4)), run, resume=True, quiet=True)
+    assert len(metrics(run)) == 4
+    with pytest.raises(Exception, match=r"\['lr'\] changed since the checkpoint"):
+        train(load(TrainConfig, settings(steps=6, lr=1e-2)), run, resume=True, quiet=True)
+
+
 def test_a_diverging_run_exits_1_naming_the_step_and_the_last_good_checkpoint(tmp_path, capsys):
     # lr 1e30: the first update makes the weights huge, the second step's log-probabilities NaN.
     config = write_config(tmp_path, settings(objective="dpg", dpg={"proposal": "prior"}, lr=1e30,

@@ -96,13 +96,17 @@ class World:
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return bool(tensor.item())
 
-    def gather(self, local: list) -> list:
-        """Every process's list, concatenated in rank order (picklable items: keep tensors on the CPU)."""
+    def gather(self, local: list, *, to_main: bool = False) -> list:
+        """Every process's list, concatenated in rank order (picklable items: keep tensors on the CPU); with
+        to_main, only rank 0 receives them (the others get [])."""
         if self.size == 1:
             return list(local)
-        out = [None] * self.size
-        dist.all_gather_object(out, local)
-        return [item for part in out for item in part]
+        out = [None] * self.size if self.main or not to_main else None
+        if to_main:
+            dist.gather_object(local, out, dst=0)
+        else:
+            dist.all_gather_object(out, local)
+        return [item for part in out for item in part] if out is not None else []
 
     def broadcast(self, value):
         """Rank 0's value, on every process."""

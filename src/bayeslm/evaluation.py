@@ -31,13 +31,14 @@ SHOWN = 8  # texts kept per prompt and source
 def pooled(lm: LM, target: Target, n: int, *, seed: int, world: World = World()) -> Pool | None:
     """n samples per prompt of `lm`, scored; data-parallel processes each draw and score their share of every
     prompt's samples (with seeds of their own), and rank 0 gets the whole pool (the others None). A collective."""
+    lm.check_compatible(target.prior)  # before drawing anything
     count = n * (world.rank + 1) // world.size - n * world.rank // world.size
     mine = None
     if count:
         with torch.no_grad():
             mine = pool(lm, target, lm.sample(target.prompts, count, target.max_new_tokens,
                                               seed=seed + 1_000_003 * world.rank))
-    parts = [part for part in world.gather([mine]) if part is not None]
+    parts = [part for part in world.gather([mine], to_main=True) if part is not None]
     return Pool.join(parts) if world.main else None
 
 

@@ -47,7 +47,13 @@ class Sharded:
         skeleton = copy.deepcopy(net, memo=meta)  # no second copy of the weights
         causal = net.get_base_model() if hasattr(net, "get_base_model") else net
         kinds = set(getattr(causal, "_no_split_modules", None) or ())
-        layers = [m for m in net.modules() if type(m).__name__ in kinds]
+        decoder = causal.get_decoder()
+        # The outermost matches inside the decoder: FSDP shards inner modules before the ones holding them.
+        layers, names = [], []
+        for name, m in decoder.named_modules():
+            if type(m).__name__ in kinds and not any(name.startswith(outer + ".") for outer in names):
+                layers.append(m)
+                names.append(name)
         if not layers:
             raise ConfigError(f"sharding: full: cannot find the decoder layers of {type(causal).__name__} (it names "
                               "no _no_split_modules); set sharding: none")
@@ -58,7 +64,6 @@ class Sharded:
         # The decoder (every pass goes through it, `bayeslm.head`'s too) becomes the root, holding no weights of
         # its own: FSDP keeps a root's weights gathered after its forward pass, so each layer as its own root
         # would stay whole from its forward pass to its backward pass.
-        decoder = causal.get_decoder()
         own = {p for p in decoder.parameters()} - {p for layer in layers for p in layer.parameters()}
         fully_shard(decoder, ignored_params=own)
         return cls(net, skeleton)
@@ -117,15 +122,17 @@ def clip_grad_norm_(params: list[torch.Tensor], max_norm: float) -> torch.Tensor
     return norm
 
 
-def full(value):
-    """`value` (a tensor, or a state dict nested in dicts and lists) with every sharded tensor gathered whole. A
-    collective: every process, the same structure."""
+def full(value, *, keep: bool = True):
+    """`value` (a tensor, or a state dict nested in dicts and lists) with every sharded tensor gathered whole onto
+    the CPU, one at a time (a GPU never holds more than one whole tensor); with keep=False this process only helps
+    gather and its gathered tensors are None. A collective: every process, the same structure."""
     if isinstance(value, DTensor):
-        return value.full_tensor()
+        whole = value.full_tensor()  # every process takes part in the gather, kept or not
+        return whole.cpu() if keep else None
     if isinstance(value, dict):
-        return {k: full(v) for k, v in value.items()}
+        return {k: full(v, keep=keep) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(full(v) for v in value)
+        return type(value)(full(v, keep=keep) for v in value)
     return value
 
 

@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from bayeslm import checkpoint, distributed, heap, sharding
-from bayeslm.config import ConfigError
+from bayeslm.config import ConfigError, load
 from bayeslm.diversity import distinct_n
 from bayeslm.estimate import batch_figures, snis_mean
 from bayeslm.evaluation import evaluate
@@ -415,10 +415,13 @@ class Trainer:
         state = {"config": dataclasses.asdict(self.config), "objective": self.objective.state_dict(),
                  "proposal_is_copy": self.proposal_is_copy,
                  "torch_rng": torch.get_rng_state().tolist()}
-        # Sharded tensors are gathered whole (a collective): a checkpoint is the same for any number of processes.
-        model = sharding.full(checkpoint.trainable_state(self.model.model))
-        proposal = sharding.full(checkpoint.trainable_state(self.proposal.model)) if self.proposal_is_copy else None
-        optimizer = sharding.full(self.optimizer.state_dict())
+        # Sharded tensors are gathered whole onto rank 0's CPU (a collective): a checkpoint is the same for any
+        # number of processes.
+        keep = self.world.main
+        model = sharding.full(checkpoint.trainable_state(self.model.model), keep=keep)
+        proposal = (sharding.full(checkpoint.trainable_state(self.proposal.model), keep=keep)
+                    if self.proposal_is_copy else None)
+        optimizer = sharding.full(self.optimizer.state_dict(), keep=keep)
         self.world.on_main(lambda: checkpoint.save(
             self.run_dir / "checkpoints", self.step, model=model, optimizer=optimizer,
             scheduler=self.scheduler.state_dict(), state=state, proposal=proposal,
@@ -440,8 +443,9 @@ class Trainer:
         self.optimizer.load_state_dict(self._local_optimizer_state(saved["optimizer"]))
         self.scheduler.load_state_dict(saved["scheduler"])
         state = saved["state"]
+        saved_config = dataclasses.asdict(load(TrainConfig, state["config"]))  # fields added since: their defaults
         changed = sorted(k for k, v in dataclasses.asdict(self.config).items()
-                         if state["config"].get(k) != v and not (k == "steps" and self.config.schedule == "constant"))
+                         if saved_config[k] != v and not (k == "steps" and self.config.schedule == "constant"))
         if changed:
             raise ConfigError(f"cannot resume {self.run_dir} with a different config: {changed} changed since the "
                               "checkpoint (only steps may change, and only with the constant schedule)")
@@ -462,20 +466,20 @@ class Trainer:
                                        for k, v in moments.items()} for i, moments in state["state"].items()}}
 
     def finish(self) -> dict:
-        """The final scorecards of the model and the prior (against the original target) with samples of each
-        and of the target, then the model saved as a plain HF model. Every process samples and scores its share
-        of the evaluation (on gathered weights when sharded); rank 0 writes the scorecards and saves the model
-        (sharded weights gathered whole on rank 0 first)."""
+        """The model saved as a plain HF model (first: a failed evaluation keeps it), then the final scorecards of
+        the model and the prior (against the original target) with samples of each and of the target. Rank 0 saves
+        (sharded weights gathered whole onto its CPU first) and writes the scorecards; every process samples and
+        scores its share of the evaluation (on gathered weights when sharded)."""
+        model = self.model
+        if self.sharded:
+            net = self.sharded["model"].plain(keep=self.world.main)
+            model = model._view(model=net) if net is not None else None
+        self.world.on_main(lambda: save_model(model, self.run_dir / "model", merge_lora=self.config.merge_lora))
         card = None
         if self.config.eval_n:
             with self._gathered():
                 card = evaluate(self.model, self.target, self.config.eval_n, seed=self.config.seed + 1,
                                 run_dir=self.run_dir, world=self.world)
-        model = self.model
-        if self.sharded:
-            net = self._plain("model", keep=self.world.main)
-            model = model._view(model=net) if net is not None else None
-        self.world.on_main(lambda: save_model(model, self.run_dir / "model", merge_lora=self.config.merge_lora))
         return card.to_json() if card is not None else {}
 
 
