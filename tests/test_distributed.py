@@ -18,18 +18,20 @@ from bayeslm.distributed import Unit, World
 from bayeslm.estimate import Pool, card, pool
 from bayeslm.models import load_lm
 from bayeslm.target_file import load_target
-from bayeslm.train import Trainer, resolve_target
+from bayeslm.train import Trainer
+from bayeslm.train_setup import resolve_target
 from bayeslm.train_config import TrainConfig
 
 TOY_TARGET = {"prior": {"toy": {"seed": 0, "train_steps": 0}}, "prompts": PROMPTS, "max_new_tokens": 3,
               "potentials": [{"exponential": {"reward": {"keyword": ["good"]}, "beta": 0.5}}]}
 SETTINGS = {"target": TOY_TARGET, "steps": 3, "prompts_per_step": 2, "samples_per_prompt": 4, "lr": 3e-3,
-            "checkpoint_every": 2}
+            "checkpoint_every": 2, "backward_batch_size": 8}
 TIMING = {"samples_per_s", "tokens_per_s", "sample_seconds", "step_seconds"}
 # The two runs draw the very same samples (each process takes whole micro-batches with the seeds one process
 # would use), so they make the same floating-point operations but for the order of two sums: the loss summed
 # per process then across processes, and two micro-batches' gradients added by gloo instead of accumulated in
-# .grad; with two terms both sums are exact. We see bit-identical results; the relative 1e-9 only leaves room for
+# .grad; with two terms both sums are exact (hence a micro-batch back-propagated whole: backward_batch_size 8, not
+# the CPU's default 4 rows, whose slices would add more terms in another order). We see bit-identical results; the relative 1e-9 only leaves room for
 # BLAS rounding that could differ between processes, and is far below any real error (a gradient weighted wrongly,
 # a figure of one shard instead of the global batch: those move the figures by percents).
 RTOL = 1e-9

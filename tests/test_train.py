@@ -95,7 +95,7 @@ def test_an_existing_run_is_never_overwritten_silently(tmp_path):
 def test_lora_prior_is_the_base_with_the_adapter_off(tmp_path):
     run = tmp_path / "lora"
     trainer_config = config(objective="klrl", lora={"r": 4}, steps=3, lr=1e-2, eval_n=0)
-    from bayeslm.train import resolve_target
+    from bayeslm.train_setup import resolve_target
 
     target = resolve_target(trainer_config, tmp_path)
     samples = target.prior.sample(PROMPTS, 8, 3, seed=0)
@@ -115,7 +115,7 @@ def test_lora_prior_is_the_base_with_the_adapter_off(tmp_path):
 
 
 def test_bf16_training_keeps_sampler_and_scorer_in_agreement(tmp_path):
-    from bayeslm.train import resolve_target
+    from bayeslm.train_setup import resolve_target
 
     trainer_config = config(objective="klrl", precision="bf16", steps=2)
     trainer = Trainer(trainer_config, tmp_path, resolve_target(trainer_config, tmp_path), quiet=True)
@@ -201,7 +201,7 @@ def test_resume_refuses_a_changed_config(tmp_path):
 
 def test_lora_run_leaves_the_callers_prior_scoring_the_prior(tmp_path):
     from bayeslm.estimate import scorecard
-    from bayeslm.train import resolve_target
+    from bayeslm.train_setup import resolve_target
 
     trainer_config = config(objective="klrl", lora={"r": 4}, steps=2, lr=1e-2, eval_n=0)
     target = resolve_target(trainer_config, tmp_path)
@@ -229,7 +229,7 @@ def test_backward_in_slices_of_prompt_groups_gives_the_whole_batch_gradient(tmp_
     import copy
 
     from bayeslm.distributed import Unit
-    from bayeslm.train import resolve_target
+    from bayeslm.train_setup import resolve_target
 
     trainer_config = config(objective=objective, prompts_per_step=2)
     trainer = Trainer(trainer_config, tmp_path, resolve_target(trainer_config, tmp_path), quiet=True)
@@ -252,7 +252,7 @@ def test_backward_in_slices_of_prompt_groups_gives_the_whole_batch_gradient(tmp_
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_gradient_checkpointing_gives_the_same_gradient(tmp_path, lora):
     from bayeslm.distributed import Unit
-    from bayeslm.train import resolve_target
+    from bayeslm.train_setup import resolve_target
 
     grads, outs = [], []
     for checkpointing in (False, True):
@@ -282,7 +282,7 @@ def test_gradient_checkpointing_refuses_a_model_with_dropout(tmp_path, prior):
 
 @pytest.mark.parametrize("estimator", ["analytic", "k1"])
 def test_klrl_takes_log_prior_from_its_own_prior_pass(tmp_path, estimator):
-    from bayeslm.train import resolve_target
+    from bayeslm.train_setup import resolve_target
 
     records = []
     for own_pass in (True, False):

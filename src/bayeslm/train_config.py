@@ -94,7 +94,9 @@ class TrainConfig:
     batch_size: int = field(64, doc="rows per forward pass", check=positive)
     backward_batch_size: int | None = field(None, doc="rows (whole prompt groups, at least one) back-propagated at "
                                                       "once: bounds the activations held for the backward pass, "
-                                                      "the bulk of a training step's memory; null: batch_size",
+                                                      "the bulk of a training step's memory; null: 4 on a CPU (as fast "
+                                                      "as 64 there, a sixth of the memory: bench/RESULTS.md §4), "
+                                                      "batch_size on a GPU (small slices leave it idle)",
                                             check=positive)
     sharding: Literal["none", "full"] = field(
         "none", doc="full: data-parallel processes each keep 1/N of every decoder layer's weights, gradients and "
