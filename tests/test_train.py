@@ -231,11 +231,16 @@ def test_backward_in_slices_of_prompt_groups_gives_the_whole_batch_gradient(tmp_
     from bayeslm.distributed import Unit
     from bayeslm.train_setup import resolve_target
 
-    trainer_config = config(objective=objective, prompts_per_step=2)
+    # Up to 8 tokens: samples end at EOS at different lengths, so a slice's longest continuation can be shorter
+    # than the batch's (its token columns are then cut to it).
+    trainer_config = config(objective=objective, prompts_per_step=2, samples_per_prompt=2,
+                            target={**TOY_TARGET, "max_new_tokens": 8})
     trainer = Trainer(trainer_config, tmp_path, resolve_target(trainer_config, tmp_path), quiet=True)
-    batch = trainer._batch(Unit(0, 0, 2, 1.0, seed=3))
+    batch = trainer._batch(Unit(0, 0, 2, 1.0, seed=2))
+    assert batch.mask[:2].sum(1).max() < batch.mask.shape[1]  # the first prompt group's samples are shorter
+    assert all(len(set(batch.reward[i:i + 2].tolist())) == 2 for i in (0, 2))  # else dpg's gradient is 0
     results, state = [], copy.deepcopy(trainer.objective.state_dict())
-    for rows in (64, 4, 5):  # whole batch; one prompt group (4 samples) at a time; 5 rounds down to one group
+    for rows in (64, 2, 3):  # whole batch; one prompt group (2 samples) at a time; 3 rounds down to one group
         trainer.config.backward_batch_size = rows
         trainer.objective.load_state_dict(copy.deepcopy(state))  # dpg/fdpg: the same running log Z each time
         out = trainer._loss(batch, 0.5)

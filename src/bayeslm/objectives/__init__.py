@@ -49,11 +49,13 @@ class Batch:
         return len(self.continuations)
 
     def rows(self, start: int, stop: int) -> Batch:
-        """Rows [start, stop): whole prompt groups when both are multiples of `group`."""
+        """Rows [start, stop): whole prompt groups when both are multiples of `group`. Token columns end at the
+        rows' longest continuation, as the model's scores of those rows do."""
         cut = slice(start, stop)
+        width = int(self.mask[cut].sum(1).max()) if stop > start else 0
         return Batch(self.prompts[cut], self.continuations[cut], self.texts[cut], self.group,
-                     self.proposal_token_log_probs[cut], self.mask[cut], self.log_prior[cut], self.log_phi[cut],
-                     self.reward[cut])
+                     self.proposal_token_log_probs[cut, :width], self.mask[cut, :width], self.log_prior[cut],
+                     self.log_phi[cut], self.reward[cut])
 
 
 @dataclass
