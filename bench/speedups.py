@@ -9,6 +9,10 @@
 2. one prior pass per step instead of two (applied: `Objective.scores_prior`): KL-RL takes log π0 from the prior
    pass its loss runs anyway, instead of scoring the samples under the prior first. Timed: `train_step` with
    `scores_prior` on and off, interleaved (the figures are the same either way; tests/test_train.py).
+3. each prompt run once for its samples (applied: `lm.distinct`): sampling prefills each distinct prompt once and
+   repeats its KV cache for the prompt's samples; scoring does the same, so the model and the prior each run
+   P + n·L positions per prompt instead of n·(P + L). Timed: `train_step` and `sample` as they are against every
+   row run whole (`lm.distinct` patched to call every row distinct), interleaved.
 All with LoRA r = 8, fp32, 16 prompts × 4 samples, sampling never stopped by EOS (equal work every call).
 (Session 2's third candidate, the output head on a contiguous slice, is applied in `bayeslm/head.py`.)
 """
@@ -38,7 +42,7 @@ def main():
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--only", default="merge,prior", help="comma-separated subset of merge,prior")
+    parser.add_argument("--only", default="merge,prior,share", help="comma-separated subset of merge,prior,share")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     common.print_machine()
@@ -79,6 +83,41 @@ def main():
                         "two prior passes", "one prior pass")
         print(f"one prior pass per step is {gain:.2f}× as fast")
         figures["prior"] = {"seconds": times, "speedup": gain}
+    if "share" in args.only:
+        import torch
+
+        from bayeslm import lm
+
+        shared = lm.distinct
+
+        def every_row(rows, device):
+            return [tuple(r) for r in rows], torch.arange(len(rows), device=device)
+
+        def sharing(on: bool, run):
+            def timed():
+                lm.distinct = shared if on else every_row
+                try:
+                    return run()
+                finally:
+                    lm.distinct = shared
+            return timed
+
+        def sample():
+            return model.sample(prompts, args.samples, T, seed=0)
+
+        a, b = sharing(True, sample)(), sharing(False, sample)()
+        diff = (a.token_log_probs - b.token_log_probs).abs().max().item()
+        same = bool((a.tokens == b.tokens).all())
+        figures["share"] = {}
+        for what, run, warmup in (("sampling", sample, 1), ("KL-RL step", trainer.train_step, 0)):
+            times = common.interleaved({"every row whole": sharing(False, run), "prompts once": sharing(True, run)},
+                                       args.repeats, warmup=warmup)
+            gain = _compare(f"LoRA {what}, {len(prompts)}×{args.samples} rows × {T} tokens", times,
+                            "every row whole", "prompts once")
+            print(f"running each prompt once is {gain:.2f}× as fast")
+            figures["share"][what] = {"seconds": times, "speedup": gain}
+        print(f"sampling: same tokens: {same}; max |Δ log-prob| {diff:.2e}")
+        figures["share"].update(same_tokens=same, max_logprob_diff=diff)
     common.emit_json(args.json, figures)
 
 

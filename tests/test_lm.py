@@ -33,6 +33,31 @@ def test_padding_does_not_change_log_prob(prior, side):
     assert torch.allclose(batched, alone, atol=1e-4)
 
 
+def test_rows_sharing_a_prompt_run_it_once(prior):
+    """A prompt's samples run the prompt once, when sampled and when scored (its KV cache is repeated for each),
+    and score as if each were alone, with the same gradient."""
+    prompts = ["the movie", "not very good the movie"]
+    samples = prior.sample(prompts, n=4, max_new_tokens=6, seed=3)
+    lengths = [len(p) for p in prior.encode_prompts(prompts)]
+    run = []  # tokens fed to the model per forward pass
+    hook = prior.model.get_input_embeddings().register_forward_hook(lambda m, args, out: run.append(args[0].shape))
+    try:
+        prior.sample(prompts, n=4, max_new_tokens=6, seed=3)
+        assert run[0] == (2, max(lengths))  # the prefill: each prompt once
+        run.clear()
+        params = [p for p in prior.model.parameters() if p.requires_grad]
+        batched = prior.log_prob(samples.sample_prompts, samples.continuations)
+        assert run == [(2, max(lengths)), (8, samples.length.max().item() - 1)]
+        grads = torch.autograd.grad(batched.sum(), params)
+    finally:
+        hook.remove()
+    alone = [prior.log_prob([p], [c]) for p, c in zip(samples.sample_prompts, samples.continuations)]
+    alone_grads = torch.autograd.grad(torch.cat(alone).sum(), params)
+    assert torch.allclose(batched, torch.cat(alone), atol=1e-5)
+    for g, a in zip(grads, alone_grads):
+        assert torch.allclose(g, a, rtol=1e-4, atol=1e-6 * a.abs().max().item())
+
+
 def test_eos_is_counted_exactly_once(prior):
     eos = prior.eos_id
     words = prior.tokenizer("good movie", add_special_tokens=False)["input_ids"]

@@ -115,6 +115,12 @@ def pad(rows: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.Te
     return ids, mask
 
 
+def distinct(rows: Sequence[Sequence[int]], device) -> tuple[list[tuple[int, ...]], torch.Tensor]:
+    """The distinct rows, in order of first appearance, and the index of each row among them."""
+    index = {r: i for i, r in enumerate(dict.fromkeys(map(tuple, rows)))}
+    return list(index), torch.tensor([index[tuple(r)] for r in rows], device=device)
+
+
 def positions(mask: torch.Tensor) -> torch.Tensor:
     """Position ids that count only real tokens, so padding on either side does not shift positions."""
     return (mask.cumsum(-1) - 1).clamp(min=0)
@@ -125,12 +131,15 @@ class Decoder:
     so that every row's next token goes in the last column. `logits` [B, V] predict each row's next token."""
 
     def __init__(self, lm: LM, rows: Sequence[Sequence[int]]):
-        ids, mask = pad(rows, lm.pad_id, "left")
-        self.lm, self.mask = lm, mask.to(lm.device)
+        prompts, which = distinct(rows, lm.device)  # a prompt's n samples share its pass and then its cache
+        ids, mask = pad(prompts, lm.pad_id, "left")
+        ids, mask = ids.to(lm.device), mask.to(lm.device)
+        out = lm.forward(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True,
+                         logits_to_keep=1)
+        self.lm, self.mask, self.logits, self.cache = lm, mask[which], out.logits[which, -1], out.past_key_values
         self.positions = positions(self.mask)
-        out = lm.forward(input_ids=ids.to(lm.device), attention_mask=self.mask, position_ids=self.positions,
-                         use_cache=True, logits_to_keep=1)
-        self.logits, self.cache = out.logits[:, -1], out.past_key_values
+        if len(prompts) < len(rows):
+            self.cache.reorder_cache(which)
 
     def feed(self, tokens: torch.Tensor):
         """Appends one token [B] to every row."""
@@ -400,11 +409,11 @@ class LM:
         return lp, torch.where(valid, terms.sum(-1).clamp(min=0), zero), other_lp  # clamp: rounding noise
 
     def _fused_scores(self, chunk, padding_side, kl_to, heads):
-        hidden, targets, valid = self._scored_states(chunk, padding_side, self._hidden_states)
+        hidden, targets, valid = self._scored_states(chunk, padding_side, hidden=True)
         prior_hidden = None
         if kl_to is not None:
             with torch.no_grad():
-                prior_hidden = kl_to._scored_states(chunk, padding_side, kl_to._hidden_states)[0][valid]
+                prior_hidden = kl_to._scored_states(chunk, padding_side, hidden=True)[0][valid]
         scores = head.token_scores(hidden[valid], heads[0], targets[valid], prior_hidden, heads[1])
         # Only valid positions were scored: the rest stay 0.
         return tuple(None if x is None else torch.zeros(valid.shape, device=x.device).masked_scatter(valid, x.float())
@@ -436,11 +445,21 @@ class LM:
         """The Hugging Face causal LM itself (under a PEFT wrapper, with the adapter's layers in it)."""
         return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 
-    def _hidden_states(self, logits_to_keep: int = 0, **inputs) -> torch.Tensor:
-        """The decoder's final (normed) hidden states where `forward` would have kept logits."""
+    def _states(self, hidden: bool, logits_to_keep: int = 0, **inputs):
+        """One forward pass: the decoder's final (normed) hidden states (`hidden`) or the logits, where `forward`
+        would have kept logits, and the KV cache when the inputs ask for one."""
         with self._running():
-            hidden = self._causal_lm().get_decoder()(**inputs, use_cache=False).last_hidden_state
-        return hidden[:, -logits_to_keep:]
+            if hidden:
+                out = self._causal_lm().get_decoder()(**inputs)
+                return out.last_hidden_state[:, -logits_to_keep:], out.past_key_values
+            out = self.model(**inputs, logits_to_keep=logits_to_keep)
+            return out.logits, out.past_key_values
+
+    def _caches(self) -> bool:
+        """Whether a forward pass keeps its KV cache: transformers drops it in layers that recompute their
+        activations (gradient checkpointing, in training mode)."""
+        return not (self.model.training and any(getattr(m, "gradient_checkpointing", False)
+                                                for m in self.model.modules()))
 
     def check_compatible(self, other: LM):
         """Two LMs can score each other's samples only with one vocabulary and one prompt format."""
@@ -477,37 +496,64 @@ class LM:
 
         Returns log_dists [B, L, V] (position j predicts continuation token j), targets [B, L] and valid [B, L].
         """
-        logits, targets, valid = self._scored_states(chunk, padding_side,
-                                                     lambda **inputs: self.forward(**inputs).logits)
+        logits, targets, valid = self._scored_states(chunk, padding_side, hidden=False)
         return self.warp.log_probs(logits), targets, valid
 
-    def _scored_states(self, chunk, padding_side, run):
-        """What `run` (the logits, or the final hidden states) gives at the positions that predict each continuation
-        token: states [B, L, ·] (position j predicts continuation token j), targets [B, L] and valid [B, L]."""
+    def _scored_states(self, chunk, padding_side, hidden: bool):
+        """The final hidden states (`hidden`) or the logits at the positions that predict each continuation token:
+        states [B, L, ·] (position j predicts continuation token j), targets [B, L] and valid [B, L].
+
+        Rows that share a prompt (a prompt's n samples) run it once when the model keeps a KV cache
+        (`_shared_prompt_states`); otherwise each row runs prompt and continuation, padded on `padding_side`."""
         prompt_ids, conts = chunk
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         device = self.device
         width = max(max(len(c) for c in conts), 1)
+        cont_len = torch.tensor([len(c) for c in conts], device=device)
+        steps = torch.arange(width, device=device)
+        targets = pad([c or [self.pad_id] for c in conts], self.pad_id, "right")[0]
+        targets = F.pad(targets, (0, width - targets.shape[1]), value=self.pad_id).to(device)
+        valid = steps[None, :] < cont_len[:, None]
+        prompts, which = distinct(prompt_ids, device)
+        if len(prompts) < len(prompt_ids) and self._caches():
+            return self._shared_prompt_states(prompts, which, conts, width, hidden), targets, valid
         ids, mask = pad([p + c for p, c in zip(prompt_ids, conts)], self.pad_id, padding_side)
         ids, mask = ids.to(device), mask.to(device)
-        cont_len = torch.tensor([len(c) for c in conts], device=device)
         if padding_side == "left":
             # Every continuation ends at the last column, so only the last `keep` logits are needed; kept
             # column keep-1-len+j predicts token j (the final column predicts past the end).
             keep = min(width + 1, ids.shape[1])
-            states = run(input_ids=ids, attention_mask=mask, position_ids=positions(mask), logits_to_keep=keep)
+            states = self._states(hidden, input_ids=ids, attention_mask=mask, position_ids=positions(mask),
+                                  logits_to_keep=keep, use_cache=False)[0]
             first = keep - 1 - cont_len
         else:
-            states = run(input_ids=ids, attention_mask=mask, position_ids=positions(mask))
+            states = self._states(hidden, input_ids=ids, attention_mask=mask, position_ids=positions(mask),
+                                  use_cache=False)[0]
             first = torch.tensor([len(p) - 1 for p in prompt_ids], device=device)
-        steps = torch.arange(width, device=device)
         cols = (first[:, None] + steps[None, :]).clamp(max=states.shape[1] - 1)
-        states = states[torch.arange(len(conts), device=device)[:, None], cols]
-        targets = pad([c or [self.pad_id] for c in conts], self.pad_id, "right")[0]
-        targets = F.pad(targets, (0, width - targets.shape[1]), value=self.pad_id).to(device)
-        valid = steps[None, :] < cont_len[:, None]
-        return states, targets, valid
+        return states[torch.arange(len(conts), device=device)[:, None], cols], targets, valid
+
+    def _shared_prompt_states(self, prompts, which, conts, width, hidden):
+        """`_scored_states` running each distinct prompt (`prompts`; row i has `prompts[which[i]]`) once: its last state predicts every sample's first token,
+        its KV cache is repeated for every sample, and the continuations (right-padded) run on it. With n samples
+        per prompt of P tokens and continuations of L, the pass costs P + n·L positions per prompt instead of
+        n·(P + L); gradients flow through the repeated cache back to the prompt's single pass."""
+        device = self.device
+        ids, mask = pad(prompts, self.pad_id, "left")
+        ids, mask = ids.to(device), mask.to(device)
+        last, cache = self._states(hidden, input_ids=ids, attention_mask=mask, position_ids=positions(mask),
+                                   logits_to_keep=1, use_cache=True)
+        first = last[:, -1][which, None]  # predicts token 0
+        if width == 1:
+            return first
+        cache.reorder_cache(which)
+        # Token j (j < L-1) predicts token j+1; a continuation's last token predicts nothing.
+        cont_ids, cont_mask = pad([c[:-1] for c in conts], self.pad_id, "right")  # width - 1 columns
+        mask = torch.cat([mask[which], cont_mask.to(device)], 1)
+        rest = self._states(hidden, input_ids=cont_ids.to(device), attention_mask=mask,
+                            position_ids=positions(mask)[:, ids.shape[1]:], past_key_values=cache, use_cache=True)[0]
+        return torch.cat([first, rest], 1)
 
 
 # Config fields of models that transform the head's output (Gemma 2's soft-capping, Cohere's and Granite's scaling).
