@@ -119,7 +119,7 @@ def test_head_of_final_hidden_states_reproduces_the_logits(prior):
     ids = torch.tensor([prior.encode_prompts(["the movie good not very"])[0]])
     with torch.no_grad():
         logits = prior.forward(input_ids=ids).logits
-        hidden = prior._states(True, input_ids=ids, use_cache=False)[0]
+        hidden = prior._states(True, input_ids=ids, use_cache=False)[0]  # no adapter, no autocast
     assert torch.equal(hidden @ prior._head().weight.T, logits)
 
 

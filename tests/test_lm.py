@@ -182,3 +182,8 @@ def test_every_eos_id_ends_a_sample_and_the_enumeration():
         assert not set(cont[:-1]) & {0, 1} and ended == (cont[-1] in (0, 1))
     target = (lm * Exponential(lambda t, p: [0.0] * len(t), beta=1.0)).given(["the"], max_new_tokens=3)
     assert abs(torch.logsumexp(Exact(target).log_prior, 1).item()) < 1e-5
+
+
+def test_without_adapter_needs_an_adapter(prior):
+    with pytest.raises(ValueError, match="no adapter layers"):
+        prior.without_adapter()
