@@ -4,7 +4,8 @@ The prior π0, the model π being trained and any proposal q are all `LM`s. Two 
 
 * `sample` draws continuations by ancestral sampling with the KV cache and returns, for each one, the
   log-probability under the very distribution it was drawn from;
-* `log_prob` scores given continuations with one batched forward pass.
+* `log_prob` scores given continuations with one batched forward pass (rows that share a prompt run it once,
+  then their continuations on its repeated KV cache, as sampling does).
 
 Both go through `Warp.log_probs`, so a sample re-scored by `log_prob` gets back its sampling log-probability
 (up to floating-point noise). A continuation is a list of token ids; it ends with EOS when sampling stopped

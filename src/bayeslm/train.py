@@ -245,7 +245,7 @@ class Trainer:
         backward_batch_size rows at a time: only one slice's activations are held for the backward pass. Each loss
         is a mean over rows within prompt groups, so the slices' losses weighted by their share of the rows give
         the whole batch's loss and gradient."""
-        rows = self.config.backward_batch_size or (4 if self.model.device.type == "cpu" else self.config.batch_size)
+        rows = self.config.backward_batch_size or (8 if self.model.device.type == "cpu" else self.config.batch_size)
         size = max(batch.group, rows // batch.group * batch.group)
         steps = []
         net = self.model.model

@@ -81,8 +81,9 @@ class TrainConfig:
                                                            "AVX512-BF16)")
     gradient_checkpointing: bool = field(False, doc="recompute each layer's activations in the backward pass "
                                                      "instead of keeping them: activation memory of about one layer "
-                                                     "for about a third more compute; the model must have no active "
-                                                     "dropout")
+                                                     "for about a third more compute, and each sample's scoring runs "
+                                                     "its prompt again (transformers keeps no KV cache in recomputed "
+                                                     "layers); the model must have no active dropout")
     lora: LoraConfig | None = field(None, doc="LoRA through peft; null for full fine-tuning")
     klrl: KLRLConfig = field(default_factory=KLRLConfig, doc="klrl options (rl uses ppo_epochs and clip too)")
     dpg: ProposalConfig = field(default_factory=ProposalConfig, doc="dpg and fdpg options")
@@ -94,9 +95,10 @@ class TrainConfig:
     batch_size: int = field(64, doc="rows per forward pass", check=positive)
     backward_batch_size: int | None = field(None, doc="rows (whole prompt groups, at least one) back-propagated at "
                                                       "once: bounds the activations held for the backward pass, "
-                                                      "the bulk of a training step's memory; null: 4 on a CPU (as fast "
-                                                      "as 64 there, a sixth of the memory: bench/RESULTS.md §4), "
-                                                      "batch_size on a GPU (small slices leave it idle)",
+                                                      "the bulk of a training step's memory; null: 8 on a CPU (faster "
+                                                      "there than 4, 16, 32 or 64, at a sixth of 64's memory: "
+                                                      "bench/RESULTS.md §4), batch_size on a GPU (small slices leave "
+                                                      "it idle)",
                                             check=positive)
     sharding: Literal["none", "full"] = field(
         "none", doc="full: data-parallel processes each keep 1/N of every decoder layer's weights, gradients and "
