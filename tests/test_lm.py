@@ -187,3 +187,14 @@ def test_every_eos_id_ends_a_sample_and_the_enumeration():
 def test_without_adapter_needs_an_adapter(prior):
     with pytest.raises(ValueError, match="no adapter layers"):
         prior.without_adapter()
+
+
+def test_draw_follows_the_distribution_and_never_an_impossible_token():
+    from bayeslm.lm import draw
+
+    probs = torch.tensor([0.0, 0.5, 0.0, 0.3, 0.2, 0.0])
+    tokens = draw(probs.log().expand(20000, -1), torch.Generator().manual_seed(0))
+    counts = torch.bincount(tokens, minlength=len(probs))
+    assert counts[probs == 0].sum() == 0
+    seen = probs > 0
+    assert scipy.stats.chisquare(counts[seen].numpy(), (probs[seen] * len(tokens)).numpy()).pvalue > 1e-3

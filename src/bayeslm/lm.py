@@ -122,6 +122,19 @@ def distinct(rows: Sequence[Sequence[int]], device) -> tuple[list[tuple[int, ...
     return list(index), torch.tensor([index[tuple(r)] for r in rows], device=device)
 
 
+def draw(log_probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One token per row [B] from the distributions exp(log_probs) [B, V], by inverting each row's CDF at one
+    uniform. (`torch.multinomial` draws V exponentials per row: 98 ms of every 64-row decoding step of SmolLM2 on
+    a 2-core CPU.) The CDF is summed in fp64, so no token's probability moves by more than ~1e-16."""
+    probs = log_probs.double().exp()
+    cdf = probs.cumsum(-1)
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
+    token = torch.searchsorted(cdf, u, right=True).squeeze(-1)  # the first token whose CDF exceeds u: p > 0
+    # u may round up to the total: then the last token that can be drawn.
+    last = probs.shape[-1] - 1 - (probs > 0).flip(-1).int().argmax(-1)
+    return torch.minimum(token, last)
+
+
 def positions(mask: torch.Tensor) -> torch.Tensor:
     """Position ids that count only real tokens, so padding on either side does not shift positions."""
     return (mask.cumsum(-1) - 1).clamp(min=0)
@@ -320,7 +333,7 @@ class LM:
         check_every = 1 if device.type == "cpu" else 8
         for t in range(max_new_tokens):
             log_probs = self.warp.log_probs(decoder.logits)
-            token = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
+            token = draw(log_probs, generator)
             token_logp = log_probs.gather(-1, token[:, None]).squeeze(-1)
             tokens[:, t] = torch.where(finished, self.pad_id, token)
             logps[:, t] = torch.where(finished, 0.0, token_logp)

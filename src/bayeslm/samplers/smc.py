@@ -34,7 +34,7 @@ import torch
 
 from bayeslm import progress
 from bayeslm.estimate import Estimate
-from bayeslm.lm import LM, Decoder
+from bayeslm.lm import LM, Decoder, draw
 from bayeslm.prefix import prefix_log_phi, steers
 from bayeslm.samplers.pool import Pool, generators
 from bayeslm.samplers.result import Draws
@@ -52,14 +52,14 @@ def smc(target: Target, proposal: LM | None = None, n: int = 256, *, ess_thresho
     proposal.check_compatible(target.prior)
     if not 0 <= ess_threshold <= 1:
         raise ValueError(f"ess_threshold is a fraction of the particles, in [0, 1]; got {ess_threshold}")
-    draw, decide = generators(proposal, seed)
+    sampling, decide = generators(proposal, seed)
     per_chunk = max(1, proposal.batch_size // n)  # prompts whose particles go through the model together
     C = len(target.prompts)
     parts, log_weights, log_zs, resamplings = [], [], [], 0
     with progress.bar(C * target.max_new_tokens, "SMC", unit="token") as bar:
         for start in range(0, C, per_chunk):
             chunk = list(range(start, min(C, start + per_chunk)))
-            pool, log_w, log_z, count = _run(target, proposal, chunk, n, ess_threshold, draw, decide, bar)
+            pool, log_w, log_z, count = _run(target, proposal, chunk, n, ess_threshold, sampling, decide, bar)
             parts.append(pool)
             log_weights.append(log_w)
             log_zs.append(log_z)
@@ -77,7 +77,7 @@ def smc(target: Target, proposal: LM | None = None, n: int = 256, *, ess_thresho
     return draws
 
 
-def _run(target, proposal, chunk, N, ess_threshold, draw, decide, bar):
+def _run(target, proposal, chunk, N, ess_threshold, sampling, decide, bar):
     """SMC for the prompts `chunk`, N particles each; returns their pool, final log-weights, log Ẑ per prompt
     and the number of resampling events."""
     prior = target.prior
@@ -102,7 +102,7 @@ def _run(target, proposal, chunk, N, ess_threshold, draw, decide, bar):
     resamplings = 0
     for t in range(L):
         q_dist = proposal.warp.log_probs(q_run.logits)
-        token = torch.multinomial(q_dist.exp(), 1, generator=draw).squeeze(-1)
+        token = draw(q_dist, sampling)
         p_dist = q_dist if p_run is q_run and prior.warp == proposal.warp else prior.warp.log_probs(p_run.logits)
         live = ~finished
         tokens[:, t] = torch.where(live.to(device), token, proposal.pad_id)
