@@ -128,7 +128,10 @@ def test_bf16_training_keeps_sampler_and_scorer_in_agreement(tmp_path):
 
 def test_constraint_target_trains_with_dpg_and_is_refused_by_klrl(prior, tmp_path):
     target = (prior * Constraint(keyword(["good"]))).given(PROMPTS, max_new_tokens=3)
-    dpg = Trainer(config(objective="dpg", dpg={"proposal": "prior"}), tmp_path / "dpg", target, quiet=True)
+    # The prior satisfies the constraint with probability 0.37 and 0.23 (exact): with 32 samples per prompt a step
+    # finds no satisfying sample for a prompt with probability < 4e-4 (with 4, 0.36).
+    dpg = Trainer(config(objective="dpg", dpg={"proposal": "prior"}, samples_per_prompt=32), tmp_path / "dpg", target,
+                  quiet=True)
     dpg.train_step()
     klrl = Trainer(config(objective="klrl"), tmp_path / "klrl", target, quiet=True)
     with pytest.raises(ValueError, match="Use the dpg objective"):
@@ -169,13 +172,15 @@ def test_set_overrides_nested_keys():
 def test_reproduce_shows_the_papers_claims_on_exact_numbers(tmp_path):
     from bayeslm.reproduce import reproduce
 
-    report = reproduce(steps=120, bimodal_steps=120, figure=tmp_path / "curves.png")
+    # The default 300 steps: at 120, pure RL had collapsed onto the argmax under one random stream and still sat on
+    # reward-1 sequences (entropy 0.82 nats) under another; at 300 it reached entropy 0.014, argmax mass 0.999.
+    report = reproduce(steps=300, bimodal_steps=120, figure=tmp_path / "curves.png")
     assert all(report["claims"].values()), report["claims"]
     assert report["identity_error"] < 1e-5
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     for method in ("rl", "klrl", "dpg", "fdpg-js"):
         curve = report["methods"][method]["curve"]
-        assert len(curve) == 121 and set(curve[0]) >= {"kl_model_target", "kl_target_model", "entropy"}
+        assert len(curve) == 301 and set(curve[0]) >= {"kl_model_target", "kl_target_model", "entropy"}
 
 
 def test_dpg_keeps_one_log_z_per_prompt(prior, tmp_path):
@@ -236,7 +241,7 @@ def test_backward_in_slices_of_prompt_groups_gives_the_whole_batch_gradient(tmp_
     trainer_config = config(objective=objective, prompts_per_step=2, samples_per_prompt=2,
                             target={**TOY_TARGET, "max_new_tokens": 8})
     trainer = Trainer(trainer_config, tmp_path, resolve_target(trainer_config, tmp_path), quiet=True)
-    batch = trainer._batch(Unit(0, 0, 2, 1.0, seed=2))
+    batch = trainer._batch(Unit(0, 0, 2, 1.0, seed=21))  # a seed that builds the case (asserted below)
     assert batch.mask[:2].sum(1).max() < batch.mask.shape[1]  # the first prompt group's samples are shorter
     assert all(len(set(batch.reward[i:i + 2].tolist())) == 2 for i in (0, 2))  # else dpg's gradient is 0
     results, state = [], copy.deepcopy(trainer.objective.state_dict())
