@@ -34,6 +34,18 @@ import torch  # noqa: E402
 from bayeslm import lm  # noqa: E402
 
 
+def _with(attr: str, value, run):
+    """`run` with `bayeslm.lm.<attr>` replaced by `value` while it runs: the variant a candidate is timed against."""
+    def patched():
+        kept = getattr(lm, attr)
+        setattr(lm, attr, value)
+        try:
+            return run()
+        finally:
+            setattr(lm, attr, kept)
+    return patched
+
+
 def _compare(title: str, times: dict[str, list[float]], before: str, after: str) -> float:
     """Prints each variant's timings under `title`; returns the speed-up of `after` over `before` (medians)."""
     print(f"\n## {title}")
@@ -60,21 +72,22 @@ def main():
     trainer.train_step()  # the adapter moves off zero, so merging changes the weights for real
     model, prompts, T = trainer.model, trainer._prompts(0), args.max_new_tokens
     figures = {"config": vars(args)}
-    if "merge" in args.only:
-        def as_is():
-            return model.sample(prompts, args.samples, T, seed=0)
 
+    def sample():
+        return model.sample(prompts, args.samples, T, seed=0)
+
+    if "merge" in args.only:
         def merged():
             model.model.merge_adapter()
             try:
-                return model.sample(prompts, args.samples, T, seed=0)
+                return sample()
             finally:
                 model.model.unmerge_adapter()
 
-        a, b = as_is(), merged()
+        a, b = sample(), merged()
         diff = (a.token_log_probs - b.token_log_probs).abs().max().item()
         same = bool((a.tokens == b.tokens).all())
-        times = common.interleaved({"adapter": as_is, "merged": merged}, args.repeats)
+        times = common.interleaved({"adapter": sample, "merged": merged}, args.repeats)
         gain = _compare(f"LoRA sampling, {len(prompts)}×{args.samples} rows × {T} tokens", times, "adapter", "merged")
         print(f"merged is {gain:.2f}× as fast; same tokens: {same}; max |Δ log-prob| {diff:.2e}")
         figures["merge"] = {"seconds": times, "speedup": gain, "same_tokens": same, "max_logprob_diff": diff}
@@ -92,29 +105,15 @@ def main():
         print(f"one prior pass per step is {gain:.2f}× as fast")
         figures["prior"] = {"seconds": times, "speedup": gain}
     if "share" in args.only:
-        shared = lm.distinct
-
         def every_row(rows, device):
             return [tuple(r) for r in rows], torch.arange(len(rows), device=device)
 
-        def sharing(on: bool, run):
-            def timed():
-                lm.distinct = shared if on else every_row
-                try:
-                    return run()
-                finally:
-                    lm.distinct = shared
-            return timed
-
-        def sample():
-            return model.sample(prompts, args.samples, T, seed=0)
-
-        a, b = sharing(True, sample)(), sharing(False, sample)()
+        a, b = sample(), _with("distinct", every_row, sample)()
         diff = (a.token_log_probs - b.token_log_probs).abs().max().item()
         same = bool((a.tokens == b.tokens).all())
         figures["share"] = {}
         for what, run, warmup in (("sampling", sample, 1), ("KL-RL step", trainer.train_step, 0)):
-            times = common.interleaved({"every row whole": sharing(False, run), "prompts once": sharing(True, run)},
+            times = common.interleaved({"every row whole": _with("distinct", every_row, run), "prompts once": run},
                                        args.repeats, warmup=warmup)
             gain = _compare(f"LoRA {what}, {len(prompts)}×{args.samples} rows × {T} tokens", times,
                             "every row whole", "prompts once")
@@ -123,28 +122,17 @@ def main():
         print(f"sampling: same tokens: {same}; max |Δ log-prob| {diff:.2e}")
         figures["share"].update(same_tokens=same, max_logprob_diff=diff)
     if "draw" in args.only:
-        inverse_cdf = lm.draw
-
         def multinomial(log_probs, generator):
             return torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
 
-        def sampling_with(fn):
-            def timed():
-                lm.draw = fn
-                try:
-                    return model.sample(prompts, args.samples, T, seed=0)
-                finally:
-                    lm.draw = inverse_cdf
-            return timed
-
-        times = common.interleaved({"multinomial": sampling_with(multinomial),
-                                    "inverse CDF": sampling_with(inverse_cdf)}, args.repeats)
+        times = common.interleaved({"multinomial": _with("draw", multinomial, sample), "inverse CDF": sample},
+                                   args.repeats)
         gain = _compare(f"LoRA sampling, {len(prompts)}×{args.samples} rows × {T} tokens", times, "multinomial",
                         "inverse CDF")
         log_probs = torch.randn(len(prompts) * args.samples, model.model.config.vocab_size).log_softmax(-1)
         generator = torch.Generator().manual_seed(0)
         alone = {}
-        for name, fn in (("multinomial", multinomial), ("inverse CDF", inverse_cdf)):
+        for name, fn in (("multinomial", multinomial), ("inverse CDF", lm.draw)):
             start = time.perf_counter()
             for _ in range(10):
                 fn(log_probs, generator)

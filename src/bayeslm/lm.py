@@ -537,26 +537,23 @@ class LM:
                 return self._shared_prompt_states(prompts, which, conts, width, hidden), targets, valid
         ids, mask = pad([p + c for p, c in zip(prompt_ids, conts)], self.pad_id, padding_side)
         ids, mask = ids.to(device), mask.to(device)
+        # Left padding ends every continuation at the last column, so only the last `keep` states are needed;
+        # kept column keep-1-len+j predicts token j (the final column predicts past the end). 0 keeps every column.
+        keep = min(width + 1, ids.shape[1]) if padding_side == "left" else 0
         with self._running():
-            if padding_side == "left":
-                # Every continuation ends at the last column, so only the last `keep` logits are needed; kept
-                # column keep-1-len+j predicts token j (the final column predicts past the end).
-                keep = min(width + 1, ids.shape[1])
-                states = self._states(hidden, input_ids=ids, attention_mask=mask, position_ids=positions(mask),
-                                      logits_to_keep=keep, use_cache=False)[0]
-                first = keep - 1 - cont_len
-            else:
-                states = self._states(hidden, input_ids=ids, attention_mask=mask, position_ids=positions(mask),
-                                      use_cache=False)[0]
-                first = torch.tensor([len(p) - 1 for p in prompt_ids], device=device)
+            states = self._states(hidden, input_ids=ids, attention_mask=mask, position_ids=positions(mask),
+                                  logits_to_keep=keep, use_cache=False)[0]
+        first = (keep - 1 - cont_len if padding_side == "left"
+                 else torch.tensor([len(p) - 1 for p in prompt_ids], device=device))
         cols = (first[:, None] + steps[None, :]).clamp(max=states.shape[1] - 1)
         return states[torch.arange(len(conts), device=device)[:, None], cols], targets, valid
 
     def _shared_prompt_states(self, prompts, which, conts, width, hidden):
-        """`_scored_states` running each distinct prompt (`prompts`; row i has `prompts[which[i]]`) once: its last state predicts every sample's first token,
-        its KV cache is repeated for every sample, and the continuations (right-padded) run on it. With n samples
-        per prompt of P tokens and continuations of L, the pass costs P + n·L positions per prompt instead of
-        n·(P + L); gradients flow through the repeated cache back to the prompt's single pass."""
+        """`_scored_states` running each distinct prompt once (`prompts`; row i has `prompts[which[i]]`): its last
+        state predicts every sample's first token, its KV cache is repeated for every sample, and the continuations
+        (right-padded) run on it. With n samples per prompt of P tokens and continuations of L, the pass costs
+        P + n·L positions per prompt instead of n·(P + L); gradients flow through the repeated cache back to the
+        prompt's single pass."""
         device = self.device
         ids, mask = pad(prompts, self.pad_id, "left")
         ids, mask = ids.to(device), mask.to(device)

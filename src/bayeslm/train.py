@@ -40,6 +40,7 @@ from bayeslm.target import Target
 from bayeslm.train_config import TrainConfig
 from bayeslm.train_setup import make_objective, models, resolve_model, resolve_target, schedule
 
+
 class TrainingDiverged(RuntimeError):
     pass
 
