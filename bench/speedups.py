@@ -16,6 +16,8 @@
 4. drawing each token by inverting the CDF at one uniform per row (applied: `lm.draw`) instead of
    `torch.multinomial`, which draws one exponential per vocabulary entry per row. Timed: `sample` with each,
    interleaved, and one 64-row draw over SmolLM2's vocabulary alone.
+5. the output head's backward reusing the distributions of its forward (applied: `head.KEEP_ELEMENTS`) instead of
+   running the model's and the prior's head products again. Timed: `train_step` with each, interleaved.
 All with LoRA r = 8, fp32, 16 prompts × 4 samples, sampling never stopped by EOS (equal work every call).
 (Session 2's third candidate, the output head on a contiguous slice, is applied in `bayeslm/head.py`.)
 """
@@ -31,18 +33,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import torch  # noqa: E402
 
-from bayeslm import lm  # noqa: E402
+from bayeslm import head, lm  # noqa: E402
 
 
-def _with(attr: str, value, run):
-    """`run` with `bayeslm.lm.<attr>` replaced by `value` while it runs: the variant a candidate is timed against."""
+def _with(attr: str, value, run, module=lm):
+    """`run` with `module.<attr>` replaced by `value` while it runs: the variant a candidate is timed against."""
     def patched():
-        kept = getattr(lm, attr)
-        setattr(lm, attr, value)
+        kept = getattr(module, attr)
+        setattr(module, attr, value)
         try:
             return run()
         finally:
-            setattr(lm, attr, kept)
+            setattr(module, attr, kept)
     return patched
 
 
@@ -61,8 +63,8 @@ def main():
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--only", default="merge,prior,share,draw",
-                        help="comma-separated subset of merge,prior,share,draw")
+    parser.add_argument("--only", default="merge,prior,share,draw,keep",
+                        help="comma-separated subset of merge,prior,share,draw,keep")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     common.print_machine()
@@ -140,6 +142,13 @@ def main():
         print(f"inverse CDF sampling is {gain:.2f}× as fast; one {log_probs.shape[0]}-row draw: multinomial "
               f"{alone['multinomial'] * 1e3:.1f} ms, inverse CDF {alone['inverse CDF'] * 1e3:.1f} ms")
         figures["draw"] = {"seconds": times, "speedup": gain, "one_draw_seconds": alone}
+    if "keep" in args.only:
+        times = common.interleaved({"recomputed": _with("KEEP_ELEMENTS", 0, trainer.train_step, head),
+                                    "kept": trainer.train_step}, args.repeats, warmup=0)
+        gain = _compare(f"LoRA KL-RL step, {len(prompts)}×{args.samples} samples × {T} tokens", times, "recomputed",
+                        "kept")
+        print(f"keeping the head's distributions for backward is {gain:.2f}× as fast")
+        figures["keep"] = {"seconds": times, "speedup": gain}
     common.emit_json(args.json, figures)
 
 

@@ -5,6 +5,8 @@ the fused path reduces over the vocabulary in other shapes than the unfused one 
 per chunk), so values move by a few ulps: |Δ| ≤ 1e-5 on per-token log-probs and KLs of a few nats. A gradient sums
 over every scored position, so its error scales with its largest entries: |Δ| ≤ 1e-5·max|∇| per parameter
 tensor.
+Backward either reuses the distributions of forward (`keep`, the default at these sizes) or recomputes them
+(`keep=0`): both are checked against the naive formula.
 """
 
 import contextlib
@@ -14,7 +16,7 @@ import pytest
 import torch
 from conftest import PROMPTS
 
-from bayeslm.head import Head, token_scores
+from bayeslm.head import KEEP_ELEMENTS, Head, token_scores
 from bayeslm.lm import LM
 
 
@@ -56,31 +58,41 @@ def values_and_grads(fn, hidden, weight, seed=1):
     return [log_probs.detach(), kl.detach(), *grads]
 
 
+KEEP = [pytest.param(KEEP_ELEMENTS, id="kept"), pytest.param(0, id="recomputed")]
+
+
+@pytest.mark.parametrize("keep", KEEP)
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_fused_head_matches_the_naive_formula_in_float64(temperature):
+def test_fused_head_matches_the_naive_formula_in_float64(temperature, keep):
     hidden, weight, targets, prior_hidden, prior_weight = head_inputs(torch.float64)
     fused = values_and_grads(lambda: token_scores(hidden, Head(weight, temperature), targets, prior_hidden,
-                                                  Head(prior_weight, temperature), chunk=4), hidden, weight)
+                                                  Head(prior_weight, temperature), chunk=4, keep=keep),
+                             hidden, weight)
     reference = values_and_grads(lambda: naive(hidden, weight, targets, prior_hidden, prior_weight, temperature),
                                  hidden, weight)
     for x, y in zip(fused, reference):
         assert torch.allclose(x, y, rtol=0, atol=1e-10), (x - y).abs().max()
 
 
-def test_fused_head_passes_gradcheck():
+@pytest.mark.parametrize("keep", KEEP)
+def test_fused_head_passes_gradcheck(keep):
     hidden, weight, targets, prior_hidden, prior_weight = head_inputs(torch.float64, n=5, vocab=7)
     assert torch.autograd.gradcheck(
-        lambda h, w: token_scores(h, Head(w, 0.7), targets, prior_hidden, Head(prior_weight, 1.3), chunk=2)[:2],
+        lambda h, w: token_scores(h, Head(w, 0.7), targets, prior_hidden, Head(prior_weight, 1.3), chunk=2,
+                                  keep=keep)[:2],
         (hidden, weight))
+    assert torch.autograd.gradcheck(lambda h, w: token_scores(h, Head(w, 0.7), targets, chunk=2, keep=keep)[0],
+                                    (hidden, weight))
 
 
-def test_tokens_whose_probability_underflows_to_zero_score_like_the_unfused_path():
+@pytest.mark.parametrize("keep", KEEP)
+def test_tokens_whose_probability_underflows_to_zero_score_like_the_unfused_path(keep):
     # Hidden states 300× larger: logits spread over thousands of nats, and many probabilities are exactly 0, even
     # in float64 (below e^-745), where the comparison can be tight.
     hidden, weight, targets, prior_hidden, prior_weight = head_inputs(torch.float64, scale=300.0)
     assert ((hidden @ weight.T).log_softmax(-1).exp() == 0).any()
     fused = values_and_grads(lambda: token_scores(hidden, Head(weight), targets, prior_hidden, Head(prior_weight),
-                                                  chunk=4), hidden, weight)
+                                                  chunk=4, keep=keep), hidden, weight)
     reference = values_and_grads(lambda: naive(hidden, weight, targets, prior_hidden, prior_weight, 1.0),
                                  hidden, weight)
     for x, y in zip(fused, reference):

@@ -125,14 +125,16 @@ def distinct(rows: Sequence[Sequence[int]], device) -> tuple[list[tuple[int, ...
 def draw(log_probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One token per row [B] from the distributions exp(log_probs) [B, V], by inverting each row's CDF at one
     uniform. (`torch.multinomial` draws V exponentials per row: 98 ms of every 64-row decoding step of SmolLM2 on
-    a 2-core CPU.) The CDF is summed in fp64, so no token's probability moves by more than ~1e-16."""
-    probs = log_probs.double().exp()
-    cdf = probs.cumsum(-1)
-    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
-    token = torch.searchsorted(cdf, u, right=True).squeeze(-1)  # the first token whose CDF exceeds u: p > 0
-    # u may round up to the total: then the last token that can be drawn.
-    last = probs.shape[-1] - 1 - (probs > 0).flip(-1).int().argmax(-1)
-    return torch.minimum(token, last)
+    a 2-core CPU.) The probabilities are exponentiated in (at least) fp32, as exact as the fp32 log-probabilities
+    they come from, and summed in fp64, so that the CDF adds no rounding of its own that matters."""
+    probs = log_probs.to(torch.promote_types(log_probs.dtype, torch.float32)).exp()
+    cdf = probs.cumsum(-1, dtype=torch.float64)
+    total = cdf[:, -1:]
+    u = torch.rand(total.shape, generator=generator, device=cdf.device, dtype=cdf.dtype) * total
+    # Strictly below the total, so the first token whose CDF exceeds u exists and has p > 0 (a zero-probability
+    # token never raises the CDF).
+    u = torch.minimum(u, total.nextafter(torch.zeros_like(total)))
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1)
 
 
 def positions(mask: torch.Tensor) -> torch.Tensor:
