@@ -1,6 +1,7 @@
 """Issue 6, item 1: training throughput of bayeslm's KL-RL against TRL's RLOOTrainer, side by side in one run.
 
     .venv/bin/python bench/vs_trl.py [--steps 3] [--warmup 1] [--modes lora,full] [--trl-settings best,default]
+                                     [--flops]
 
 Both sides: the embedded SmolLM2-135M-Instruct prior (TRL loads the very safetensors bayeslm caches), the same
 16 prompts as user turns of the chat template, 16 prompts × 4 samples per optimiser step, at most 32 new
@@ -17,6 +18,11 @@ TRL lives in its own virtual environment, bench/.venv-trl (created on first use:
 never touches .venv, so bayeslm's transformers stays as it is); its side runs as a subprocess of this script,
 after bayeslm's, never at the same time. Samples/s are 64 / wall time of each optimiser step (generation,
 scoring, reward, forward, backward, update), median over the timed steps after warm-up.
+
+With --flops, one more step of each side runs under torch's FLOP counter (every matrix product, forward and
+backward, generation included, as executed), so that a ratio splits into work and speed: samples/s ratio =
+(TRL's FLOPs per sample ÷ bayeslm's) × (bayeslm's GFLOP/s ÷ TRL's), each side's GFLOP/s being its counted FLOPs
+per sample times its timed samples/s.
 """
 
 from __future__ import annotations
@@ -90,10 +96,17 @@ def trl_worker(args):
     data = Dataset.from_dict({"prompt": [[{"role": "user", "content": p}] for p in prompts] * 8})
     trainer = RLOOTrainer(model=model, reward_funcs=sentiment, args=config, train_dataset=data,
                           processing_class=tokenizer, peft_config=peft_config, callbacks=[StepTimer()])
-    trainer.train()
+    flops = None
+    if args.flops:  # warm-up and timed steps are 0 and 1 here: the one step runs under the counter
+        from common import count_flops
+
+        flops = count_flops(trainer.train)
+    else:
+        trainer.train()
     import trl
 
     print("RESULT " + json.dumps({"side": f"trl-{args.trl_setting}", "mode": args.mode, "step_seconds": times,
+                                  "flops": flops,
                                   "mean_completion_tokens": lengths, "bf16": bool(config.bf16),
                                   "gradient_checkpointing": bool(config.gradient_checkpointing),
                                   "trl": trl.__version__, "torch": torch.__version__}), flush=True)
@@ -111,10 +124,12 @@ def ensure_trl_venv():
                    check=True)
 
 
-def run_trl(args, mode: str, setting: str, steps: int, warmup: int) -> dict:
-    cmd = [str(getattr(args, "trl_python", None) or TRL_PY), __file__, "--trl-worker", "--device", args.device, "--mode", mode, "--trl-setting", setting, "--steps", str(steps),
-           "--warmup", str(warmup), "--prompts", str(args.prompts), "--samples", str(args.samples),
-           "--max-new-tokens", str(args.max_new_tokens), "--model-dir", str(args.model_dir)]
+def run_trl(args, mode: str, setting: str, steps: int, warmup: int, flops: bool = False) -> dict:
+    cmd = [str(getattr(args, "trl_python", None) or TRL_PY), __file__, "--trl-worker", "--device", args.device,
+           "--mode", mode, "--trl-setting", setting, "--steps", str(steps), "--warmup", str(warmup),
+           "--prompts", str(args.prompts), "--samples", str(args.samples),
+           "--max-new-tokens", str(args.max_new_tokens), "--model-dir", str(args.model_dir)] + (
+        ["--flops"] if flops else [])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -136,9 +151,15 @@ def run_bayeslm(args, mode: str) -> dict:
     trainer = common.klrl_trainer(lora=mode == "lora", n_prompts=args.prompts, samples_per_prompt=args.samples,
                                   max_new_tokens=args.max_new_tokens, batch_size=args.prompts * args.samples)
     records = [trainer.train_step() for _ in range(args.warmup + args.steps)][args.warmup:]
-    return {"side": "bayeslm", "mode": mode, "step_seconds": [r["step_seconds"] for r in records],
-            "mean_completion_tokens": [r["tokens_per_s"] * r["step_seconds"] / (args.prompts * args.samples)
-                                       for r in records]}
+    result = {"side": "bayeslm", "mode": mode, "step_seconds": [r["step_seconds"] for r in records],
+              "mean_completion_tokens": [r["tokens_per_s"] * r["step_seconds"] / (args.prompts * args.samples)
+                                         for r in records]}
+    if args.flops:
+        records = []
+        result["flops"] = common.count_flops(lambda: records.append(trainer.train_step()))
+        result["flops_completion_tokens"] = records[0]["tokens_per_s"] * records[0]["step_seconds"] / (
+            args.prompts * args.samples)
+    return result
 
 
 def main():
@@ -152,6 +173,8 @@ def main():
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--flops", action="store_true",
+                        help="count one more step of each side's FLOPs, to split the ratio into work and speed")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--trl-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
@@ -184,6 +207,9 @@ def main():
                 steps = args.default_steps if args.default_steps is not None else steps
                 warmup = args.default_warmup if args.default_warmup is not None else warmup
             results.append(run_trl(args, mode, setting, steps, warmup))
+            if args.flops:
+                counted = run_trl(args, mode, setting, 1, 0, flops=True)
+                results[-1].update(flops=counted["flops"], flops_completion_tokens=counted["mean_completion_tokens"][0])
             print(_line(results[-1], n), flush=True)
     print("\n## ratios (bayeslm samples/s ÷ TRL samples/s)")
     for mode in args.modes.split(","):
@@ -191,7 +217,11 @@ def main():
         for r in results:
             if r["mode"] == mode and r["side"] != "bayeslm":
                 ratio = common.median(r["step_seconds"]) / common.median(ours["step_seconds"])
-                print(f"{mode:5s} bayeslm / {r['side']:12s}: {ratio:.2f}×")
+                line = f"{mode:5s} bayeslm / {r['side']:12s}: {ratio:.2f}×"
+                if args.flops:
+                    work = r["flops"] / ours["flops"]
+                    line += f" = {work:.2f}× fewer FLOPs per sample × {ratio / work:.2f}× the GFLOP/s"
+                print(line)
     common.emit_json(args.json, {"config": vars(args) | {"model_dir": str(args.model_dir)},
                                  "machine": common.machine(), "results": results})
 
@@ -203,8 +233,10 @@ def _line(r: dict, n: int) -> str:
     extra = f" (bf16={r['bf16']}, gradient_checkpointing={r['gradient_checkpointing']}, trl {r['trl']})" \
         if "trl" in r else ""
     tokens = sum(r["mean_completion_tokens"]) / max(1, len(r["mean_completion_tokens"]))
+    flops = (f"; one more step counted: {r['flops'] / 1e12:.2f} TFLOP ({r['flops_completion_tokens']:.1f} tokens "
+             f"per completion), {r['flops'] / t / 1e9:.0f} GFLOP/s at the median step time") if r.get("flops") else ""
     return (f"{r['side']:12s} {r['mode']:5s} step {common.spread(r['step_seconds'])}  {n / t:6.2f} samples/s, "
-            f"{tokens:.1f} tokens per completion{extra}")
+            f"{tokens:.1f} tokens per completion{extra}{flops}")
 
 
 if __name__ == "__main__":
