@@ -56,8 +56,8 @@ def token_scores(hidden: torch.Tensor, head: Head, targets: torch.Tensor, prior_
 
 def _log_dist(hidden, weight, temperature, dtype):
     """Warped log-distribution [n, V] of a chunk; `weight` is already in `dtype`."""
-    logits = hidden.to(dtype) @ weight.T
-    return (logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature).log_softmax(-1)
+    logits = (hidden.to(dtype) @ weight.T).to(torch.promote_types(dtype, torch.float32))
+    return (logits / temperature if temperature != 1 else logits).log_softmax(-1)  # [n, V]: no pass to spare
 
 
 def _distributions(hidden, w, prior_hidden, w0, heads):
@@ -123,11 +123,15 @@ class _HeadScores(torch.autograd.Function):
                 coeff = coeff + grad_kl[rows, None].to(p.dtype) * (diff - kl[rows, None])
             grad_logits = p * coeff
             grad_logits.scatter_add_(-1, targets[rows, None], grad_log_probs[rows, None].to(p.dtype))
-            grad_logits = (grad_logits / temperature).to(dtype)
+            grad_logits = (grad_logits / temperature if temperature != 1 else grad_logits).to(dtype)
             if want_hidden:
                 grad_hidden[rows] = grad_logits @ w
             if want_weight:
-                grad_weight += grad_logits.T @ hidden[rows].to(dtype)
+                product = grad_logits.T, hidden[rows].to(dtype)
+                if grad_weight.dtype == dtype:  # in place: no [V, H] temporary per chunk (3.5× as fast on a CPU)
+                    grad_weight.addmm_(*product)
+                else:  # a bf16 product summed in fp32
+                    grad_weight += torch.mm(*product)
         if want_weight:
             grad_weight = grad_weight.to(weight.dtype)
         return grad_hidden, grad_weight, None, None, None, None, None, None
