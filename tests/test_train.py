@@ -92,7 +92,7 @@ def test_an_existing_run_is_never_overwritten_silently(tmp_path):
     train(config(steps=1, eval_n=0), run, overwrite=True, quiet=True)
 
 
-def test_lora_prior_is_the_base_with_the_adapter_off(tmp_path):
+def test_lora_prior_is_the_base_with_the_adapter_off(tmp_path, monkeypatch):
     run = tmp_path / "lora"
     trainer_config = config(objective="klrl", lora={"r": 4}, steps=3, lr=1e-2, eval_n=0)
     from bayeslm.train_setup import resolve_target
@@ -107,6 +107,15 @@ def test_lora_prior_is_the_base_with_the_adapter_off(tmp_path):
     model_now = trainer.model.log_prob(samples.sample_prompts, samples.continuations).detach()
     assert torch.allclose(prior_now, before, atol=1e-6)  # the prior did not move
     assert not torch.allclose(model_now, before, atol=1e-3)  # the model did
+    # Sampling the prior switches the adapter off once for all its decoding steps, and back on after.
+    tuner, switches = trainer.model.model.base_model, []
+    monkeypatch.setattr(tuner, "disable_adapter_layers",
+                        lambda switch=tuner.disable_adapter_layers: switches.append(switch()))
+    again = trainer.target.prior.sample(PROMPTS, 8, 3, seed=0)
+    assert len(switches) == 1
+    assert torch.equal(again.tokens, samples.tokens)
+    assert torch.allclose(again.token_log_probs, samples.token_log_probs, atol=1e-6)
+    assert torch.equal(trainer.model.log_prob(samples.sample_prompts, samples.continuations).detach(), model_now)
     trained = sum(p.numel() for p in trainer.model.model.parameters() if p.requires_grad)
     assert trained < sum(p.numel() for p in trainer.model.model.parameters()) / 2
     trainer.finish()
