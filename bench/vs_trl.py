@@ -150,15 +150,16 @@ def run_bayeslm(args, mode: str) -> dict:
 
     trainer = common.klrl_trainer(lora=mode == "lora", n_prompts=args.prompts, samples_per_prompt=args.samples,
                                   max_new_tokens=args.max_new_tokens, batch_size=args.prompts * args.samples)
+    def completion_tokens(record):
+        return record["tokens_per_s"] * record["step_seconds"] / (args.prompts * args.samples)
+
     records = [trainer.train_step() for _ in range(args.warmup + args.steps)][args.warmup:]
     result = {"side": "bayeslm", "mode": mode, "step_seconds": [r["step_seconds"] for r in records],
-              "mean_completion_tokens": [r["tokens_per_s"] * r["step_seconds"] / (args.prompts * args.samples)
-                                         for r in records]}
+              "mean_completion_tokens": [completion_tokens(r) for r in records]}
     if args.flops:
-        records = []
-        result["flops"] = common.count_flops(lambda: records.append(trainer.train_step()))
-        result["flops_completion_tokens"] = records[0]["tokens_per_s"] * records[0]["step_seconds"] / (
-            args.prompts * args.samples)
+        counted = []
+        result["flops"] = common.count_flops(lambda: counted.append(trainer.train_step()))
+        result["flops_completion_tokens"] = completion_tokens(counted[0])
     return result
 
 

@@ -61,14 +61,14 @@ def _log_dist(hidden, weight, temperature, dtype):
     return (logits / temperature if temperature != 1 else logits).log_softmax(-1)  # ÷ 1 would be a pass over [n, V]
 
 
-def _distributions(hidden, w, prior_hidden, w0, heads):
-    """A chunk's log p and p [n, V] and, against a prior, log q and log p − log q (0 where p cannot emit the token,
-    even where q gives −inf, so that 0·log 0 = 0)."""
+def _distributions(rows, hidden, w, prior_hidden, w0, heads):
+    """Chunk `rows`' log p and p [n, V] and, against a prior, log q and log p − log q (0 where p cannot emit the
+    token, even where q gives −inf, so that 0·log 0 = 0)."""
     temperature, dtype, prior_temperature, prior_dtype = heads
-    log_p = _log_dist(hidden, w, temperature, dtype)
+    log_p = _log_dist(hidden[rows], w, temperature, dtype)
     if w0 is None:
         return log_p, log_p.exp(), None, None
-    log_q = _log_dist(prior_hidden, w0, prior_temperature, prior_dtype)
+    log_q = _log_dist(prior_hidden[rows], w0, prior_temperature, prior_dtype)
     diff = torch.where(log_p > float("-inf"), log_p - log_q, torch.zeros((), device=log_p.device))
     return log_p, log_p.exp(), log_q, diff
 
@@ -76,8 +76,9 @@ def _distributions(hidden, w, prior_hidden, w0, heads):
 class _HeadScores(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, prior_hidden, prior_weight, targets, heads, chunk, keep):
-        w = weight.to(heads[1])  # cast once, not per chunk (a bf16 copy of the head under autocast)
-        w0 = prior_weight.to(heads[3]) if prior_weight is not None else None
+        _, dtype, _, prior_dtype = heads
+        w = weight.to(dtype)  # cast once, not per chunk (a bf16 copy of the head under autocast)
+        w0 = prior_weight.to(prior_dtype) if prior_weight is not None else None
         n = hidden.shape[0]
         out = torch.promote_types(hidden.dtype, torch.float32)
         log_probs = hidden.new_zeros(n, dtype=out)
@@ -86,8 +87,7 @@ class _HeadScores(torch.autograd.Function):
         kept = [hidden.new_empty(n, w.shape[0], dtype=out) for _ in range(1 if w0 is None else 2)] if keep else []
         for s in range(0, n, chunk):
             rows = slice(s, s + chunk)
-            log_p, p, log_q, diff = _distributions(hidden[rows], w, prior_hidden[rows] if w0 is not None else None,
-                                                   w0, heads)
+            log_p, p, log_q, diff = _distributions(rows, hidden, w, prior_hidden, w0, heads)
             log_probs[rows] = log_p.gather(-1, targets[rows, None]).squeeze(-1)
             if w0 is not None:
                 kl[rows] = (p * diff).sum(-1)
@@ -102,9 +102,9 @@ class _HeadScores(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_log_probs, grad_kl, _):
         hidden, weight, prior_hidden, prior_weight, targets, kl, *kept = ctx.saved_tensors
-        temperature, dtype = ctx.heads[:2]
+        temperature, dtype, _, prior_dtype = ctx.heads
         w = weight.to(dtype)
-        w0 = prior_weight.to(ctx.heads[3]) if prior_weight is not None else None
+        w0 = prior_weight.to(prior_dtype) if prior_weight is not None else None
         want_hidden, want_weight = ctx.needs_input_grad[:2]
         grad_hidden = torch.empty_like(hidden) if want_hidden else None
         grad_weight = torch.zeros_like(weight, dtype=torch.promote_types(weight.dtype, torch.float32)) \
@@ -116,8 +116,7 @@ class _HeadScores(torch.autograd.Function):
             if kept:
                 p, diff = kept[0][rows], kept[1][rows] if w0 is not None else None
             else:
-                _, p, _, diff = _distributions(hidden[rows], w, prior_hidden[rows] if w0 is not None else None, w0,
-                                               ctx.heads)
+                _, p, _, diff = _distributions(rows, hidden, w, prior_hidden, w0, ctx.heads)
             # d/dlogits of log p(t) is onehot(t) − p; of KL it is p ⊙ (log p − log q − KL).
             coeff = -grad_log_probs[rows, None].to(p.dtype)
             if w0 is not None:
