@@ -102,6 +102,10 @@ class Samples:
         return self.tokens.shape[0]
 
 
+# eager: transformers' dynamic KV cache; compiled: a static cache and one compiled graph per decoding step.
+DECODINGS = ("eager", "compiled")
+
+
 def pad(rows: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Pads token rows to one length; returns ids and the attention mask (1 on real tokens)."""
     width = max(len(r) for r in rows)
@@ -142,36 +146,6 @@ def positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-class Decoder:
-    """An LM run token by token over a batch of token rows, keeping its KV cache: the prompts are left-padded
-    so that every row's next token goes in the last column. `logits` [B, V] predict each row's next token."""
-
-    def __init__(self, lm: LM, rows: Sequence[Sequence[int]]):
-        prompts, which = distinct(rows, lm.device)  # a prompt's n samples share its pass and then its cache
-        ids, mask = pad(prompts, lm.pad_id, "left")
-        ids, mask = ids.to(lm.device), mask.to(lm.device)
-        out = lm.forward(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True,
-                         logits_to_keep=1)
-        self.lm, self.mask, self.logits, self.cache = lm, mask[which], out.logits[which, -1], out.past_key_values
-        self.positions = positions(self.mask)
-        if len(prompts) < len(rows):
-            self.cache.reorder_cache(which)
-
-    def feed(self, tokens: torch.Tensor):
-        """Appends one token [B] to every row."""
-        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], 1)
-        self.positions = self.positions[:, -1:] + 1
-        out = self.lm.forward(input_ids=tokens.to(self.mask.device)[:, None], attention_mask=self.mask,
-                              position_ids=self.positions, past_key_values=self.cache, use_cache=True)
-        self.logits, self.cache = out.logits[:, -1], out.past_key_values
-
-    def reorder(self, index: torch.Tensor):
-        """Keeps rows `index` (with repeats): resampling particles moves their caches with them."""
-        index = index.to(self.mask.device)
-        self.mask, self.positions, self.logits = self.mask[index], self.positions[index], self.logits[index]
-        self.cache.reorder_cache(index)
-
-
 class LM:
     """A Hugging Face causal LM and its tokenizer, as a distribution over continuations of prompts.
 
@@ -181,7 +155,7 @@ class LM:
     """
 
     def __init__(self, model, tokenizer, *, chat: bool = False, warp: Warp = Warp(), batch_size: int = 64,
-                 name: str = "model", autocast: torch.dtype | None = None):
+                 name: str = "model", autocast: torch.dtype | None = None, decoding: str = "eager"):
         if tokenizer.eos_token_id is None:
             raise ValueError(f"the tokenizer of {name} has no EOS token: set tokenizer.eos_token before use, "
                              "since sequences are only complete when they end with EOS")
@@ -192,6 +166,9 @@ class LM:
         self.batch_size = batch_size
         self.name = name
         self.autocast = autocast  # e.g. torch.bfloat16: matrix products in bf16, log-probs still in fp32
+        if decoding not in DECODINGS:
+            raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
+        self.decoding = decoding  # how sampling runs (see bayeslm.decoding), never what it draws
         self.adapter_disabled = False  # a PEFT model with its adapter switched off is its own prior
         eos = {tokenizer.eos_token_id}
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -324,8 +301,16 @@ class LM:
         texts = self.decode([row[:k] for row, k in zip(tokens.tolist(), length.tolist())])
         return Samples(list(prompts), n, tokens, length, logps, ended, texts)
 
+    def decoder(self, rows: Sequence[Sequence[int]], max_new_tokens: int):
+        """A `bayeslm.decoding` decoder that has run the token rows `rows`, for up to `max_new_tokens` more
+        tokens; close it when done."""
+        from bayeslm import decoding
+
+        if self.decoding == "compiled":
+            return decoding.StaticDecoder(self, rows, max_new_tokens)
+        return decoding.Decoder(self, rows)
+
     def _sample_batch(self, prompt_rows, max_new_tokens, generator):
-        decoder = Decoder(self, prompt_rows)
         device, batch = self.device, len(prompt_rows)
         eos_ids = self.eos_ids.to(device)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -334,16 +319,17 @@ class LM:
         # Asking whether every row has ended waits for the GPU; asked every step, it stops the host from queueing
         # the next step's kernels while the GPU works. On a GPU ask every 8 steps (at most 7 steps of padding).
         check_every = 1 if device.type == "cpu" else 8
-        for t in range(max_new_tokens):
-            log_probs = self.warp.log_probs(decoder.logits)
-            token = draw(log_probs, generator)
-            token_logp = log_probs.gather(-1, token[:, None]).squeeze(-1)
-            tokens[:, t] = torch.where(finished, self.pad_id, token)
-            logps[:, t] = torch.where(finished, 0.0, token_logp)
-            finished |= torch.isin(token, eos_ids)
-            if t + 1 == max_new_tokens or ((t + 1) % check_every == 0 and bool(finished.all())):
-                break
-            decoder.feed(tokens[:, t])
+        with contextlib.closing(self.decoder(prompt_rows, max_new_tokens)) as decoder:
+            for t in range(max_new_tokens):
+                log_probs = self.warp.log_probs(decoder.logits)
+                token = draw(log_probs, generator)
+                token_logp = log_probs.gather(-1, token[:, None]).squeeze(-1)
+                tokens[:, t] = torch.where(finished, self.pad_id, token)
+                logps[:, t] = torch.where(finished, 0.0, token_logp)
+                finished |= torch.isin(token, eos_ids)
+                if t + 1 == max_new_tokens or ((t + 1) % check_every == 0 and bool(finished.all())):
+                    break
+                decoder.feed(tokens[:, t])
         return tokens.cpu(), logps.cpu()
 
     def _lengths(self, tokens):

@@ -34,7 +34,7 @@ import torch
 
 from bayeslm import progress
 from bayeslm.estimate import Estimate
-from bayeslm.lm import LM, Decoder, draw
+from bayeslm.lm import LM, draw
 from bayeslm.prefix import prefix_log_phi, steers
 from bayeslm.samplers.pool import Pool, generators
 from bayeslm.samplers.result import Draws
@@ -85,9 +85,9 @@ def _run(target, proposal, chunk, N, ess_threshold, sampling, decide, bar):
     P, L = len(chunk), target.max_new_tokens
     prompts = [target.prompts[c] for c in chunk]
     particle_prompts = [p for p in prompts for _ in range(N)]
-    q_run = Decoder(proposal, proposal.encode_prompts(particle_prompts))
+    q_run = proposal.decoder(proposal.encode_prompts(particle_prompts), L)
     # The prior needs its own forward pass only when it is another model; another warp reuses the logits.
-    p_run = q_run if prior.shares_forward(proposal) else Decoder(prior, prior.encode_prompts(particle_prompts))
+    p_run = q_run if prior.shares_forward(proposal) else prior.decoder(prior.encode_prompts(particle_prompts), L)
     rows = P * N
     eos_ids = proposal.eos_ids.to(device)
     tokens = torch.full((rows, L), proposal.pad_id, dtype=torch.long, device=device)
@@ -136,6 +136,8 @@ def _run(target, proposal, chunk, N, ess_threshold, sampling, decide, bar):
         q_run.feed(tokens[:, t])
         if p_run is not q_run:
             p_run.feed(tokens[:, t])
+    q_run.close()
+    p_run.close()
     log_z += torch.logsumexp(log_w.reshape(P, N), 1) - math.log(N)
     continuations = [row[:k] for row, k in zip(tokens.cpu().tolist(), length.tolist())]
     texts = proposal.decode(continuations)

@@ -1,0 +1,111 @@
+"""The compiled decoder (a static KV cache, one compiled graph per step) samples what the eager one samples.
+
+On the CPU the step is compiled with the `aot_eager` backend: the same graph capture as on a GPU (guards,
+recompilation, in-place cache updates) in seconds, without generating kernels. tests/test_cuda.py runs the
+CUDA-graph mode itself."""
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from torch._dynamo.utils import counters
+from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+
+from bayeslm import decoding
+from bayeslm.lm import LM
+from bayeslm.potentials import Exponential
+from bayeslm.prefix import Forbid
+from bayeslm.samplers.smc import smc
+from bayeslm.toy import ToyConfig, toy_lm, toy_tokenizer
+
+PROMPTS = ["", "the movie", "not very good the movie"]  # three widths: left padding in every batch
+
+
+@pytest.fixture(autouse=True)
+def compiled_without_codegen(monkeypatch):
+    monkeypatch.setitem(decoding._COMPILED, "cpu", torch.compile(decoding._step, backend="aot_eager",
+                                                                 dynamic=False))
+    torch._dynamo.reset()
+    counters.clear()
+
+
+def llama(**settings) -> LM:
+    """A tiny Llama (rotary positions, grouped-query attention: SmolLM2's architecture) on the toy vocabulary."""
+    tokenizer = toy_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    return LM(LlamaForCausalLM(config).eval(), tokenizer, name="llama", **settings)
+
+
+def models():
+    return {"gpt2": toy_lm(ToyConfig(seed=0, train_steps=50)), "llama": llama()}
+
+
+def agree(eager, compiled):
+    assert torch.equal(eager.tokens, compiled.tokens)
+    assert torch.allclose(eager.token_log_probs, compiled.token_log_probs, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_compiled_decoding_draws_what_eager_decoding_draws(name):
+    lm = models()[name]
+    lm.batch_size = 8  # 12 rows: a full batch and a ragged one
+    eager = lm.sample(PROMPTS, n=4, max_new_tokens=6, seed=0)
+    compiled = lm._view(decoding="compiled").sample(PROMPTS, n=4, max_new_tokens=6, seed=0)
+    agree(eager, compiled)
+    assert eager.ended.any() and not eager.ended.all()
+
+
+def test_compiled_sampler_and_scorer_agree():
+    lm = llama(decoding="compiled")
+    samples = lm.sample(PROMPTS, n=32, max_new_tokens=6, seed=1)
+    for side in ("left", "right"):
+        rescored = lm.log_prob(samples.sample_prompts, samples.continuations, padding_side=side)
+        assert torch.allclose(rescored, samples.log_prob, atol=1e-4)
+
+
+def test_batches_of_one_shape_reuse_one_graph_and_one_cache():
+    """A new graph or a new cache for every batch would capture a CUDA graph again every batch."""
+    lm = llama(decoding="compiled")
+    for seed in range(3):
+        lm.sample(PROMPTS, n=4, max_new_tokens=6, seed=seed)
+    other = llama(decoding="compiled")  # another model of the same architecture: the same graph
+    other.sample(PROMPTS, n=4, max_new_tokens=6, seed=0)
+    assert counters["stats"]["unique_graphs"] == 1
+    assert [len(free) for free in decoding._POOLS[lm.model][False].values()] == [1]
+    lm.sample(PROMPTS, n=5, max_new_tokens=6, seed=0)  # another number of rows compiles once more
+    assert counters["stats"]["unique_graphs"] == 2
+
+
+def test_compiled_smc_resamples_particles_and_their_caches():
+    """SMC reorders each decoder's cache at every resampling; here the proposal is a LoRA model and the prior its
+    adapter-off view: two compiled decoders alive at once on one network."""
+    prior = llama()
+    model = get_peft_model(prior.model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    proposal = LM(model, prior.tokenizer, name="lora")
+    prior.model, prior.adapter_disabled = model, True
+    target = (prior * Exponential(lambda texts, prompts: [t.count("good") for t in texts], beta=1.0)
+              * Forbid(["bad"])).given(PROMPTS, max_new_tokens=5)
+    draws = {way: smc(target, proposal._view(decoding=way), n=16, ess_threshold=1.0, seed=2)
+             for way in ("eager", "compiled")}
+    assert draws["eager"].figures["resampling_steps"] >= 2
+    assert draws["eager"].samples.continuations == draws["compiled"].samples.continuations
+    assert torch.allclose(draws["eager"].log_weight, draws["compiled"].log_weight, atol=1e-4)
+    assert torch.allclose(draws["eager"].log_z_per_prompt, draws["compiled"].log_z_per_prompt, atol=1e-4)
+
+
+def test_unknown_decoding_is_refused():
+    with pytest.raises(ValueError, match="decoding must be one of eager, compiled, got 'fast'"):
+        llama(decoding="fast")
+
+
+def test_sliding_window_model_is_refused_with_the_fix():
+    tokenizer = toy_tokenizer()
+    config = MistralConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, sliding_window=4,
+                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    lm = LM(MistralForCausalLM(config).eval(), tokenizer, name="mistral", decoding="compiled")
+    with pytest.raises(ValueError, match="sliding-window.*use decoding: eager"):
+        lm.sample(PROMPTS, n=2, max_new_tokens=4, seed=0)
