@@ -7,6 +7,7 @@ CUDA-graph mode itself."""
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
+from test_train import config, metrics
 from torch._dynamo.utils import counters
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
@@ -16,6 +17,7 @@ from bayeslm.potentials import Exponential
 from bayeslm.prefix import Forbid
 from bayeslm.samplers.smc import smc
 from bayeslm.toy import ToyConfig, toy_lm, toy_tokenizer
+from bayeslm.train import train
 
 PROMPTS = ["", "the movie", "not very good the movie"]  # three widths: left padding in every batch
 
@@ -109,3 +111,17 @@ def test_sliding_window_model_is_refused_with_the_fix():
     lm = LM(MistralForCausalLM(config).eval(), tokenizer, name="mistral", decoding="compiled")
     with pytest.raises(ValueError, match="sliding-window.*use decoding: eager"):
         lm.sample(PROMPTS, n=2, max_new_tokens=4, seed=0)
+
+
+@pytest.mark.parametrize("objective", ["klrl", "dpg"])
+def test_training_with_compiled_decoding_takes_the_eager_step(tmp_path, objective):
+    """`decoding: compiled` reaches every sampler of a run (the model's, DPG's proposal, the final evaluation)
+    and changes how it runs, not what it draws: the same seed takes the same first step. (Later steps drift
+    apart: AdamW's first update is lr·sign(g), so gradient entries that are zero up to rounding move by a full
+    lr one way or the other.)"""
+    for way in ("eager", "compiled"):
+        train(config(objective=objective, decoding=way, steps=1, eval_n=8), tmp_path / way, quiet=True)
+    [eager], [compiled] = metrics(tmp_path / "eager"), metrics(tmp_path / "compiled")
+    for key in ("loss", "grad_norm", "reward_mean", "kl_model_target", "ess", "entropy"):
+        assert compiled[key] == pytest.approx(eager[key], rel=1e-5, abs=1e-6), key
+    assert counters["stats"]["unique_graphs"] >= 1  # the compiled step did run

@@ -79,6 +79,10 @@ class TrainConfig:
                                                            "master weights and log-probabilities; faster only "
                                                            "where bf16 is native (GPUs, CPUs with AMX or "
                                                            "AVX512-BF16)")
+    decoding: Literal["eager", "compiled"] = field(
+        "eager", doc="how sampling runs, never what it draws: compiled decodes on a static KV cache with one "
+                     "compiled graph per step (a CUDA graph on a GPU, where decoding is bound by kernel launches); "
+                     "each new batch shape compiles once, tens of seconds. The CPU gains nothing from it")
     gradient_checkpointing: bool = field(False, doc="recompute each layer's activations in the backward pass "
                                                      "instead of keeping them: activation memory of about one layer "
                                                      "for about a third more compute, and each sample's scoring runs "

@@ -63,7 +63,7 @@ def models(config: TrainConfig, target: Target, device: torch.device) -> tuple[L
     else:
         start.requires_grad_(True)
     model = LM(start, prior.tokenizer, chat=prior.chat, warp=prior.warp, batch_size=config.batch_size,
-               name="model")
+               name="model", decoding=config.decoding)
     if config.lora is not None and config.model is None:
         # get_peft_model injected the adapter into the prior's own modules, so the prior object itself becomes
         # the adapter-off view: every holder of it (the caller's target too) keeps scoring π0.
@@ -77,6 +77,7 @@ def models(config: TrainConfig, target: Target, device: torch.device) -> tuple[L
                   file=sys.stderr)
         model.autocast = torch.bfloat16
         target = replace(target, prior=target.prior._view(autocast=torch.bfloat16))
+    target = replace(target, prior=target.prior._view(decoding=config.decoding))
     return model, target
 
 
