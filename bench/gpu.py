@@ -3,16 +3,18 @@ both built from a config (nothing is downloaded; the weights are random, which c
 runs to the length limit on both sides, as a random model almost never draws EOS).
 
     python bench/gpu.py [--models smollm2,1b] [--modes lora,full] [--precisions bf16,fp32] [--trl]
+                        [--decodings eager,compiled]
 
 1. Peak: bf16, tf32 and fp32 matrix products (8192³), TFLOP/s.
-2. Agreement: each model samples 16 × 4 continuations and scores them again, per precision; the largest gap
-   (nats per sequence) is the tolerance the sampler/scorer agreement holds to there.
-3. Overhead: `LM.sample` against `model.generate` on the same rows (EOS off on both sides); `LM.log_prob`
-   against a raw forward pass (logits_to_keep, log-softmax, gather).
+2. Agreement: each model samples 16 × 4 continuations and scores them again, per precision and decoding; the
+   largest gap (nats per sequence) is the tolerance the sampler/scorer agreement holds to there.
+3. Overhead: `LM.sample` (each decoding: eager, and compiled, whose first call compiles and is timed apart)
+   against `model.generate` on the same rows (EOS off on both sides); `LM.log_prob` against a raw forward pass
+   (logits_to_keep, log-softmax, gather).
 4. Training: a KL-RL step (analytic KL, leave-one-out baseline; generation, prior scoring, model and prior
    forward, backward, AdamW), 16 prompts × 4 samples × 32 tokens, LoRA (r 8) and full fine-tuning, per
-   precision: samples/s, tokens/s, FLOPs per step (FlopCounterMode, as executed), the fraction of the bf16 peak,
-   and peak GPU memory against inference (sampling and scoring) at the same batch.
+   precision and decoding: samples/s, tokens/s, FLOPs per step (FlopCounterMode, as executed, eagerly), the
+   fraction of the bf16 peak, and peak GPU memory against inference (sampling and scoring) at the same batch.
 5. With --trl: TRL's RLOOTrainer on the same GPU, model and batch (its default setting, and its best here: bf16,
    no gradient checkpointing), against bayeslm in bf16; see vs_trl.py for what both sides do.
 
@@ -107,13 +109,15 @@ def target_of(lm, args):
 def agreement(lm, args) -> dict:
     out = {}
     for name, dtype in PRECISIONS.items():
-        view = lm._view(autocast=dtype)
-        samples = view.sample(common.PROMPTS[:args.prompts], args.samples, args.max_new_tokens, seed=0)
-        with torch.no_grad():
-            gap = (view.log_prob(samples.sample_prompts, samples.continuations).cpu() - samples.log_prob).abs()
-        out[name] = {"max_nats_per_sequence": gap.max().item(), "mean_nats_per_sequence": gap.mean().item()}
-        print(f"sampler/scorer gap, {name}: max {gap.max().item():.2e}, mean {gap.mean().item():.2e} nats per "
-              f"sequence of {args.max_new_tokens} tokens", flush=True)
+        for decoding in args.decodings:
+            view = lm._view(autocast=dtype, decoding=decoding)
+            samples = view.sample(common.PROMPTS[:args.prompts], args.samples, args.max_new_tokens, seed=0)
+            with torch.no_grad():
+                gap = (view.log_prob(samples.sample_prompts, samples.continuations).cpu() - samples.log_prob).abs()
+            out[f"{name} {decoding}"] = {"max_nats_per_sequence": gap.max().item(),
+                                         "mean_nats_per_sequence": gap.mean().item()}
+            print(f"sampler/scorer gap, {name}, {decoding} decoding: max {gap.max().item():.2e}, mean "
+                  f"{gap.mean().item():.2e} nats per sequence of {args.max_new_tokens} tokens", flush=True)
     return out
 
 
@@ -146,17 +150,27 @@ def overhead(lm, args, device, precision: str) -> dict:
         with torch.no_grad():
             return view.log_prob(samples.sample_prompts, samples.continuations)
 
-    fns = {"sample": lambda: view.sample(prompts, args.samples, T, seed=1), "generate": generate,
-           "log_prob": scores, "raw_forward": raw_scores}
+    fns = {"generate": generate, "log_prob": scores, "raw_forward": raw_scores}
+    first = {}
+    for decoding in args.decodings:
+        decoder = view._view(decoding=decoding)
+        fns[f"sample {decoding}"] = lambda d=decoder: d.sample(prompts, args.samples, T, seed=1)
+        first[decoding] = timed(fns[f"sample {decoding}"], device)  # compiled: compiles and captures
     times = common.interleaved({k: (lambda f=f: timed(f, device)) for k, f in fns.items()}, args.repeats)
     med = {k: common.median(v) for k, v in times.items()}
-    out = {"seconds": med, "sample_overhead": med["sample"] / med["generate"] - 1,
-           "log_prob_overhead": med["log_prob"] / med["raw_forward"] - 1,
-           "sample_tokens_per_s": len(rows) * T / med["sample"]}
-    print(f"overhead ({precision}): sample {med['sample']:.3f} s vs generate {med['generate']:.3f} s "
-          f"({100 * out['sample_overhead']:+.1f}%), {out['sample_tokens_per_s']:.0f} tokens/s; log_prob "
-          f"{med['log_prob'] * 1e3:.1f} ms vs raw forward {med['raw_forward'] * 1e3:.1f} ms "
-          f"({100 * out['log_prob_overhead']:+.1f}%)", flush=True)
+    out = {"seconds": med, "first_sample_seconds": first, "log_prob_overhead": med["log_prob"] / med["raw_forward"] - 1}
+    for decoding in args.decodings:
+        sample = med[f"sample {decoding}"]
+        out[f"sample_overhead {decoding}"] = sample / med["generate"] - 1
+        out[f"sample_tokens_per_s {decoding}"] = len(rows) * T / sample
+        print(f"overhead ({precision}): sample, {decoding} decoding, {sample:.3f} s vs generate "
+              f"{med['generate']:.3f} s ({100 * (sample / med['generate'] - 1):+.1f}%), "
+              f"{len(rows) * T / sample:.0f} tokens/s (first call {first[decoding]:.1f} s)", flush=True)
+    if {"eager", "compiled"} <= set(args.decodings):
+        out["compiled_speedup"] = med["sample eager"] / med["sample compiled"]
+        print(f"compiled decoding samples {out['compiled_speedup']:.2f}× as fast as eager ({precision})", flush=True)
+    print(f"overhead ({precision}): log_prob {med['log_prob'] * 1e3:.1f} ms vs raw forward "
+          f"{med['raw_forward'] * 1e3:.1f} ms ({100 * out['log_prob_overhead']:+.1f}%)", flush=True)
     return out
 
 
@@ -200,9 +214,10 @@ def inference_peak(lm, args, device, precision: str) -> int:
 
 
 def train_figures(model, tokenizer, args, device, mode: str, precision: str, peak_bf16: float,
-                  backward: int | None = None, flops: int | None = None) -> dict:
+                  backward: int | None = None, flops: int | None = None, decoding: str = "eager") -> dict:
     """One configuration's steps; `flops` given (the same work as a configuration already counted) skips the
-    count: FlopCounterMode rejects the grouped-query attention call that small slices take."""
+    count: FlopCounterMode rejects the grouped-query attention call that small slices take, and does not see
+    inside compiled graphs."""
     from bayeslm.config import load
     from bayeslm.train import Trainer
     from bayeslm.train_config import TrainConfig
@@ -214,7 +229,7 @@ def train_figures(model, tokenizer, args, device, mode: str, precision: str, pea
     inference = inference_peak(lm, args, device, precision)
     settings = {"target": "inline", "steps": 10**6, "prompts_per_step": args.prompts,
                 "samples_per_prompt": args.samples, "lr": 1e-5, "precision": precision, "eval_n": 0,
-                "batch_size": n, "backward_batch_size": backward, "device": str(device)}
+                "batch_size": n, "backward_batch_size": backward, "device": str(device), "decoding": decoding}
     if mode == "lora":
         settings["lora"] = {"r": 8, "alpha": 16}
     trainer = Trainer(load(TrainConfig, settings), Path(tempfile.mkdtemp(prefix="bayeslm-gpu-")),
@@ -232,13 +247,15 @@ def train_figures(model, tokenizer, args, device, mode: str, precision: str, pea
         seconds.append(timed(lambda: records.append(trainer.train_step()), device))
     training = torch.cuda.max_memory_allocated(device)
     t = common.median(seconds)
-    row = {"mode": mode, "precision": precision, "backward_batch_size": backward or n, "step_seconds": seconds, "samples_per_s": n / t,
+    row = {"mode": mode, "precision": precision, "decoding": decoding, "backward_batch_size": backward or n,
+           "step_seconds": seconds, "samples_per_s": n / t,
            "tokens_per_s": n * args.max_new_tokens / t, "flops": flops, "achieved_tflops": flops / t / 1e12,
            "fraction_of_bf16_peak": flops / t / 1e12 / peak_bf16, "times_bf16_floor": t * peak_bf16 * 1e12 / flops,
            "sample_seconds": common.median([r["sample_seconds"] for r in records]),
            "peak_gib": training / 2**30, "inference_peak_gib": inference / 2**30,
            "memory_vs_inference": training / inference}
-    print(f"train {mode:4s} {precision} ({row['backward_batch_size']} rows per backward): step {common.spread(seconds)} (sampling {row['sample_seconds']:.3f} s), "
+    print(f"train {mode:4s} {precision} {decoding} ({row['backward_batch_size']} rows per backward): step "
+          f"{common.spread(seconds)} (sampling {row['sample_seconds']:.3f} s), "
           f"{row['samples_per_s']:.1f} samples/s, {row['tokens_per_s']:.0f} tokens/s; {flops / 1e12:.2f} TFLOP/step "
           f"= {row['achieved_tflops']:.1f} TFLOP/s, {100 * row['fraction_of_bf16_peak']:.1f}% of the bf16 peak "
           f"({row['times_bf16_floor']:.0f}× the floor); peak memory {row['peak_gib']:.2f} GiB = "
@@ -257,8 +274,8 @@ def trl_figures(model, tokenizer, args, device, ours: list[dict]) -> list[dict]:
                                   model_dir=directory, device=device.type, trl_python=sys.executable)
     rows = []
     for mode in {r["mode"] for r in ours}:
-        mine = next(r for r in ours if r["mode"] == mode and r["precision"] == "bf16"
-                    and r["backward_batch_size"] == args.prompts * args.samples)
+        mine = max((r for r in ours if r["mode"] == mode and r["precision"] == "bf16"
+                    and r["backward_batch_size"] == args.prompts * args.samples), key=lambda r: r["samples_per_s"])
         for setting in ("best", "default"):
             try:
                 result = vs_trl.run_trl(trl_args, mode, setting, args.steps, args.warmup)
@@ -272,7 +289,7 @@ def trl_figures(model, tokenizer, args, device, ours: list[dict]) -> list[dict]:
             print(f"TRL {mode:4s} {setting:7s} (bf16={result['bf16']}, gradient_checkpointing="
                   f"{result['gradient_checkpointing']}): step {common.spread(result['step_seconds'])}, "
                   f"{result['samples_per_s']:.1f} samples/s; bayeslm bf16 / TRL = "
-                  f"{result['ratio_bayeslm_over_trl']:.2f}×", flush=True)
+                  f"{result['ratio_bayeslm_over_trl']:.2f}× ({mine['decoding']} decoding)", flush=True)
     return rows
 
 
@@ -294,6 +311,8 @@ def main():
     parser.add_argument("--trl", action="store_true", help="also time TRL's RLOOTrainer (trl must be importable)")
     parser.add_argument("--static-generate", action="store_true",
                         help="also time model.generate with a compiled static KV cache (an experiment)")
+    parser.add_argument("--decodings", type=lambda t: t.split(","), default=["eager", "compiled"],
+                        help="LM decodings to sample and train with (eager, compiled)")
     parser.add_argument("--json", help="also write the figures to this file (after each model)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -323,16 +342,18 @@ def main():
         entry["training"] = []
         for mode in modes:
             for precision in precisions:
-                rows = [train_figures(model, tokenizer, args, device, mode, precision, figures["peaks_tflops"]["bf16"])]
-                rows += [train_figures(model, tokenizer, args, device, mode, precision,
-                                       figures["peaks_tflops"]["bf16"], backward, rows[0]["flops"])
-                         for backward in args.backward_batch_sizes]
+                peak = figures["peaks_tflops"]["bf16"]
+                rows = [train_figures(model, tokenizer, args, device, mode, precision, peak)]
+                rows += [train_figures(model, tokenizer, args, device, mode, precision, peak, None, rows[0]["flops"],
+                                       decoding) for decoding in args.decodings if decoding != "eager"]
+                rows += [train_figures(model, tokenizer, args, device, mode, precision, peak, backward,
+                                       rows[0]["flops"]) for backward in args.backward_batch_sizes]
                 entry["training"] += rows
         if args.trl:
             entry["trl"] = trl_figures(model, tokenizer, args, device, entry["training"])
         figures["models"][name] = entry
         common.emit_json(args.json, figures)
-    print("\n" + json.dumps({k: {"training": [(r["mode"], r["precision"], round(r["samples_per_s"], 2))
+    print("\n" + json.dumps({k: {"training": [(r["mode"], r["precision"], r["decoding"], round(r["samples_per_s"], 2))
                                              for r in v["training"]]} for k, v in figures["models"].items()}))
 
 
