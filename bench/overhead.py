@@ -1,7 +1,7 @@
 """Issue 6, item 3: what bayeslm's `LM.sample` and `LM.log_prob` cost over the raw Hugging Face calls they wrap,
 on the same batches (SmolLM2-135M-Instruct, the embedded prior).
 
-    .venv/bin/python bench/overhead.py [--prompts 16] [--samples 4] [--max-new-tokens 32] [--repeats 5]
+    .venv/bin/python bench/overhead.py [--prompts 16] [--samples 4] [--max-new-tokens 32] [--repeats 5] [--compiled]
 
 Sampling, every call drawing exactly max_new_tokens tokens per row (EOS does not stop it on either side, so
 both do the same work whatever they draw):
@@ -10,6 +10,8 @@ both do the same work whatever they draw):
   generate  `model.generate(ids, attention_mask, do_sample=True, top_k=0, top_p=1)` on the already-tokenised,
             already-padded batch: tokens only, no log-probabilities, no texts (the strictest baseline)
   loop      a hand-written KV-cache loop: forward, softmax, multinomial; tokens only
+  compiled  (--compiled) `lm.sample` with `decoding: compiled`: a static KV cache and a compiled step (its
+            first call compiles and is timed apart)
 Scoring, the batch just sampled (no_grad, then with gradients as in training):
   bayeslm   `lm.log_prob(prompts, continuations)`: encodes prompts, pads, one forward pass, log-softmax, gather
   raw       `model(ids, attention_mask, logits_to_keep=L+1)`, log-softmax, gather on the pre-built batch
@@ -33,6 +35,7 @@ def main():
     parser.add_argument("--samples", type=int, default=4, help="samples per prompt")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--compiled", action="store_true", help="also time sample with decoding: compiled")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     common.print_machine()
@@ -78,14 +81,24 @@ def main():
           f"each, prompts {ids.shape[1]} tokens (padded); {args.repeats} interleaved repeats after 1 warm-up")
     samples = bayeslm_sample()
     assert samples.tokens.shape == (rows_total, T) and bool((samples.length == T).all())
-    times = common.interleaved({"bayeslm": bayeslm_sample, "generate": hf_generate, "loop": raw_loop}, args.repeats)
+    calls = {"bayeslm": bayeslm_sample, "generate": hf_generate, "loop": raw_loop}
     figures = {"config": vars(args), "machine": common.machine(), "sample": {}, "log_prob": {}}
+    if args.compiled:
+        compiled = lm._view(decoding="compiled")
+        calls["compiled"] = lambda: compiled.sample(prompts, args.samples, T, generator=gen)
+        figures["sample"]["compiled_first_call_seconds"] = first = common.timed(calls["compiled"])
+        print(f"compiled decoding, first call (compiles): {first:.1f} s")
+    times = common.interleaved(calls, args.repeats)
     for name, ts in times.items():
         print(f"{name:10s} {common.spread(ts)}  {rows_total * T / common.median(ts):8.1f} tokens/s")
     for base in ("generate", "loop"):
         ratio = common.median(times["bayeslm"]) / common.median(times[base])
         print(f"overhead of sample over {base}: {100 * (ratio - 1):+.1f}%")
         figures["sample"][f"overhead_vs_{base}"] = ratio - 1
+    if args.compiled:
+        figures["sample"]["compiled_speedup"] = speedup = common.median(times["bayeslm"]) / common.median(
+            times["compiled"])
+        print(f"compiled decoding samples {speedup:.2f}× as fast as eager decoding")
     figures["sample"]["seconds"] = times
 
     # Scoring: the continuations just sampled, all of length T.
