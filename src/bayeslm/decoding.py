@@ -8,8 +8,9 @@ Two decoders give the same distributions (the same tokens from the same seed, up
   each step as one compiled graph (`torch.compile`; on a GPU captured as a CUDA graph, "reduce-overhead"). A
   decoding step of a 135 M–1 B model at 64 rows is bound by kernel launches on a GPU, not by FLOPs
   (bench/RESULTS.md §6), and a captured graph launches once per step. Each new shape (rows, and the prompt width
-  plus the new tokens rounded up to `LENGTH_BUCKET`) compiles once, tens of seconds; on a CPU the eager decoder
-  is as fast, so it stays the default.
+  plus the new tokens rounded up to `LENGTH_BUCKET`) compiles once, tens of seconds, and its cache stays
+  allocated for the next batch while the model lives. On a CPU compiled decoding ran at 0.94× eager (bench/
+  RESULTS.md, speed finding 15), so eager stays the default.
 
 Both take left-padded prompts, so that every row's next token goes in the same column; a prompt's n samples
 share its pass and then copies of its cache.
