@@ -4,14 +4,18 @@ On the CPU the step is compiled with the `aot_eager` backend: the same graph cap
 recompilation, in-place cache updates) in seconds, without generating kernels. tests/test_cuda.py runs the
 CUDA-graph mode itself."""
 
+import json
+
 import pytest
 import torch
+import yaml
 from peft import LoraConfig, get_peft_model
 from test_train import config, metrics
 from torch._dynamo.utils import counters
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
 from bayeslm import decoding
+from bayeslm.cli import main
 from bayeslm.lm import LM
 from bayeslm.potentials import Exponential
 from bayeslm.prefix import Forbid
@@ -125,3 +129,21 @@ def test_training_with_compiled_decoding_takes_the_eager_step(tmp_path, objectiv
     for key in ("loss", "grad_norm", "reward_mean", "kl_model_target", "ess", "entropy"):
         assert compiled[key] == pytest.approx(eager[key], rel=1e-5, abs=1e-6), key
     assert counters["stats"]["unique_graphs"] >= 1  # the compiled step did run
+
+
+def test_sample_command_decodes_as_asked_and_draws_the_same(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BAYESLM_DECODING", "eager")  # restored after the test: --decoding sets it
+    target = tmp_path / "target.yaml"
+    target.write_text(yaml.safe_dump({"prior": {"toy": {"seed": 0, "train_steps": 50}}, "prompts": PROMPTS,
+                                      "max_new_tokens": 4, "potentials": [{"forbid": {"strings": ["bad"]}}]}))
+    drawn = {}
+    for way in ("eager", "compiled"):
+        out = tmp_path / f"{way}.jsonl"
+        assert main(["sample", "--target", str(target), "--method", "smc", "-n", "8", "--decoding", way,
+                     "--out", str(out), "--quiet"]) == 0
+        drawn[way] = [json.loads(line)["tokens"] for line in out.read_text().splitlines()]
+    assert drawn["compiled"] == drawn["eager"]
+    assert counters["stats"]["unique_graphs"] >= 1
+    monkeypatch.setenv("BAYESLM_DECODING", "fast")
+    assert main(["sample", "--target", str(target), "--method", "ancestral", "-n", "2"]) == 2
+    assert "$BAYESLM_DECODING is 'fast': set it to one of eager, compiled" in capsys.readouterr().err

