@@ -98,6 +98,17 @@ def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict[str, list[floa
     return times
 
 
+def agreement(a, b) -> tuple[str, float]:
+    """How two samplings of the same seed agree: the rows that drew the same tokens, and the largest |Δ log-prob|
+    before each row's first different token (the inverse CDF moves a draw when rounding shifts the cumulative
+    mass past its uniform; from there on the row samples something else)."""
+    differs = a.tokens != b.tokens
+    first = torch.where(differs.any(1), differs.float().argmax(1), a.tokens.shape[1])
+    before = torch.arange(a.tokens.shape[1]) < first[:, None]
+    diff = ((a.token_log_probs - b.token_log_probs).abs() * before).max().item()
+    return f"{int((~differs.any(1)).sum())} of {len(a.tokens)} rows", diff
+
+
 def median(xs):
     return statistics.median(xs)
 

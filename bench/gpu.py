@@ -168,7 +168,12 @@ def overhead(lm, args, device, precision: str) -> dict:
               f"{len(rows) * T / sample:.0f} tokens/s (first call {first[decoding]:.1f} s)", flush=True)
     if {"eager", "compiled"} <= set(args.decodings):
         out["compiled_speedup"] = med["sample eager"] / med["sample compiled"]
-        print(f"compiled decoding samples {out['compiled_speedup']:.2f}× as fast as eager ({precision})", flush=True)
+        same, diff = common.agreement(view.sample(prompts, args.samples, T, seed=0),
+                                      view._view(decoding="compiled").sample(prompts, args.samples, T, seed=0))
+        out["compiled_agreement"] = {"same_rows": same, "max_logp_diff_before_divergence": diff}
+        print(f"compiled decoding samples {out['compiled_speedup']:.2f}× as fast as eager ({precision}); the same "
+              f"seed drew the same tokens in {same}, |Δ log-prob| ≤ {diff:.1e} before a row's first different token",
+              flush=True)
     print(f"overhead ({precision}): log_prob {med['log_prob'] * 1e3:.1f} ms vs raw forward "
           f"{med['raw_forward'] * 1e3:.1f} ms ({100 * out['log_prob_overhead']:+.1f}%)", flush=True)
     return out

@@ -48,17 +48,6 @@ def _with(attr: str, value, run, module=lm):
     return patched
 
 
-def _agreement(a, b) -> tuple[str, float]:
-    """How two samplings of the same seed agree: the rows that drew the same tokens, and the largest |Δ log-prob|
-    before each row's first different token (the inverse CDF moves a draw when rounding shifts the cumulative
-    mass past its uniform; from there on the row samples something else)."""
-    differs = a.tokens != b.tokens
-    first = torch.where(differs.any(1), differs.float().argmax(1), a.tokens.shape[1])
-    before = torch.arange(a.tokens.shape[1]) < first[:, None]
-    diff = ((a.token_log_probs - b.token_log_probs).abs() * before).max().item()
-    return f"{int((~differs.any(1)).sum())} of {len(a.tokens)} rows", diff
-
-
 def _compare(title: str, times: dict[str, list[float]], before: str, after: str) -> float:
     """Prints each variant's timings under `title`; returns the speed-up of `after` over `before` (medians)."""
     print(f"\n## {title}")
@@ -98,7 +87,7 @@ def main():
                 model.model.unmerge_adapter()
 
         a, b = sample(), merged()
-        same, diff = _agreement(a, b)
+        same, diff = common.agreement(a, b)
         times = common.interleaved({"adapter": sample, "merged": merged}, args.repeats)
         gain = _compare(f"LoRA sampling, {len(prompts)}×{args.samples} rows × {T} tokens", times, "adapter", "merged")
         print(f"merged is {gain:.2f}× as fast; same tokens: {same}; max |Δ log-prob| before a row differs {diff:.2e}")
@@ -121,7 +110,7 @@ def main():
             return [tuple(r) for r in rows], torch.arange(len(rows), device=device)
 
         a, b = sample(), _with("distinct", every_row, sample)()
-        same, diff = _agreement(a, b)
+        same, diff = common.agreement(a, b)
         figures["share"] = {}
         for what, run, warmup in (("sampling", sample, 1), ("KL-RL step", trainer.train_step, 0)):
             times = common.interleaved({"every row whole": _with("distinct", every_row, run), "prompts once": run},
