@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import PROMPTS
 from test_train import config, metrics
+from torch._dynamo.utils import counters
 
 from bayeslm.models import load_lm
 from bayeslm.toy import ToyConfig, toy_lm
@@ -45,7 +46,10 @@ def test_compiled_decoding_on_cuda_draws_what_eager_decoding_draws(on_gpu, preci
     lm = on_gpu[1]._view(autocast=precision)
     compiled = lm._view(decoding="compiled")
     compiled.sample(PROMPTS, 64, 4, seed=5)  # compiles and captures
+    graphs = counters["stats"]["unique_graphs"]
     eager, again = lm.sample(PROMPTS, 64, 4, seed=0), compiled.sample(PROMPTS, 64, 4, seed=0)
+    assert counters["stats"]["unique_graphs"] == graphs  # the second call compiled nothing
+    assert counters["inductor"]["cudagraph_skips"] == 0  # and every step ran as a CUDA graph
     if precision is None:
         assert torch.equal(eager.tokens, again.tokens)
         assert torch.allclose(eager.token_log_probs, again.token_log_probs, atol=1e-5)

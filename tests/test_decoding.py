@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 from peft import LoraConfig, get_peft_model
-from test_train import config, metrics
+from test_train import TOY_TARGET, config, metrics
 from torch._dynamo.utils import counters
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
@@ -49,9 +49,9 @@ def models():
     return {"gpt2": toy_lm(ToyConfig(seed=0, train_steps=50)), "llama": llama()}
 
 
-def agree(eager, compiled):
+def agree(eager, compiled, atol=1e-5):
     assert torch.equal(eager.tokens, compiled.tokens)
-    assert torch.allclose(eager.token_log_probs, compiled.token_log_probs, atol=1e-5)
+    assert torch.allclose(eager.token_log_probs, compiled.token_log_probs, atol=atol)
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
@@ -79,10 +79,21 @@ def test_batches_of_one_shape_reuse_one_graph_and_one_cache():
         lm.sample(PROMPTS, n=4, max_new_tokens=6, seed=seed)
     other = llama(decoding="compiled")  # another model of the same architecture: the same graph
     other.sample(PROMPTS, n=4, max_new_tokens=6, seed=0)
+    lm.sample(PROMPTS, n=5, max_new_tokens=7, seed=0)  # 15 rows pad to 12's 16; 7 tokens share 6's length bucket
     assert counters["stats"]["unique_graphs"] == 1
-    assert [len(free) for free in decoding._POOLS[lm.model][False].values()] == [1]
-    lm.sample(PROMPTS, n=5, max_new_tokens=6, seed=0)  # another number of rows compiles once more
+    assert [len(free) for free in decoding._POOLS[lm.model].values()] == [1]
+    lm.sample(PROMPTS, n=6, max_new_tokens=6, seed=0)  # 18 rows pad to 32: one more graph
     assert counters["stats"]["unique_graphs"] == 2
+
+
+def test_compiled_decoding_under_bf16_autocast_keeps_the_eager_cache_dtypes():
+    """Under autocast a rotary model's keys come out fp32 and its values bf16: the static cache must store both
+    as the dynamic one does, and draw what it draws (bf16 products over a longer, masked row round differently:
+    6e-4 nats per token here)."""
+    lm = llama(autocast=torch.bfloat16)
+    eager = lm.sample(PROMPTS, n=4, max_new_tokens=6, seed=0)
+    compiled = lm._view(decoding="compiled").sample(PROMPTS, n=4, max_new_tokens=6, seed=0)
+    agree(eager, compiled, atol=5e-3)
 
 
 def test_compiled_smc_resamples_particles_and_their_caches():
@@ -147,3 +158,14 @@ def test_sample_command_decodes_as_asked_and_draws_the_same(tmp_path, capsys, mo
     monkeypatch.setenv("BAYESLM_DECODING", "fast")
     assert main(["sample", "--target", str(target), "--method", "ancestral", "-n", "2"]) == 2
     assert "$BAYESLM_DECODING is 'fast': set it to one of eager, compiled" in capsys.readouterr().err
+
+
+def test_train_command_takes_the_decoding_from_the_environment_unless_the_config_says(tmp_path, monkeypatch):
+    monkeypatch.setenv("BAYESLM_DECODING", "compiled")
+    settings = {"target": TOY_TARGET, "steps": 1, "samples_per_prompt": 2, "eval_n": 0}
+    for name, extra in (("from-env", {}), ("from-config", {"decoding": "eager"})):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({**settings, **extra}))
+        assert main(["train", str(path), "--out", str(tmp_path / name), "--quiet"]) == 0
+    assert yaml.safe_load((tmp_path / "from-env/config.yaml").read_text())["decoding"] == "compiled"
+    assert yaml.safe_load((tmp_path / "from-config/config.yaml").read_text())["decoding"] == "eager"

@@ -219,3 +219,10 @@ def test_sharding_with_micro_batches_split_between_processes_is_a_config_error(t
     done = _train(tmp_path, "split", {**SETTINGS, "grad_accum": 1, "sharding": "full"}, 2, exit_code=1)
     assert "make grad_accum (now 1) a multiple of the 2 processes" in done.stderr
     assert not (tmp_path / "split").exists()  # refused before the run directory was made
+
+
+def test_sharding_with_compiled_decoding_is_a_config_error(tmp_path):
+    done = _train(tmp_path, "compiled", {**SETTINGS, "grad_accum": 2, "sharding": "full", "decoding": "compiled"}, 2,
+                  exit_code=1)
+    assert "decoding: compiled is not supported with sharding: full; use decoding: eager" in done.stderr
+    assert not (tmp_path / "compiled").exists()

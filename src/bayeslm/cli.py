@@ -216,6 +216,8 @@ def _train(args) -> int:
         data["device"] = args.device
     if args.decoding:
         data["decoding"] = args.decoding
+    elif "BAYESLM_DECODING" in os.environ:  # the config's own key wins over the environment
+        data.setdefault("decoding", os.environ["BAYESLM_DECODING"])
     config = load(TrainConfig, data)
     card = train(config, Path(args.out), base=path.parent, resume=args.resume, overwrite=args.overwrite,
                  quiet=args.quiet)

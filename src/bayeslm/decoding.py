@@ -7,9 +7,9 @@ Two decoders give the same distributions (the same tokens from the same seed, up
 * `StaticDecoder` (`decoding: compiled`) writes into a cache allocated once for the whole continuation and runs
   each step as one compiled graph (`torch.compile`; on a GPU captured as a CUDA graph, "reduce-overhead"). A
   decoding step of a 135 M–1 B model at 64 rows is bound by kernel launches on a GPU, not by FLOPs
-  (bench/RESULTS.md §6), and a captured graph launches once per step. Each new shape (rows, and the prompt width
-  plus the new tokens rounded up to `LENGTH_BUCKET`) compiles once, tens of seconds, and its cache stays
-  allocated for the next batch while the model lives. On a CPU compiled decoding ran at 0.94× eager (bench/
+  (bench/RESULTS.md §6), and a captured graph launches once per step. Each new shape (rows rounded up to a
+  power of two; the prompt width plus the new tokens rounded up to `LENGTH_BUCKET`) compiles once, tens of
+  seconds, and its cache stays allocated for the next batch while the model lives. On a CPU compiled decoding ran at 0.94× eager (bench/
   RESULTS.md, speed finding 15), so eager stays the default.
 
 Both take left-padded prompts, so that every row's next token goes in the same column; a prompt's n samples
@@ -19,9 +19,10 @@ share its pass and then copies of its cache.
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
+from transformers import Cache, DynamicLayer, StaticLayer
 
 from bayeslm.lm import distinct, pad, positions
 
@@ -30,10 +31,10 @@ if TYPE_CHECKING:
 
 # Cache lengths are rounded up to a multiple of this, so that prompts of nearby lengths share one compiled graph.
 LENGTH_BUCKET = 64
-# Static caches that finished decoders handed back, per model: a CUDA graph reads its cache at fixed addresses,
-# so a new cache for every batch would be captured again every batch.
+# Static caches that finished decoders handed back, per model and shape: a CUDA graph reads its cache at fixed
+# addresses, so a new cache for every batch would be captured again every batch.
 _POOLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_COMPILED = {}
+_COMPILED: dict[str, Callable] = {}  # the compiled decoding step, per device type
 
 
 class Decoder:
@@ -73,44 +74,78 @@ class StaticDecoder(Decoder):
 
     The prompts run eagerly (their widths vary) into a dynamic cache, which is then copied into a static one of
     `prompt width + max_new_tokens` columns, rounded up to `LENGTH_BUCKET`. The mask is that wide from the start:
-    step t switches on column `width + t`, so every step has the same shapes."""
+    step t switches on column `width + t`, so every step has the same shapes. The rows are padded to a power of
+    two with copies of the last row (whose prompt has already run: no extra prefill), so that ragged batches
+    share a few graphs; `logits`, `feed` and `reorder` see only the real rows."""
 
+    @torch.no_grad()  # a pooled cache must not carry autograd history into the next batch
     def __init__(self, lm: LM, rows: Sequence[Sequence[int]], max_new_tokens: int):
-        super().__init__(lm, rows)
+        self.rows = len(rows)
+        padded = 1 << (self.rows - 1).bit_length()
+        super().__init__(lm, list(rows) + [rows[-1]] * (padded - self.rows))
         width = self.mask.shape[1]
         length = -(-(width + max_new_tokens) // LENGTH_BUCKET) * LENGTH_BUCKET
-        dynamic = self.cache
-        self.cache = _acquire(lm, len(rows), length, dynamic)
-        for static, layer in zip(self.cache.layers, dynamic.layers):
-            for kept, new in ((static.keys, layer.keys), (static.values, layer.values)):
+        prefill = self.cache
+        if any(type(layer) is not DynamicLayer for layer in prefill.layers):
+            raise ValueError(f"decoding: compiled needs a model whose every layer attends to the whole sequence; "
+                             f"{lm.name} has sliding-window or other layers: use decoding: eager")
+        self.key = (lm.adapter_disabled, padded, length, prefill.layers[0].keys.dtype, lm.device)
+        free = _POOLS.setdefault(lm.model, {}).setdefault(self.key, [])
+        self.cache = free.pop() if free else Cache(layers=[_StaticLayer(max_cache_len=length) for _ in prefill.layers])
+        for static_layer, prefill_layer in zip(self.cache.layers, prefill.layers):
+            if not static_layer.is_initialized:
+                static_layer.lazy_initialization(prefill_layer.keys, prefill_layer.values)
+            for kept, new in ((static_layer.keys, prefill_layer.keys), (static_layer.values, prefill_layer.values)):
                 kept[:, :, :width] = new
                 kept[:, :, width:] = 0  # never attended (masked), but stale values could be NaN
-            static.cumulative_length.fill_(width)
-        self.mask = torch.cat([self.mask, self.mask.new_zeros(len(rows), length - width)], 1)
+            static_layer.cumulative_length.fill_(width)
+        self.mask = torch.cat([self.mask, self.mask.new_zeros(padded, length - width)], 1)
         self.column = width
+        # The step's token input: one buffer, so that every step passes a tensor of the same strides (a view of the
+        # sampler's [rows, max_new_tokens] tokens would have a stride that differs with max_new_tokens: a recompile).
+        self.token = torch.zeros(padded, 1, dtype=torch.long, device=lm.device)
+        self.all_logits, self.logits = self.logits, self.logits[:self.rows]
 
+    @torch.no_grad()
     def feed(self, tokens: torch.Tensor):
+        self.token[:self.rows, 0] = tokens
         self.mask[:, self.column] = 1
         self.column += 1
         self.positions = self.positions + 1
         step = _compiled_step(self.lm.device)
         with self.lm._running():
-            # A CUDA graph's output lives in a buffer that its next replay overwrites: keep a copy.
-            self.logits = step(self.lm.model, tokens.to(self.mask.device)[:, None], self.mask, self.positions,
-                               self.cache).clone()
+            logits = step(self.lm.model, self.token, self.mask, self.positions, self.cache)
+        # A CUDA graph's output lives in a buffer that its next replay overwrites: keep a copy.
+        self.all_logits = logits.clone() if logits.device.type == "cuda" else logits
+        self.logits = self.all_logits[:self.rows]
 
+    @torch.no_grad()
     def reorder(self, index: torch.Tensor):
         index = index.to(self.mask.device)
-        self.mask, self.positions, self.logits = self.mask[index], self.positions[index], self.logits[index]
+        index = torch.cat([index, torch.arange(self.rows, len(self.mask), device=index.device)])  # padding stays
+        self.mask, self.positions = self.mask[index], self.positions[index]
+        self.all_logits = self.all_logits[index]
+        self.logits = self.all_logits[:self.rows]
         for layer in self.cache.layers:  # in place: a CUDA graph reads the cache where it was captured
             layer.keys.copy_(layer.keys[index])
             layer.values.copy_(layer.values[index])
 
     def close(self):
+        """Hands the cache back for the next batch of this shape (a decoder left open only costs that batch a
+        new cache, and on a GPU a new capture)."""
         if self.cache is not None:
-            keys = self.cache.layers[0].keys  # [rows, heads, length, head dim]
-            _pool(self.lm)[_key(keys.shape[0], keys.shape[2], keys)].append(self.cache)
+            _POOLS[self.lm.model][self.key].append(self.cache)
             self.cache = None
+
+
+class _StaticLayer(StaticLayer):
+    """transformers' static cache layer, storing keys and values in the dtype of the prompts' cache. Under bf16
+    autocast a rotary model's keys come out fp32 (the rotation is fp32) and its values bf16; the dynamic cache
+    keeps both in fp32 (concatenation promotes), where transformers' static layer would fail to copy bf16 values
+    into its fp32 values."""
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        return super().update(key_states.to(self.keys.dtype), value_states.to(self.values.dtype), *args, **kwargs)
 
 
 def _step(model, tokens, mask, positions, cache):
@@ -119,38 +154,11 @@ def _step(model, tokens, mask, positions, cache):
 
 
 def _compiled_step(device: torch.device):
-    """The decoding step compiled for this kind of device, once per process (torch.compile keeps one graph per
-    model, shape and adapter state, and compiles a new one only when these change)."""
+    """The decoding step compiled for this kind of device, once per process. torch.compile keeps one graph per
+    shape (rows, cache length), adapter state and autocast, shared by models of one architecture, and compiles a
+    new one only when these change, up to torch's recompile limit (`torch._dynamo.config.recompile_limit`, 8 by
+    default), past which new shapes run uncompiled."""
     if device.type not in _COMPILED:
         mode = "reduce-overhead" if device.type == "cuda" else None  # CUDA graphs: one launch per step
         _COMPILED[device.type] = torch.compile(_step, mode=mode, dynamic=False)
     return _COMPILED[device.type]
-
-
-def _pool(lm: LM) -> dict:
-    pools = _POOLS.setdefault(lm.model, {})
-    return pools.setdefault(lm.adapter_disabled, {})
-
-
-def _key(rows: int, length: int, like: torch.Tensor) -> tuple:
-    """What makes two static caches of one model interchangeable."""
-    return rows, length, like.dtype, like.device
-
-
-def _acquire(lm: LM, rows: int, length: int, dynamic):
-    """A static cache of `rows` × `length` for `lm`: one handed back earlier, or a new one."""
-    from transformers import StaticCache
-
-    def sized(t: torch.Tensor) -> torch.Tensor:
-        return t.new_empty(rows, t.shape[1], length, t.shape[3])
-
-    free = _pool(lm).setdefault(_key(rows, length, dynamic.layers[0].keys), [])
-    if free:
-        return free.pop()
-    cache = StaticCache(config=lm._causal_lm().config, max_cache_len=length)
-    if len(cache.layers) != len(dynamic.layers) or any(layer.is_sliding for layer in cache.layers):
-        raise ValueError(f"decoding: compiled needs a model whose every layer attends to the whole sequence; "
-                         f"{lm.name} has sliding-window or other layers: use decoding: eager")
-    for layer, source in zip(cache.layers, dynamic.layers):
-        layer.lazy_initialization(sized(source.keys), sized(source.values))
-    return cache

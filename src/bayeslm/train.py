@@ -84,6 +84,8 @@ class Trainer:
         if self.config.grad_accum % self.world.size:
             raise ConfigError(f"sharding: full needs every process to run the same passes: make grad_accum (now "
                               f"{self.config.grad_accum}) a multiple of the {self.world.size} processes")
+        if self.config.decoding == "compiled":  # a captured graph would not follow weights gathered anew each step
+            raise ConfigError("decoding: compiled is not supported with sharding: full; use decoding: eager")
         shards = {"model": sharding.Sharded.of(self.model.model)}
         if self.target.prior.model is not self.model.model:  # under LoRA the prior is the same sharded weights
             shards["prior"] = sharding.Sharded.of(self.target.prior.model)
