@@ -9,8 +9,8 @@ Two decoders give the same distributions (the same tokens from the same seed, up
   decoding step of a 135 M–1 B model at 64 rows is bound by kernel launches on a GPU, not by FLOPs
   (bench/RESULTS.md §6), and a captured graph launches once per step. Each new shape (rows rounded up to a
   power of two; the prompt width plus the new tokens rounded up to `LENGTH_BUCKET`) compiles once, tens of
-  seconds, and its cache stays allocated for the next batch while the model lives. On a CPU compiled decoding ran at 0.94× eager (bench/
-  RESULTS.md, speed finding 15), so eager stays the default.
+  seconds, and its cache stays allocated for the next batch while the model lives. On a CPU compiled decoding
+  ran at 0.87–0.94× eager (bench/RESULTS.md, speed finding 15), so eager stays the default.
 
 Both take left-padded prompts, so that every row's next token goes in the same column; a prompt's n samples
 share its pass and then copies of its cache.
