@@ -118,6 +118,16 @@ def test_unknown_decoding_is_refused():
         llama(decoding="fast")
 
 
+def test_a_model_torch_cannot_compile_is_refused_with_the_fix(monkeypatch):
+    def failing_backend(graph, inputs):
+        raise NotImplementedError("no kernel for this operator")
+
+    monkeypatch.setitem(decoding._COMPILED, "cpu", torch.compile(decoding._step, backend=failing_backend))
+    with pytest.raises(ValueError, match=r"could not compile the decoding step of llama \(BackendCompilerFailed: "
+                                         r".*no kernel for this operator.*\); use decoding: eager"):
+        llama(decoding="compiled").sample(PROMPTS, n=2, max_new_tokens=4, seed=0)
+
+
 def test_sliding_window_model_is_refused_with_the_fix():
     tokenizer = toy_tokenizer()
     config = MistralConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,

@@ -114,7 +114,12 @@ class StaticDecoder(Decoder):
         self.positions = self.positions + 1
         step = _compiled_step(self.lm.device)
         with self.lm._running():
-            logits = step(self.lm.model, self.token, self.mask, self.positions, self.cache)
+            try:
+                logits = step(self.lm.model, self.token, self.mask, self.positions, self.cache)
+            except torch._dynamo.exc.TorchDynamoException as error:  # torch.compile could not capture this model
+                what = " ".join([line.strip() for line in str(error).splitlines() if line.strip()][:2])[:300]
+                raise ValueError(f"decoding: compiled could not compile the decoding step of {self.lm.name} "
+                                 f"({type(error).__name__}: {what}); use decoding: eager") from error
         # A CUDA graph's output lives in a buffer that its next replay overwrites: keep a copy.
         self.all_logits = logits.clone() if logits.device.type == "cuda" else logits
         self.logits = self.all_logits[:self.rows]
