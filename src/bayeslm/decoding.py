@@ -105,6 +105,7 @@ class StaticDecoder(Decoder):
         # sampler's [rows, max_new_tokens] tokens would have a stride that differs with max_new_tokens: a recompile).
         self.token = torch.zeros(padded, 1, dtype=torch.long, device=lm.device)
         self.all_logits, self.logits = self.logits, self.logits[:self.rows]
+        self.step = _compiled_step(lm.device)
 
     @torch.no_grad()
     def feed(self, tokens: torch.Tensor):
@@ -112,10 +113,9 @@ class StaticDecoder(Decoder):
         self.mask[:, self.column] = 1
         self.column += 1
         self.positions = self.positions + 1
-        step = _compiled_step(self.lm.device)
         with self.lm._running():
             try:
-                logits = step(self.lm.model, self.token, self.mask, self.positions, self.cache)
+                logits = self.step(self.lm.model, self.token, self.mask, self.positions, self.cache)
             except torch._dynamo.exc.TorchDynamoException as error:  # torch.compile could not capture this model
                 what = " ".join([line.strip() for line in str(error).splitlines() if line.strip()][:2])[:300]
                 raise ValueError(f"decoding: compiled could not compile the decoding step of {self.lm.name} "
