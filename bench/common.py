@@ -167,9 +167,9 @@ def count_flops(fn) -> int:
 def sentiment_target(n_prompts: int, max_new_tokens: int, batch_size: int):
     """π* ∝ π0·exp(VADER/β) on the embedded SmolLM2-135M-Instruct prior, loaded fresh (LoRA injects into the
     prior's own modules, so each trainer needs its own)."""
-    from bayeslm.models import load_lm
-    from bayeslm.potentials import Exponential
-    from bayeslm.rewards import sentiment
+    from bayeslm.distributions.loading import load_lm
+    from bayeslm.modelling.potentials import Exponential
+    from bayeslm.modelling.rewards import sentiment
 
     prior = load_lm("default", batch_size=batch_size)
     return (prior * Exponential(sentiment(), beta=BETA)).given(PROMPTS[:n_prompts] if n_prompts <= len(PROMPTS)
@@ -186,15 +186,15 @@ def klrl_trainer(*, lora: bool, precision: str = "fp32", n_prompts: int = 16, sa
     optimiser step of n_prompts × samples_per_prompt samples. `fixed_length` stops sampling from ending at
     EOS, so that every step does the same work (for FLOP fractions); the objective is unchanged."""
     from bayeslm.config import load
-    from bayeslm.train import Trainer
-    from bayeslm.train_config import TrainConfig
+    from bayeslm.training.config import TrainConfig
+    from bayeslm.training.loop import Trainer
 
     target = target or sentiment_target(n_prompts, max_new_tokens, batch_size)
-    settings = {"target": "inline", "objective": objective, "steps": 10**6, "prompts_per_step": n_prompts,
+    options = {"klrl": {"kl": kl_estimator}, "dpg": {"proposal": "model"}, "fdpg": {"proposal": "model"}}
+    settings = {"target": "inline", "objective": {objective: options.get(objective, {})}, "steps": 10**6, "prompts_per_step": n_prompts,
                 "samples_per_prompt": samples_per_prompt, "lr": lr, "precision": precision, "eval_n": 0,
                 "batch_size": batch_size, "backward_batch_size": backward_batch_size,
-                "gradient_checkpointing": gradient_checkpointing, "klrl": {"kl_estimator": kl_estimator},
-                "dpg": {"proposal": "model"}, "grad_accum": grad_accum, "sharding": sharding}
+                "gradient_checkpointing": gradient_checkpointing, "grad_accum": grad_accum, "sharding": sharding}
     if lora:
         settings["lora"] = {"r": 8, "alpha": 16}
     config = load(TrainConfig, settings)

@@ -92,7 +92,7 @@ def build(assets: Path, name: str):
 
 
 def prior_lm(model, tokenizer, device, batch_size: int):
-    from bayeslm.lm import LM
+    from bayeslm.distributions.lm import LM
 
     lm = LM(copy.deepcopy(model).to(device), tokenizer, chat=True, batch_size=batch_size, name="prior")
     lm.eos_ids = torch.tensor([-1])  # never stop at EOS: every step does the same work
@@ -100,8 +100,8 @@ def prior_lm(model, tokenizer, device, batch_size: int):
 
 
 def target_of(lm, args):
-    from bayeslm.potentials import Exponential
-    from bayeslm.rewards import sentiment
+    from bayeslm.modelling.potentials import Exponential
+    from bayeslm.modelling.rewards import sentiment
 
     return (lm * Exponential(sentiment(), beta=common.BETA)).given(common.PROMPTS[:args.prompts], args.max_new_tokens)
 
@@ -123,7 +123,7 @@ def agreement(lm, args) -> dict:
 
 def overhead(lm, args, device, precision: str) -> dict:
     """Medians of interleaved repeats: sample vs generate, log_prob vs a raw forward pass."""
-    from bayeslm.lm import pad, positions
+    from bayeslm.distributions.lm import pad, positions
 
     view, model, T = lm._view(autocast=PRECISIONS[precision]), lm.model, args.max_new_tokens
     prompts = common.PROMPTS[:args.prompts]
@@ -183,7 +183,7 @@ def static_cache_generate(lm, args, device) -> dict:
     """What a compiled decoder would gain (not bayeslm's sampler): `model.generate` with a static KV cache, which
     transformers compiles (CUDA graphs), against plain `generate` on the same rows, fp32. Decoding a small model
     is bound by kernel launches, not FLOPs; this measures how much of that a graph-captured step removes."""
-    from bayeslm.lm import pad
+    from bayeslm.distributions.lm import pad
 
     model, T = lm.model, args.max_new_tokens
     rows = [ids for ids in lm.encode_prompts(common.PROMPTS[:args.prompts]) for _ in range(args.samples)]
@@ -224,8 +224,8 @@ def train_figures(model, tokenizer, args, device, mode: str, precision: str, pea
     count: FlopCounterMode rejects the grouped-query attention call that small slices take, and does not see
     inside compiled graphs."""
     from bayeslm.config import load
-    from bayeslm.train import Trainer
-    from bayeslm.train_config import TrainConfig
+    from bayeslm.training.config import TrainConfig
+    from bayeslm.training.loop import Trainer
 
     gc.collect()  # the previous configuration's models, before any peak is read
     torch.cuda.empty_cache()
@@ -323,7 +323,7 @@ def main():
     if not torch.cuda.is_available():
         sys.exit("bench/gpu.py needs a GPU that torch can see")
     device = torch.device("cuda")
-    from bayeslm.models import _default_prior_dir
+    from bayeslm.distributions.loading import _default_prior_dir
 
     assets = Path(args.assets) if args.assets else _default_prior_dir()
     properties = torch.cuda.get_device_properties(device)

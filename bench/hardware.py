@@ -53,7 +53,7 @@ def matmul_peaks(sizes: list[int], seconds: float) -> dict:
         out[name] = {}
         for m, k, n in shapes:
             # Two layouts: B stored [k, n], and B stored [n, k] used transposed, as nn.Linear keeps its weight.
-            # Without a native bf16 unit the two take very different kernels (see RESULTS.md).
+            # Without a native bf16 unit the two take very different kernels (see docs/performance.md).
             a, b, w = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype), torch.randn(n, k, dtype=dtype)
             for layout, fn in (("nn", lambda: torch.matmul(a, b)), ("nt", lambda: torch.matmul(a, w.t()))):
                 key = f"{m}x{k}x{n} {layout}"

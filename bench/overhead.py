@@ -39,8 +39,8 @@ def main():
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     common.print_machine()
-    from bayeslm.lm import pad, positions
-    from bayeslm.models import load_lm
+    from bayeslm.distributions.lm import pad, positions
+    from bayeslm.distributions.loading import load_lm
 
     rows_total = args.prompts * args.samples
     lm = load_lm("default", batch_size=rows_total)

@@ -30,19 +30,19 @@ import common  # noqa: E402,F401  (puts src/ on the path)
 
 BATCH = 32
 METHODS = {
-    "klrl-analytic": {"objective": "klrl", "klrl": {"kl_estimator": "analytic"}},
-    "klrl-k1": {"objective": "klrl", "klrl": {"kl_estimator": "k1"}},
-    "dpg-adaptive": {"objective": "dpg", "dpg": {"proposal": "adaptive"}},
-    "dpg-prior": {"objective": "dpg", "dpg": {"proposal": "prior"}},
+    "klrl-analytic": {"objective": {"klrl": {"kl": "analytic"}}},
+    "klrl-k1": {"objective": {"klrl": {"kl": "k1"}}},
+    "dpg-adaptive": {"objective": {"dpg": {"proposal": "adaptive"}}},
+    "dpg-prior": {"objective": {"dpg": {"proposal": "prior"}}},
 }
 
 
 def run(method: str, seed: int, args) -> dict:
+    from bayeslm.cli.reproduce import BETA, _target, goodness
     from bayeslm.config import load
-    from bayeslm.exact import Exact
-    from bayeslm.reproduce import BETA, _target, goodness
-    from bayeslm.train import Trainer
-    from bayeslm.train_config import TrainConfig
+    from bayeslm.measurement.exact import Exact
+    from bayeslm.training.config import TrainConfig
+    from bayeslm.training.loop import Trainer
 
     target = _target(200, goodness, BETA, max_new_tokens=2)
     exact = Exact(target)

@@ -8,7 +8,7 @@ Each point runs in a fresh process (peak resident memory is per process): the em
 16 prompts × (samples/16) samples, exactly `tokens` new tokens per sample (EOS does not stop sampling, so the
 work is the same at every step), rows per forward pass 64 (the library's default `batch_size`);
 `--batch-sizes` are the training's `backward_batch_size` (rows back-propagated at once: the memory knob);
-`--heap release,keep` runs each training point with and without `bayeslm.heap.release` between backward slices.
+`--heap release,keep` runs each training point with and without `bayeslm.training.heap.release` between backward slices.
   lora       one warm-up KL-RL step (analytic KL, LoRA r = 8), then `--steps` timed steps
   full       the same with full fine-tuning
   inference  `sample` then `log_prob` under the prior of the same batch (what a LoRA step does besides the
@@ -37,7 +37,7 @@ def point(args):
     per_prompt = args.point_samples // n_prompts
     T = args.point_tokens
     if args.point_mode == "inference":
-        from bayeslm.models import load_lm
+        from bayeslm.distributions.loading import load_lm
 
         lm = load_lm("default", batch_size=64)
         lm.eos_ids = torch.tensor([-1])
@@ -50,7 +50,7 @@ def point(args):
                 lm.log_prob(samples.sample_prompts, samples.continuations)
     else:
         if args.point_heap == "keep":
-            from bayeslm import heap
+            from bayeslm.training import heap
 
             heap.release = lambda device: False
         trainer = common.klrl_trainer(lora=args.point_mode == "lora", n_prompts=n_prompts,

@@ -5,7 +5,7 @@ reward, the KL to the prior and the diversity, for the same budget of samples.
 
 Runs examples/train_{rl,klrl,dpg}_sentiment.yaml (same prompts, batch and learning rate) and prints, per method,
 the scorecard before (the prior) and after: reward mean, KL(π‖π0) and distinct-2, each from eval-n samples per
-prompt. Figures are recorded in the README with the command that produced them.
+prompt. Figures are recorded in docs/performance.md with the command that produced them.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pathlib import Path
 import yaml
 
 from bayeslm.config import load
-from bayeslm.estimate import scorecard
-from bayeslm.target_file import parse_target
-from bayeslm.train import train
-from bayeslm.train_config import TrainConfig
+from bayeslm.measurement.scorecard import scorecard
+from bayeslm.modelling.target_file import parse_target
+from bayeslm.training.config import TrainConfig
+from bayeslm.training.loop import train
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 METHODS = ("rl", "klrl", "dpg")

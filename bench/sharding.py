@@ -45,7 +45,7 @@ def _local_bytes(tensors) -> int:
 
 
 def worker(sharding: str, out: str):
-    from bayeslm import distributed
+    from bayeslm.parallel import distributed
 
     world = distributed.init()
     target = common.sentiment_target(2, 16, 64)

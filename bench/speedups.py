@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import torch  # noqa: E402
 
-from bayeslm import head, lm  # noqa: E402
+from bayeslm.distributions import head, lm  # noqa: E402
 
 
 def _with(attr: str, value, run, module=lm):

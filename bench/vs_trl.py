@@ -8,7 +8,7 @@ Both sides: the embedded SmolLM2-135M-Instruct prior (TRL loads the very safeten
 tokens (EOS ends a sample, as in real training), KL coefficient β = 0.1, reward VADER compound sentiment, a
 leave-one-out baseline, AdamW at lr 1e-5 with gradient clipping at 1, one optimiser step per batch, fp32 master
 weights; full fine-tuning and LoRA (r = 8, α = 16, every linear layer but the head, no dropout).
-  bayeslm  `klrl` with its default analytic KL (summed over the vocabulary), `bayeslm.train.Trainer.train_step`
+  bayeslm  `klrl` with its default analytic KL (summed over the vocabulary), `bayeslm.training.loop.Trainer.train_step`
   TRL      `RLOOTrainer` (KL as k1 inside the reward), in two settings:
            default  RLOOConfig's defaults for what is not fixed above: bf16 mixed precision and gradient
                     checkpointing on (TRL's defaults, also on a CPU)
@@ -192,7 +192,7 @@ def main():
     common.print_machine()
     ensure_trl_venv()
 
-    from bayeslm.models import _default_prior_dir
+    from bayeslm.distributions.loading import _default_prior_dir
 
     args.model_dir = _default_prior_dir()  # the safetensors cache of the default prior: TRL loads the same weights
     n = args.prompts * args.samples

@@ -5,8 +5,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from bayeslm.rewards import Reward  # noqa: E402
-from bayeslm.toy import ToyConfig, toy_lm  # noqa: E402
+from bayeslm.distributions.toy import ToyConfig, toy_lm  # noqa: E402
+from bayeslm.modelling.rewards import Reward  # noqa: E402
 
 PROMPTS = ["", "the movie"]
 

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from bayeslm.cli import main
-from bayeslm.models import load_lm
-from bayeslm.potentials import Exponential
-from bayeslm.rewards import length
+from bayeslm.distributions.loading import load_lm
+from bayeslm.modelling.potentials import Exponential
+from bayeslm.modelling.rewards import length
 
 TOY = {"toy": {"seed": 0}}  # untrained: these tests need a model, not a good one
 LENGTH = [{"exponential": {"reward": "length", "beta": 1}}]
@@ -69,7 +69,7 @@ def train_config(tmp_path, **fields) -> str:
     ({"target": None}, ["target: required but missing", "add `target: ...`"]),
     ({"steps": "ten"}, ["steps: expected an integer, got 'ten'"]),
     ({"lr": "fast"}, ["lr: expected a number, got 'fast'"]),
-    ({"objective": "ppo"}, ["objective: expected one of 'rl', 'klrl', 'dpg', 'fdpg', got 'ppo'"]),
+    ({"objective": "ppo"}, ["objective: unknown objective 'ppo'; expected one of dpg, fdpg, klrl, rl"]),
     ({"lora": {"rank": 4}}, ["lora: unknown key(s) ['rank']", "allowed keys: ['alpha', 'r', 'target_modules']"]),
     ({"steps": 0}, ["steps: must be > 0, got 0"]),
     ({"samples_per_prompt": 1}, ["samples_per_prompt: must be >= 2"]),

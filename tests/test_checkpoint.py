@@ -16,12 +16,12 @@ import yaml
 from conftest import PROMPTS
 from safetensors.torch import load_file
 
-from bayeslm import checkpoint
 from bayeslm.cli import main
 from bayeslm.config import load
-from bayeslm.models import load_lm
-from bayeslm.train import train
-from bayeslm.train_config import TrainConfig
+from bayeslm.distributions.loading import load_lm
+from bayeslm.training import checkpoint
+from bayeslm.training.config import TrainConfig
+from bayeslm.training.loop import train
 
 TOY_TARGET = {"prior": {"toy": {"seed": 0, "train_steps": 0}}, "prompts": PROMPTS, "max_new_tokens": 3,
               "potentials": [{"exponential": {"reward": {"keyword": ["good"]}, "beta": 0.5}}]}
@@ -46,7 +46,7 @@ def metrics(run: Path) -> list[dict]:
 
 def test_a_run_killed_mid_way_resumes_to_the_same_weights_and_metrics(tmp_path, capsys):
     # klrl with an adaptive β: the objective's state must come back too.
-    data = settings(steps=12, checkpoint_every=2, klrl={"kl_budget": 0.02})
+    data = settings(steps=12, checkpoint_every=2, objective={"klrl": {"kl_budget": 0.02}})
     train(load(TrainConfig, data), tmp_path / "straight", quiet=True)
     config, killed = write_config(tmp_path, data), tmp_path / "killed"
     process = subprocess.Popen([sys.executable, "-m", "bayeslm", "train", config, "--out", str(killed), "--quiet"],
@@ -132,7 +132,7 @@ def test_a_checkpoint_from_before_a_config_field_existed_resumes_with_its_defaul
 
 def test_a_diverging_run_exits_1_naming_the_step_and_the_last_good_checkpoint(tmp_path, capsys):
     # lr 1e30: the first update makes the weights huge, the second step's log-probabilities NaN.
-    config = write_config(tmp_path, settings(objective="dpg", dpg={"proposal": "prior"}, lr=1e30,
+    config = write_config(tmp_path, settings(objective={"dpg": {"proposal": "prior"}}, lr=1e30,
                                              checkpoint_every=1))
     assert main(["train", config, "--out", str(tmp_path / "run"), "--quiet"]) == 1
     err = capsys.readouterr().err

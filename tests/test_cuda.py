@@ -12,9 +12,9 @@ from conftest import PROMPTS
 from test_train import config, metrics
 from torch._dynamo.utils import counters
 
-from bayeslm.models import load_lm
-from bayeslm.toy import ToyConfig, toy_lm
-from bayeslm.train import train
+from bayeslm.distributions.loading import load_lm
+from bayeslm.distributions.toy import ToyConfig, toy_lm
+from bayeslm.training.loop import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 

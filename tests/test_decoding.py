@@ -14,14 +14,14 @@ from test_train import TOY_TARGET, config, metrics
 from torch._dynamo.utils import counters
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
-from bayeslm import decoding
 from bayeslm.cli import main
-from bayeslm.lm import LM
-from bayeslm.potentials import Exponential
-from bayeslm.prefix import Forbid
+from bayeslm.distributions import decoding
+from bayeslm.distributions.lm import LM
+from bayeslm.distributions.toy import ToyConfig, toy_lm, toy_tokenizer
+from bayeslm.modelling.potentials import Exponential
+from bayeslm.modelling.prefix import Forbid
 from bayeslm.samplers.smc import smc
-from bayeslm.toy import ToyConfig, toy_lm, toy_tokenizer
-from bayeslm.train import train
+from bayeslm.training.loop import train
 
 PROMPTS = ["", "the movie", "not very good the movie"]  # three widths: left padding in every batch
 

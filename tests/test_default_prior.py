@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from bayeslm.cli import main
-from bayeslm.estimate import scorecard
-from bayeslm.models import load_lm
-from bayeslm.potentials import Exponential
-from bayeslm.rewards import sentiment
+from bayeslm.distributions.loading import load_lm
+from bayeslm.measurement.scorecard import scorecard
+from bayeslm.modelling.potentials import Exponential
+from bayeslm.modelling.rewards import sentiment
 
 pytestmark = pytest.mark.prior
 PROMPTS = ["Write one sentence about the sea.", "Say hello."]

@@ -14,13 +14,14 @@ from conftest import PROMPTS
 from safetensors.torch import load_file
 
 from bayeslm.config import ConfigError, load
-from bayeslm.distributed import Unit, World
-from bayeslm.estimate import Pool, card, pool
-from bayeslm.models import load_lm
-from bayeslm.target_file import load_target
-from bayeslm.train import Trainer
-from bayeslm.train_setup import resolve_target
-from bayeslm.train_config import TrainConfig
+from bayeslm.distributions.loading import load_lm
+from bayeslm.measurement.scorecard import card, pool
+from bayeslm.modelling.scored import ScoredSamples
+from bayeslm.modelling.target_file import load_target
+from bayeslm.parallel.distributed import Unit, World
+from bayeslm.training.config import TrainConfig
+from bayeslm.training.loop import Trainer
+from bayeslm.training.setup import resolve_target
 
 TOY_TARGET = {"prior": {"toy": {"seed": 0, "train_steps": 0}}, "prompts": PROMPTS, "max_new_tokens": 3,
               "potentials": [{"exponential": {"reward": {"keyword": ["good"]}, "beta": 0.5}}]}
@@ -70,8 +71,9 @@ def _train(tmp_path, name: str, settings: dict, processes: int, *flags: str, exi
 
 def _pool_of_halves(model, target, n: int, seed: int):
     """The evaluation pool two processes make: each half of every prompt's samples with its own seed."""
-    return Pool.join([pool(model, target, model.sample(target.prompts, n // 2, target.max_new_tokens, seed=seed + s))
-                      for s in (0, 1_000_003)])
+    halves = [pool(model, target, model.sample(target.prompts, n // 2, target.max_new_tokens, seed=seed + s))
+              for s in (0, 1_000_003)]
+    return ScoredSamples.cat(halves).sorted_by_prompt()
 
 
 def _metrics(run):
@@ -125,7 +127,7 @@ def test_micro_batches_split_between_processes_keep_beta_identical(tmp_path):
     # grad_accum 1 < 2 processes: each process samples one of the two prompts of the micro-batch (own seeds,
     # so no comparison with one process). The adaptive β is checked identical on both ranks after every step
     # (World.check_same would stop the run otherwise).
-    settings = {**SETTINGS, "objective": "klrl", "grad_accum": 1, "eval_n": 0, "klrl": {"kl_budget": 0.01}}
+    settings = {**SETTINGS, "grad_accum": 1, "eval_n": 0, "objective": {"klrl": {"kl_budget": 0.01}}}
     _train(tmp_path, "split", settings, 2)
     records = _metrics(tmp_path / "split")
     assert [r["step"] for r in records] == [1, 2, 3]
@@ -179,7 +181,7 @@ def test_one_process_is_the_default_world():
 
 
 def test_deepspeed_is_refused_with_the_sharding_that_replaces_it(monkeypatch):
-    from bayeslm import distributed
+    from bayeslm.parallel import distributed
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")

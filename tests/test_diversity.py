@@ -1,6 +1,6 @@
 import math
 
-from bayeslm.diversity import distinct_n, self_bleu
+from bayeslm.measurement.diversity import distinct_n, self_bleu
 
 
 def test_distinct_n_counts_unique_ngrams():

@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import PROMPTS
 
-from bayeslm.estimate import NoSupport, scorecard
-from bayeslm.exact import Exact
-from bayeslm.potentials import Constraint, Exponential, constrain
-from bayeslm.rewards import keyword
+from bayeslm.measurement.exact import Exact
+from bayeslm.measurement.scorecard import NoSupport, scorecard
+from bayeslm.modelling.potentials import Constraint, Exponential, constrain
+from bayeslm.modelling.rewards import keyword
 
 ESTIMATES = ["log_z", "elbo", "eubo", "kl_model_target", "kl_target_model", "tv_model_target", "kl_model_prior",
              "kl_model_prior_sampled", "reward_mean", "target_reward_mean", "entropy"]

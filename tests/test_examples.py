@@ -25,7 +25,7 @@ def test_training_configs_are_valid(name):
     import yaml
 
     from bayeslm.config import load
-    from bayeslm.train_config import TrainConfig
+    from bayeslm.training.config import TrainConfig
 
     config = load(TrainConfig, yaml.safe_load((EXAMPLES / name).read_text()))
     assert (EXAMPLES / config.target).is_file()

@@ -1,4 +1,4 @@
-"""Scoring through the output head in chunks (`bayeslm.head`) gives today's unfused scores and gradients.
+"""Scoring through the output head in chunks (`bayeslm.distributions.head`) gives today's unfused scores and gradients.
 
 Tolerances: in float64 the fused and the naive computation differ only by summation order, |Δ| ≤ 1e-10. In fp32
 the fused path reduces over the vocabulary in other shapes than the unfused one (chunked products, one log-softmax
@@ -16,8 +16,8 @@ import pytest
 import torch
 from conftest import PROMPTS
 
-from bayeslm.head import KEEP_ELEMENTS, Head, token_scores
-from bayeslm.lm import LM
+from bayeslm.distributions.head import KEEP_ELEMENTS, Head, token_scores
+from bayeslm.distributions.lm import LM
 
 
 @contextlib.contextmanager
@@ -152,7 +152,7 @@ def full_fine_tuning(prior):
 
 def lora(prior):
     """A LoRA adapter on a copy of the prior (random init, so that it moves the model), with the adapter-off view
-    as the prior, as `bayeslm.train` builds them."""
+    as the prior, as `bayeslm.training.loop` builds them."""
     from peft import LoraConfig, get_peft_model
 
     base = copy.deepcopy(prior.model).requires_grad_(False)

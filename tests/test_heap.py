@@ -1,11 +1,11 @@
-"""Freed CPU memory goes back to the system (`bayeslm.heap`), so that slices of a backward pass do not pile up."""
+"""Freed CPU memory goes back to the system (`bayeslm.training.heap`), so that slices of a backward pass do not pile up."""
 
 from pathlib import Path
 
 import pytest
 import torch
 
-from bayeslm import heap
+from bayeslm.training import heap
 
 
 def resident_mib() -> float:

@@ -12,7 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bayeslm.toy import WORDS
+from bayeslm.distributions.toy import WORDS
 
 PROPERTY = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 prompt = st.lists(st.sampled_from(WORDS), max_size=12).map(" ".join)  # "" included: BOS alone

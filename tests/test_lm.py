@@ -5,11 +5,11 @@ import scipy.stats
 import torch
 from conftest import PROMPTS
 
-from bayeslm.exact import Exact, continuations
-from bayeslm.lm import LM, Warp
-from bayeslm.models import ModelNotFound, load_lm
-from bayeslm.potentials import Exponential
-from bayeslm.toy import toy_tokenizer
+from bayeslm.distributions.lm import LM, Warp
+from bayeslm.distributions.loading import ModelNotFound, load_lm
+from bayeslm.distributions.toy import toy_tokenizer
+from bayeslm.measurement.exact import Exact, continuations
+from bayeslm.modelling.potentials import Exponential
 
 
 def test_toy_tokenizer_pads_with_eos(prior):
@@ -171,7 +171,7 @@ def test_empty_continuation_scores_zero(prior):
 
 
 def test_every_eos_id_ends_a_sample_and_the_enumeration():
-    from bayeslm.toy import ToyConfig, toy_lm
+    from bayeslm.distributions.toy import ToyConfig, toy_lm
 
     lm = toy_lm(ToyConfig(seed=1))
     lm.model.generation_config.eos_token_id = [0, 1]  # BOS doubles as a second EOS
@@ -190,7 +190,7 @@ def test_without_adapter_needs_an_adapter(prior):
 
 
 def test_draw_follows_the_distribution_and_never_an_impossible_token():
-    from bayeslm.lm import draw
+    from bayeslm.distributions.lm import draw
 
     probs = torch.tensor([0.0, 0.5, 0.0, 0.3, 0.2, 0.0])
     tokens = draw(probs.log().expand(20000, -1), torch.Generator().manual_seed(0))

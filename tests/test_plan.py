@@ -7,10 +7,10 @@ import yaml
 from conftest import PROMPTS
 
 from bayeslm.cli import main
-from bayeslm.exact import Exact
-from bayeslm.plan import NoReward, Plan, plan
-from bayeslm.potentials import Constraint, Exponential
-from bayeslm.rewards import keyword
+from bayeslm.measurement.exact import Exact
+from bayeslm.measurement.plan import NoReward, Plan, plan
+from bayeslm.modelling.potentials import Constraint, Exponential
+from bayeslm.modelling.rewards import keyword
 
 BETAS = [0.5, 1.0, 2.0, 4.0]
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import PROMPTS
 
-from bayeslm.exact import Exact
-from bayeslm.potentials import Constraint, Exponential, ExponentialFamily, Product, constrain
-from bayeslm.rewards import Reward, RewardError, keyword, length
-from bayeslm.target import Target
+from bayeslm.measurement.exact import Exact
+from bayeslm.modelling.potentials import Constraint, Exponential, ExponentialFamily, Product, constrain
+from bayeslm.modelling.rewards import Reward, RewardError, keyword, length
+from bayeslm.modelling.target import Target
 
 TEXTS = ["good movie", "bad movie", "the very good good"]
 
@@ -95,7 +95,7 @@ def test_reward_returning_the_wrong_number_of_values():
 
 
 def test_builtin_rewards_score_real_text():
-    from bayeslm.rewards import offensiveness, regex, sentiment
+    from bayeslm.modelling.rewards import offensiveness, regex, sentiment
 
     texts = ["What a wonderful, lovely day!", "This is awful and I hate it."]
     happy, sad = sentiment()(texts, ["", ""]).tolist()
@@ -109,8 +109,8 @@ def test_builtin_rewards_score_real_text():
 def test_local_sequence_classifier_reward(tmp_path):
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    from bayeslm.rewards import classifier
-    from bayeslm.toy import toy_tokenizer
+    from bayeslm.distributions.toy import toy_tokenizer
+    from bayeslm.modelling.rewards import classifier
 
     tokenizer = toy_tokenizer()
     torch.manual_seed(0)

@@ -10,10 +10,10 @@ from conftest import PROMPTS
 
 from bayeslm.cli import main
 from bayeslm.config import load
-from bayeslm.report import collapse_warnings, load_run, write_report
-from bayeslm.run_dir import RunExists
-from bayeslm.train import train
-from bayeslm.train_config import TrainConfig
+from bayeslm.measurement.report import collapse_warnings, load_run, write_report
+from bayeslm.training.config import TrainConfig
+from bayeslm.training.loop import train
+from bayeslm.training.run_dir import RunExists
 
 TOY_TARGET = {"prior": {"toy": {"seed": 0, "train_steps": 50}}, "prompts": PROMPTS, "max_new_tokens": 3,
               "potentials": [{"exponential": {"reward": {"keyword": ["good"]}, "beta": 0.5}}]}
@@ -124,7 +124,7 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("kl_budget", [0.05, 1.0])
 def test_demo_plans_trains_evaluates_and_reports(tmp_path, kl_budget):
-    from bayeslm.demo import Budget, run_demo, table
+    from bayeslm.cli.demo import Budget, run_demo, table
 
     budget = Budget(plan_n=64, kl_budget=kl_budget, steps=3, samples_per_prompt=4, max_new_tokens=3, eval_n=16)
     out = tmp_path / "demo"

@@ -12,14 +12,14 @@ import yaml
 from conftest import PROMPTS
 
 from bayeslm.cli import main
-from bayeslm.exact import Exact
-from bayeslm.potentials import Constraint, Exponential
-from bayeslm.prefix import Forbid, StartsWith
-from bayeslm.rewards import keyword
+from bayeslm.distributions.toy import ToyConfig, toy_lm
+from bayeslm.measurement.exact import Exact
+from bayeslm.modelling.potentials import Constraint, Exponential
+from bayeslm.modelling.prefix import Forbid, StartsWith
+from bayeslm.modelling.rewards import keyword
 from bayeslm.samplers import NoBound, best_of_n, imh, importance, propose, qrs, rejection, sir, smc, tradeoff
 from bayeslm.samplers.best_of_n import kl_to_proposal
 from bayeslm.samplers.pool import generators
-from bayeslm.toy import ToyConfig, toy_lm
 
 SIGNIFICANCE = 1e-3
 

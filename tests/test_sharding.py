@@ -5,8 +5,8 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
-from bayeslm import sharding
-from bayeslm.models import load_lm
+from bayeslm.distributions.loading import load_lm
+from bayeslm.parallel import sharding
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ import torch
 from conftest import PROMPTS
 
 from bayeslm.config import ConfigError, load, override
-from bayeslm.models import load_lm
-from bayeslm.potentials import Constraint, Exponential
-from bayeslm.rewards import keyword
-from bayeslm.train import Trainer, TrainingDiverged, train
-from bayeslm.train_config import TrainConfig
+from bayeslm.distributions.loading import load_lm
+from bayeslm.modelling.potentials import Constraint, Exponential
+from bayeslm.modelling.rewards import keyword
+from bayeslm.training.config import TrainConfig, load_config
+from bayeslm.training.loop import Trainer, TrainingDiverged, train
 
 TOY_TARGET = {"prior": {"toy": {"seed": 0, "train_steps": 50}}, "prompts": PROMPTS, "max_new_tokens": 3,
               "potentials": [{"exponential": {"reward": {"keyword": ["good"]}, "beta": 0.5}}]}
@@ -48,12 +48,12 @@ def test_every_objective_trains_and_writes_a_run(tmp_path, objective):
 def test_klrl_identity_and_kl_estimators(tmp_path):
     for estimator in ("analytic", "k1", "k3"):
         run = tmp_path / estimator
-        train(config(objective="klrl", klrl={"kl_estimator": estimator}), run, quiet=True)
+        train(config(objective={"klrl": {"kl": estimator}}), run, quiet=True)
         assert all(r["kl_model_prior"] >= 0 for r in metrics(run)) or estimator == "k1"
 
 
 def test_ppo_epochs_and_adaptive_beta(tmp_path):
-    train(config(objective="klrl", klrl={"ppo_epochs": 3, "clip": 0.2, "kl_budget": 0.01}), tmp_path / "r",
+    train(config(objective={"klrl": {"ppo_epochs": 3, "clip": 0.2, "kl_budget": 0.01}}), tmp_path / "r",
           quiet=True)
     betas = [r["beta"] for r in metrics(tmp_path / "r")]
     assert betas[-1] != 0.5 and all(b > 0 for b in betas)
@@ -95,7 +95,7 @@ def test_an_existing_run_is_never_overwritten_silently(tmp_path):
 def test_lora_prior_is_the_base_with_the_adapter_off(tmp_path, monkeypatch):
     run = tmp_path / "lora"
     trainer_config = config(objective="klrl", lora={"r": 4}, steps=3, lr=1e-2, eval_n=0)
-    from bayeslm.train_setup import resolve_target
+    from bayeslm.training.setup import resolve_target
 
     target = resolve_target(trainer_config, tmp_path)
     samples = target.prior.sample(PROMPTS, 8, 3, seed=0)
@@ -124,7 +124,7 @@ def test_lora_prior_is_the_base_with_the_adapter_off(tmp_path, monkeypatch):
 
 
 def test_bf16_training_keeps_sampler_and_scorer_in_agreement(tmp_path):
-    from bayeslm.train_setup import resolve_target
+    from bayeslm.training.setup import resolve_target
 
     trainer_config = config(objective="klrl", precision="bf16", steps=2)
     trainer = Trainer(trainer_config, tmp_path, resolve_target(trainer_config, tmp_path), quiet=True)
@@ -139,7 +139,7 @@ def test_constraint_target_trains_with_dpg_and_is_refused_by_klrl(prior, tmp_pat
     target = (prior * Constraint(keyword(["good"]))).given(PROMPTS, max_new_tokens=3)
     # The prior satisfies the constraint with probability 0.37 and 0.23 (exact): with 32 samples per prompt a step
     # finds no satisfying sample for a prompt with probability < 4e-4 (with 4, 0.36).
-    dpg = Trainer(config(objective="dpg", dpg={"proposal": "prior"}, samples_per_prompt=32), tmp_path / "dpg", target,
+    dpg = Trainer(config(objective={"dpg": {"proposal": "prior"}}, samples_per_prompt=32), tmp_path / "dpg", target,
                   quiet=True)
     dpg.train_step()
     klrl = Trainer(config(objective="klrl"), tmp_path / "klrl", target, quiet=True)
@@ -159,27 +159,29 @@ def test_diverging_loss_stops_with_the_step_named(prior, tmp_path):
 @pytest.mark.parametrize("settings, message", [
     ({"stepz": 3}, "unknown key(s) ['stepz']"),
     ({"steps": 0}, "steps: must be > 0"),
-    ({"objective": "ppo"}, "objective: expected one of 'rl', 'klrl', 'dpg', 'fdpg'"),
+    ({"objective": "ppo"}, "objective: unknown objective 'ppo'; expected one of dpg, fdpg, klrl, rl"),
+    ({"objective": {"klrl": {"kl_estimator": "k3"}}}, "objective.klrl: unknown key(s) ['kl_estimator']"),
+    ({"klrl": {"clip": 0.2}}, "klrl: this section has moved into the objective; write objective: {klrl: {...}}"),
     ({"samples_per_prompt": 1}, "samples_per_prompt: must be >= 2"),
     ({"lr": "fast"}, "lr: expected a number"),
-    ({"klrl": {"clip": 2}}, "klrl.clip: must be in (0, 1)"),
+    ({"objective": {"klrl": {"clip": 2}}}, "objective.klrl.clip: must be in (0, 1)"),
     ({"lora": {"rank": 4}}, "lora: unknown key(s) ['rank']"),
 ])
 def test_config_errors_name_the_key(settings, message):
     with pytest.raises(ConfigError) as error:
-        load(TrainConfig, {"target": "t.yaml", **settings})
+        load_config({"target": "t.yaml", **settings})
     assert message in str(error.value)
 
 
 def test_set_overrides_nested_keys():
-    data = override({"target": "t.yaml", "klrl": {"clip": 0.2}}, "klrl.kl_estimator=k3")
+    data = override({"target": "t.yaml", "objective": {"klrl": {"clip": 0.2}}}, "objective.klrl.kl=k3")
     data = override(data, "steps=7")
-    parsed = load(TrainConfig, data)
-    assert parsed.klrl.kl_estimator == "k3" and parsed.klrl.clip == 0.2 and parsed.steps == 7
+    parsed = load_config(data)
+    assert parsed.objective.kl == "k3" and parsed.objective.clip == 0.2 and parsed.steps == 7
 
 
 def test_reproduce_shows_the_papers_claims_on_exact_numbers(tmp_path):
-    from bayeslm.reproduce import reproduce
+    from bayeslm.cli.reproduce import reproduce
 
     # The default 300 steps: at 120, pure RL had collapsed onto the argmax under one random stream and still sat on
     # reward-1 sequences (entropy 0.82 nats) under another; at 300 it reached entropy 0.014, argmax mass 0.999.
@@ -193,10 +195,10 @@ def test_reproduce_shows_the_papers_claims_on_exact_numbers(tmp_path):
 
 
 def test_dpg_keeps_one_log_z_per_prompt(prior, tmp_path):
-    from bayeslm.exact import Exact
+    from bayeslm.measurement.exact import Exact
 
     target = (prior * Constraint(keyword(["good"]))).given(PROMPTS, max_new_tokens=3)
-    trainer = Trainer(config(objective="dpg", dpg={"proposal": "prior"}, samples_per_prompt=64), tmp_path,
+    trainer = Trainer(config(objective={"dpg": {"proposal": "prior"}}, samples_per_prompt=64), tmp_path,
                       target, quiet=True)
     for _ in range(3):
         trainer.train_step()
@@ -214,8 +216,8 @@ def test_resume_refuses_a_changed_config(tmp_path):
 
 
 def test_lora_run_leaves_the_callers_prior_scoring_the_prior(tmp_path):
-    from bayeslm.estimate import scorecard
-    from bayeslm.train_setup import resolve_target
+    from bayeslm.measurement.scorecard import scorecard
+    from bayeslm.training.setup import resolve_target
 
     trainer_config = config(objective="klrl", lora={"r": 4}, steps=2, lr=1e-2, eval_n=0)
     target = resolve_target(trainer_config, tmp_path)
@@ -242,8 +244,8 @@ def test_gradient_accumulation_averages_micro_batches(tmp_path):
 def test_backward_in_slices_of_prompt_groups_gives_the_whole_batch_gradient(tmp_path, objective):
     import copy
 
-    from bayeslm.distributed import Unit
-    from bayeslm.train_setup import resolve_target
+    from bayeslm.parallel.distributed import Unit
+    from bayeslm.training.setup import resolve_target
 
     # Up to 8 tokens: samples end at EOS at different lengths, so a slice's longest continuation can be shorter
     # than the batch's (its token columns are then cut to it).
@@ -270,8 +272,8 @@ def test_backward_in_slices_of_prompt_groups_gives_the_whole_batch_gradient(tmp_
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_gradient_checkpointing_gives_the_same_gradient(tmp_path, lora):
-    from bayeslm.distributed import Unit
-    from bayeslm.train_setup import resolve_target
+    from bayeslm.parallel.distributed import Unit
+    from bayeslm.training.setup import resolve_target
 
     grads, outs = [], []
     for checkpointing in (False, True):
@@ -301,11 +303,11 @@ def test_gradient_checkpointing_refuses_a_model_with_dropout(tmp_path, prior):
 
 @pytest.mark.parametrize("estimator", ["analytic", "k1"])
 def test_klrl_takes_log_prior_from_its_own_prior_pass(tmp_path, estimator):
-    from bayeslm.train_setup import resolve_target
+    from bayeslm.training.setup import resolve_target
 
     records = []
     for own_pass in (True, False):
-        trainer_config = config(objective="klrl", klrl={"kl_estimator": estimator})
+        trainer_config = config(objective={"klrl": {"kl": estimator}})
         trainer = Trainer(trainer_config, tmp_path / str(own_pass), resolve_target(trainer_config, tmp_path),
                           quiet=True)
         trainer.objective.scores_prior = own_pass  # False: the batch is scored under the prior beforehand

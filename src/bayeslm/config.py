@@ -28,9 +28,13 @@ def unknown_keys(where: str, unknown, allowed) -> str:
     return f"{where}: unknown key(s) {unknown}{hint}; remove or rename them; allowed keys: {allowed}"
 
 
-def field(default=dataclasses.MISSING, *, doc: str = "", check=None, default_factory=dataclasses.MISSING):
-    """A dataclass field with a documentation line and an optional check `(value) -> error text or None`."""
-    kwargs = {"metadata": {"doc": doc, "check": check}}
+def field(default=dataclasses.MISSING, *, doc: str = "", check=None, default_factory=dataclasses.MISSING,
+          convert=None, serialise=None):
+    """A dataclass field with a documentation line and an optional check `(value) -> error text or None`.
+
+    `convert(value, where)` turns the value as written (after the type check) into what the field holds, e.g. a
+    registry entry from its spec; `serialise(value)` turns it back for `to_dict`."""
+    kwargs = {"metadata": {"doc": doc, "check": check, "convert": convert, "serialise": serialise}}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, **kwargs)
     return dataclasses.field(default=default, **kwargs)
@@ -42,6 +46,10 @@ def positive(value) -> str | None:
 
 def non_negative(value) -> str | None:
     return None if value is None or value >= 0 else "must be >= 0"
+
+
+def fraction(value) -> str | None:
+    return None if value is None or 0 < value < 1 else "must be in (0, 1)"
 
 
 def _describe(tp) -> str:
@@ -123,12 +131,28 @@ def load(cls, data, where: str = ""):
                 raise ConfigError(f"{key}: required but missing; add `{name}: ...` to {where or 'the config'}"
                                   + (f" ({doc})" if doc else ""))
             continue
-        values[name] = _convert(hints[name], data[name], key)
-        check = f.metadata.get("check")
-        problem = check(values[name]) if check else None
-        if problem:
-            raise ConfigError(f"{key}: {problem}, got {data[name]!r}")
+        values[name] = _field_value(f, hints[name], data[name], key)
     return cls(**values)
+
+
+def _field_value(f, tp, value, key: str):
+    converted = _convert(tp, value, key)
+    check = f.metadata.get("check")
+    problem = check(converted) if check else None
+    if problem:
+        raise ConfigError(f"{key}: {problem}, got {value!r}")
+    convert = f.metadata.get("convert")
+    return convert(converted, key) if convert else converted
+
+
+def validate(instance, where: str = ""):
+    """Checks the fields of a dataclass built in Python as `load` checks YAML (types, ranges); raises
+    ConfigError naming the field."""
+    label = where or type(instance).__name__
+    hints = typing.get_type_hints(type(instance))
+    for f in dataclasses.fields(instance):
+        if f.init and not f.metadata.get("convert"):
+            _field_value(f, hints[f.name], getattr(instance, f.name), f"{label}.{f.name}")
 
 
 def override(data: dict, assignment: str) -> dict:
@@ -150,16 +174,35 @@ def override(data: dict, assignment: str) -> dict:
 
 
 def to_dict(config) -> dict:
-    return dataclasses.asdict(config)
+    """The plain data of a config (what `load` reads back): sections as mappings, registry entries as specs."""
+    out = {}
+    for f in dataclasses.fields(config):
+        value, serialise = getattr(config, f.name), f.metadata.get("serialise")
+        out[f.name] = serialise(value) if serialise else _plain(value)
+    return out
+
+
+def _plain(value):
+    if dataclasses.is_dataclass(value):
+        return to_dict(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def document(cls, prefix: str = "") -> list[str]:
-    """One line per key: name, type, default and documentation (for docs/ and --help)."""
+    """One line per key: name, type, default and documentation (for docs/ and --help). A registry entry's field
+    shows the entry's name; its options are documented with the entry."""
     lines = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        key = f"{prefix}{f.name}"
-        section = [t for t in (hints[f.name], *typing.get_args(hints[f.name])) if dataclasses.is_dataclass(t)]
+        if not f.init:
+            continue
+        key, serialise = f"{prefix}{f.name}", f.metadata.get("serialise")
+        section = [] if serialise else [t for t in (hints[f.name], *typing.get_args(hints[f.name]))
+                                        if dataclasses.is_dataclass(t)]
         if section:
             if f.default is None:  # an optional section: say what null means, then its keys
                 lines.append(f"| `{key}` | a mapping or null | `null` | {f.metadata.get('doc', '')} |")
@@ -167,6 +210,9 @@ def document(cls, prefix: str = "") -> list[str]:
             continue
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
-        lines.append(f"| `{key}` | {_describe(hints[f.name])} | `{yaml.safe_dump(default).strip().removesuffix('...').strip()}` "
-                     f"| {f.metadata.get('doc', '')} |")
+        kind = _describe(hints[f.name])
+        if serialise:
+            default, kind = next(iter(serialise(default))), "a name, or a mapping {name: {option: value}}"
+        shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+        lines.append(f"| `{key}` | {kind} | `{shown}` | {f.metadata.get('doc', '')} |")
     return lines

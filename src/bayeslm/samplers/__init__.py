@@ -14,11 +14,11 @@ Each sampler is one module and takes a `Target`, a proposal `LM` and n samples p
 from bayeslm.samplers.best_of_n import best_of_n
 from bayeslm.samplers.imh import imh
 from bayeslm.samplers.importance import ancestral, importance, sir
-from bayeslm.samplers.pool import Pool, propose
+from bayeslm.samplers.pool import propose
 from bayeslm.samplers.qrs import Tradeoff, qrs, tradeoff
 from bayeslm.samplers.rejection import NoBound, known_log_bound, rejection
 from bayeslm.samplers.result import Draws
 from bayeslm.samplers.smc import smc
 
-__all__ = ["Draws", "NoBound", "Pool", "Tradeoff", "ancestral", "best_of_n", "imh", "importance",
+__all__ = ["Draws", "NoBound", "Tradeoff", "ancestral", "best_of_n", "imh", "importance",
            "known_log_bound", "propose", "qrs", "rejection", "sir", "smc", "tradeoff"]

@@ -19,11 +19,11 @@ import math
 
 import torch
 
-from bayeslm import progress
-from bayeslm.lm import LM
-from bayeslm.samplers.pool import generators, log_z, propose, require_support
+from bayeslm import progress, weights
+from bayeslm.distributions.lm import LM
+from bayeslm.modelling.target import Target
+from bayeslm.samplers.pool import generators, propose, require_support
 from bayeslm.samplers.result import Draws
-from bayeslm.target import Target
 
 MAX_LAG = 10
 
@@ -61,7 +61,7 @@ def imh(target: Target, proposal: LM | None = None, n: int = 256, *, chains: int
     # Time-major order, so that n below chains·kept is taken evenly from the chains.
     rows = rows.transpose(1, 2).reshape(C, -1)[:, :n].flatten()
     samples = pool.take(rows)
-    estimate, per_prompt = log_z(pool.log_w, pool.prompt_index, C)
+    estimate, per_prompt = weights.log_z(pool.grid(pool.log_w))
     autocorrelation = _autocorrelation(trace)
     draws = Draws("imh", samples, torch.zeros(len(rows), dtype=torch.float64), requested=n,
                   proposals=pool.counts(), acceptance_rate=accepted.double().mean().item(), log_z=estimate,

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import torch
 
-from bayeslm.lm import LM
-from bayeslm.samplers.pool import ess, generators, log_z, propose, require_support
+from bayeslm import weights
+from bayeslm.distributions.lm import LM
+from bayeslm.modelling.target import Target
+from bayeslm.samplers.pool import generators, propose, require_support
 from bayeslm.samplers.result import Draws
-from bayeslm.target import Target
 
 
 def ancestral(target: Target, proposal: LM | None = None, n: int = 256, *, seed: int = 0) -> Draws:
@@ -38,13 +39,12 @@ def _weighted(method, target, proposal, n, seed, keep_weights):
     proposal = proposal or target.prior
     draw, _ = generators(proposal, seed)
     pool = propose(target, proposal, n, generator=draw)
-    C = len(target.prompts)
     if keep_weights:
         require_support(pool, method)
-    estimate, per_prompt = log_z(pool.log_w, pool.prompt_index, C)
+    estimate, per_prompt = weights.log_z(pool.grid(pool.log_w))
     log_weight = pool.log_w if keep_weights else torch.zeros(len(pool), dtype=torch.float64)
     return Draws(method, pool, log_weight, requested=n, proposals=pool.counts(),
-                 ess=ess(pool.log_w, pool.prompt_index, C), log_z=estimate, log_z_per_prompt=per_prompt)
+                 ess=weights.total_ess(pool.grid(pool.log_w)), log_z=estimate, log_z_per_prompt=per_prompt)
 
 
 def sir(target: Target, proposal: LM | None = None, n: int = 256, *, pool_size: int | None = None,
@@ -60,7 +60,7 @@ def sir(target: Target, proposal: LM | None = None, n: int = 256, *, pool_size: 
     probabilities = torch.softmax(pool.grid(pool.log_w), 1)  # [C, M]
     picked = torch.multinomial(probabilities, n, replacement=True, generator=decide)  # [C, n]
     rows = (picked + pool_size * torch.arange(C)[:, None]).flatten()
-    estimate, per_prompt = log_z(pool.log_w, pool.prompt_index, C)
+    estimate, per_prompt = weights.log_z(pool.grid(pool.log_w))
     return Draws("sir", pool.take(rows), torch.zeros(C * n, dtype=torch.float64), requested=n,
-                 proposals=pool.counts(), ess=ess(pool.log_w, pool.prompt_index, C), log_z=estimate,
+                 proposals=pool.counts(), ess=weights.total_ess(pool.grid(pool.log_w)), log_z=estimate,
                  log_z_per_prompt=per_prompt, figures={"distinct_samples": float(len(set(rows.tolist())))})

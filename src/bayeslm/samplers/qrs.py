@@ -28,12 +28,13 @@ from typing import Sequence
 
 import torch
 
-from bayeslm.estimate import Estimate, combine
-from bayeslm.lm import LM
-from bayeslm.samplers.pool import Pool, generators, log_mean_exp, propose, require_support
+from bayeslm.distributions.lm import LM
+from bayeslm.modelling.scored import ScoredSamples
+from bayeslm.modelling.target import Target
+from bayeslm.samplers.pool import generators, propose, require_support
 from bayeslm.samplers.rejection import accept_reject
 from bayeslm.samplers.result import Draws
-from bayeslm.target import Target
+from bayeslm.weights import Estimate, combine, log_mean_exp
 
 DEFAULT_BETAS = 6  # log-spaced from the median pooled weight to the largest
 
@@ -66,7 +67,7 @@ class Tradeoff:
 
 
 def tradeoff(target: Target, proposal: LM | None = None, betas: Sequence[float] | None = None, n: int = 1024, *,
-             seed: int = 0, pool: Pool | None = None) -> list[Tradeoff]:
+             seed: int = 0, pool: ScoredSamples | None = None) -> list[Tradeoff]:
     """The QRS trade-off for each β, from n proposals per prompt (or a given `pool`, n per prompt). Without
     `betas`, β runs log-spaced from the median of the pool's positive weights to their maximum (where QRS is
     exact rejection sampling as far as the pool can tell)."""

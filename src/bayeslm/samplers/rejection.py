@@ -27,12 +27,13 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from bayeslm import progress
-from bayeslm.lm import LM
-from bayeslm.potentials import Constraint, Exponential, Product
-from bayeslm.samplers.pool import Pool, generators, log_z, propose
+from bayeslm import progress, weights
+from bayeslm.distributions.lm import LM
+from bayeslm.modelling.potentials import Constraint, Exponential, Product
+from bayeslm.modelling.scored import ScoredSamples
+from bayeslm.modelling.target import Target
+from bayeslm.samplers.pool import generators, propose
 from bayeslm.samplers.result import Draws, shortfall
-from bayeslm.target import Target
 
 ROUND_ROWS = 64  # at most this many model batches of proposals per round
 
@@ -72,7 +73,7 @@ def rejection(target: Target, proposal: LM | None = None, n: int = 256, *, log_b
     if log_bound is None:
         log_bound = known_log_bound(target, proposal, reward_max)
 
-    def log_accept(pool: Pool) -> torch.Tensor:
+    def log_accept(pool: ScoredSamples) -> torch.Tensor:
         excess = pool.log_w - log_bound
         worst = int(excess.argmax())
         if excess[worst] > 1e-4:  # beyond the float noise between sampling and scoring log-probabilities
@@ -87,7 +88,7 @@ def rejection(target: Target, proposal: LM | None = None, n: int = 256, *, log_b
 
 
 def accept_reject(method: str, target: Target, proposal: LM, n: int,
-                  log_accept: Callable[[Pool], torch.Tensor], *, budget: int | None, seed: int) -> Draws:
+                  log_accept: Callable[[ScoredSamples], torch.Tensor], *, budget: int | None, seed: int) -> Draws:
     """Draws proposals until each prompt has n samples accepted with probability exp(log_accept(pool)) or has
     spent `budget` proposals (default 100·n); keeps the first n accepted per prompt."""
     budget = budget or 100 * n
@@ -120,12 +121,12 @@ def accept_reject(method: str, target: Target, proposal: LM, n: int,
             expected += torch.zeros(C, dtype=torch.float64).index_add(0, pool.prompt_index, log_a.exp())
             proposed += torch.bincount(pool.prompt_index, minlength=C)
             spent += k
-    accepted = Pool.cat(kept)
+    accepted = ScoredSamples.cat(kept)
     first_n = _rank_within_prompt(accepted.prompt_index, C) < n
     order = torch.sort(accepted.prompt_index[first_n], stable=True).indices
     rows = first_n.nonzero().flatten()[order]
     log_w, prompt_index = torch.cat(log_w), torch.cat(prompt_index)
-    estimate, per_prompt = log_z(log_w, prompt_index, C)
+    estimate, per_prompt = weights.log_z([log_w[prompt_index == c] for c in range(C)])
     draws = Draws(method, accepted.take(rows), torch.zeros(len(rows), dtype=torch.float64), requested=n,
                   proposals=proposed, acceptance=torch.cat(kept_log_accept)[rows].exp(),
                   acceptance_rate=accepted_count.sum().item() / proposed.sum().item(), log_z=estimate,

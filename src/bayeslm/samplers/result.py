@@ -13,19 +13,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bayeslm.estimate import Estimate
-from bayeslm.samplers.pool import Pool
-
-
-def _json_float(x: float) -> float | None:
-    """JSON has neither infinity nor NaN: a zero-probability log (−inf) or an undefined figure is null."""
-    return float(x) if math.isfinite(x) else None
+from bayeslm.modelling.scored import ScoredSamples
+from bayeslm.weights import Estimate, json_float
 
 
 @dataclass
 class Draws:
     method: str
-    samples: Pool
+    samples: ScoredSamples
     log_weight: torch.Tensor
     requested: int  # samples asked for per prompt
     proposals: torch.Tensor  # proposals drawn per prompt, [C]
@@ -61,9 +56,9 @@ class Draws:
         acceptance = self.acceptance.tolist() if self.acceptance is not None else None
         out = []
         for i, (prompt, text, tokens, lp, lt, lq, weight) in enumerate(zip(*columns)):
-            record = {"prompt": prompt, "text": text, "tokens": tokens, "log_prior": _json_float(lp),
-                      "log_target": _json_float(lt), "log_proposal": _json_float(lq),
-                      "rewards": {k: v[i] for k, v in stats.items()}, "weight": _json_float(weight)}
+            record = {"prompt": prompt, "text": text, "tokens": tokens, "log_prior": json_float(lp),
+                      "log_target": json_float(lt), "log_proposal": json_float(lq),
+                      "rewards": {k: v[i] for k, v in stats.items()}, "weight": json_float(weight)}
             if acceptance is not None:
                 record["acceptance"] = acceptance[i]
             out.append(record)
@@ -78,7 +73,7 @@ class Draws:
             out["ess"] = self.ess
         if self.log_z is not None:
             out["log_z"] = self.log_z.to_json()
-        out.update({k: [_json_float(x) for x in v] if isinstance(v, list) else _json_float(v)
+        out.update({k: [json_float(x) for x in v] if isinstance(v, list) else json_float(v)
                     for k, v in self.figures.items()})
         out["notes"] = self.notes
         return out

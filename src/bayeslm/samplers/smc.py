@@ -1,7 +1,7 @@
 """Sequential Monte Carlo (SMC) over tokens: particles grow one token at a time and are resampled when their
 weights degenerate, steered by potentials that can judge a prefix.
 
-When to use it: the target's evidence can be read on prefixes (a `bayeslm.prefix.PrefixPotential`, such as a
+When to use it: the target's evidence can be read on prefixes (a `bayeslm.modelling.prefix.PrefixPotential`, such as a
 forbidden string or a required opening), so that doomed continuations are dropped as soon as they are doomed
 and their compute goes to live ones. For a potential defined only on whole sequences there is nothing to steer
 by: a particle's weight changes only when it ends, and when all end at max_new_tokens SMC *is* importance
@@ -33,12 +33,13 @@ import math
 import torch
 
 from bayeslm import progress
-from bayeslm.estimate import Estimate
-from bayeslm.lm import LM, draw
-from bayeslm.prefix import prefix_log_phi, steers
-from bayeslm.samplers.pool import Pool, generators
+from bayeslm.distributions.lm import LM, draw
+from bayeslm.modelling.prefix import prefix_log_phi, steers
+from bayeslm.modelling.scored import ScoredSamples
+from bayeslm.modelling.target import Target
+from bayeslm.samplers.pool import generators
 from bayeslm.samplers.result import Draws
-from bayeslm.target import Target
+from bayeslm.weights import Estimate, effective_sample_size, log_mean_exp, total_ess
 
 NEG_INF = float("-inf")
 
@@ -64,11 +65,9 @@ def smc(target: Target, proposal: LM | None = None, n: int = 256, *, ess_thresho
             log_weights.append(log_w)
             log_zs.append(log_z)
             resamplings += count
-    pool, log_w, log_z = Pool.cat(parts), torch.cat(log_weights), torch.cat(log_zs)
+    pool, log_w, log_z = ScoredSamples.cat(parts), torch.cat(log_weights), torch.cat(log_zs)
     finite = log_z[torch.isfinite(log_z)]
-    ess = sum(torch.exp(2 * torch.logsumexp(lw, 0) - torch.logsumexp(2 * lw, 0)).item()
-              for lw in log_w.reshape(C, n) if torch.isfinite(lw).any())
-    draws = Draws("smc", pool, log_w, requested=n, proposals=torch.full((C,), n), ess=ess,
+    draws = Draws("smc", pool, log_w, requested=n, proposals=torch.full((C,), n), ess=total_ess(log_w.reshape(C, n)),
                   log_z=Estimate(log_z.mean().item(), math.nan), log_z_per_prompt=log_z,
                   figures={"resampling_steps": float(resamplings)})
     if len(finite) < C:
@@ -138,12 +137,11 @@ def _run(target, proposal, chunk, N, ess_threshold, sampling, decide, bar):
             p_run.feed(tokens[:, t])
     q_run.close()
     p_run.close()
-    log_z += torch.logsumexp(log_w.reshape(P, N), 1) - math.log(N)
+    log_z += log_mean_exp(log_w.reshape(P, N))
     continuations = [row[:k] for row, k in zip(tokens.cpu().tolist(), length.tolist())]
     texts = proposal.decode(continuations)
-    scored = target.score(particle_prompts, continuations, texts, log_prior=log_prior)
-    pool = Pool(target.prompts, torch.tensor(chunk).repeat_interleave(N), continuations, texts, scored.log_prior,
-                scored.log_target, log_q, scored.stats)
+    pool = target.score(target.prompts, torch.tensor(chunk).repeat_interleave(N), continuations, texts,
+                        log_proposal=log_q, log_prior=log_prior, proposal=proposal.name)
     return pool, log_w, log_z, resamplings
 
 
@@ -166,8 +164,7 @@ def _resample(log_w: torch.Tensor, ess_threshold: float, decide: torch.Generator
     (NaN for prompts left alone; a prompt whose particles all died is left alone: there is nothing to resample)."""
     P, N = log_w.shape
     total = torch.logsumexp(log_w, 1)
-    ess = torch.exp(2 * total - torch.logsumexp(2 * log_w, 1))
-    due = torch.isfinite(total) & (ess < ess_threshold * N)
+    due = torch.isfinite(total) & (effective_sample_size(log_w) < ess_threshold * N)
     if not due.any():
         return None, None
     index = torch.arange(P * N).reshape(P, N)

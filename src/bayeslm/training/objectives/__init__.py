@@ -1,0 +1,17 @@
+"""What the one training loop minimises. Each objective is one module citing the equation it implements:
+
+    rl     pure reward maximisation, REINFORCE                     (collapses: the β → 0 limit)
+    klrl   KL-regularised RL = reverse KL(π_θ‖π*), i.e. −β·ELBO     (variational inference)
+    dpg    forward KL(π*‖π_θ) by importance-weighted likelihood     (distributional policy gradient)
+    fdpg   any f-divergence D_f(π_θ‖π*) through its f′ pseudo-reward
+
+Each is a dataclass of its options registered in `OBJECTIVES` (see `bayeslm.registry`); the protocol the loop
+calls is `Objective` in `base.py`.
+"""
+
+from bayeslm.registry import Registry
+from bayeslm.training.objectives.base import Objective, Step
+
+OBJECTIVES = Registry("objective", __name__)
+
+__all__ = ["OBJECTIVES", "Objective", "Step"]

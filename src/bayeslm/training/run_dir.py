@@ -1,0 +1,69 @@
+"""A training run's directory: what it holds (see `bayeslm.training.loop`), and the rules that keep it safe: one run per
+directory unless told to resume or overwrite, the final model written whole or not at all, and metrics cut back
+to the checkpoint a run resumes from."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+from bayeslm.config import ConfigError
+from bayeslm.distributions.lm import LM
+
+
+class RunExists(ConfigError):
+    pass
+
+
+def refuse_other_run(run_dir: Path, *, resume: bool, overwrite: bool):
+    """Refuses to mix two runs in one directory unless told to resume or overwrite."""
+    holds_run = (run_dir / "config.yaml").exists() or (run_dir / "metrics.jsonl").exists()
+    if holds_run and not (resume or overwrite):
+        raise RunExists(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
+
+
+def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool):
+    """An empty run directory (or the one to resume); `overwrite` deletes the run it held."""
+    refuse_other_run(run_dir, resume=resume, overwrite=overwrite)
+    if overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def save_model(model: LM, path: Path, *, merge_lora: bool):
+    """Saves π_θ where transformers (and `bayeslm evaluate --model`) load it directly."""
+    net = model.model
+    if hasattr(net, "peft_config") and merge_lora:
+        net = copy.deepcopy(net).merge_and_unload()
+    staging = path.with_name(path.name + ".writing")
+    shutil.rmtree(staging, ignore_errors=True)
+    net.save_pretrained(staging, safe_serialization=True)
+    model.tokenizer.save_pretrained(staging)
+    if path.exists():
+        shutil.rmtree(path)
+    staging.rename(path)
+
+
+def target_definition(config, base: Path) -> str:
+    """The target as its user wrote it (the file's text, or the inline mapping), for the run's record."""
+    if isinstance(config.target, dict):
+        return yaml.safe_dump(config.target, sort_keys=False, allow_unicode=True)
+    return (base / config.target).read_text(encoding="utf-8")
+
+
+def truncate_metrics(path: Path, step: int):
+    """Drops metric lines past the checkpoint resumed from: those steps are about to be trained again. A line cut
+    short by a kill mid-write is dropped too."""
+    if path.is_file():
+        lines = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    lines.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+        path.write_text("".join(line + "\n" for line in lines))
