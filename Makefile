@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo demo-quick test install browser clean
+.PHONY: demo demo-quick test test-fast install browser clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ browser:
 
 test: $(VENV)/.installed browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+# Everything but the tests marked slow, prior, distributed, compile or browser: about a minute on 2 cores.
+test-fast: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not (slow or prior or distributed or compile or browser)"
 
 clean:
 	rm -rf $(VENV)

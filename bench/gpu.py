@@ -110,7 +110,7 @@ def agreement(lm, args) -> dict:
     out = {}
     for name, dtype in PRECISIONS.items():
         for decoding in args.decodings:
-            view = lm._view(autocast=dtype, decoding=decoding)
+            view = lm.view(autocast=dtype, decoding=decoding)
             samples = view.sample(common.PROMPTS[:args.prompts], args.samples, args.max_new_tokens, seed=0)
             with torch.no_grad():
                 gap = (view.log_prob(samples.sample_prompts, samples.continuations).cpu() - samples.log_prob).abs()
@@ -123,9 +123,9 @@ def agreement(lm, args) -> dict:
 
 def overhead(lm, args, device, precision: str) -> dict:
     """Medians of interleaved repeats: sample vs generate, log_prob vs a raw forward pass."""
-    from bayeslm.distributions.lm import pad, positions
+    from bayeslm.distributions.tokens import pad, positions
 
-    view, model, T = lm._view(autocast=PRECISIONS[precision]), lm.model, args.max_new_tokens
+    view, model, T = lm.view(autocast=PRECISIONS[precision]), lm.model, args.max_new_tokens
     prompts = common.PROMPTS[:args.prompts]
     rows = [ids for ids in lm.encode_prompts(prompts) for _ in range(args.samples)]
     ids, mask = (t.to(device) for t in pad(rows, lm.pad_id, "left"))
@@ -153,7 +153,7 @@ def overhead(lm, args, device, precision: str) -> dict:
     fns = {"generate": generate, "log_prob": scores, "raw_forward": raw_scores}
     first = {}
     for decoding in args.decodings:
-        decoder = view._view(decoding=decoding)
+        decoder = view.view(decoding=decoding)
         fns[f"sample {decoding}"] = lambda d=decoder: d.sample(prompts, args.samples, T, seed=1)
         first[decoding] = timed(fns[f"sample {decoding}"], device)  # compiled: compiles and captures
     times = common.interleaved({k: (lambda f=f: timed(f, device)) for k, f in fns.items()}, args.repeats)
@@ -169,7 +169,7 @@ def overhead(lm, args, device, precision: str) -> dict:
     if {"eager", "compiled"} <= set(args.decodings):
         out["compiled_speedup"] = med["sample eager"] / med["sample compiled"]
         same, diff = common.agreement(view.sample(prompts, args.samples, T, seed=0),
-                                      view._view(decoding="compiled").sample(prompts, args.samples, T, seed=0))
+                                      view.view(decoding="compiled").sample(prompts, args.samples, T, seed=0))
         out["compiled_agreement"] = {"same_rows": same, "max_logp_diff_before_divergence": diff}
         print(f"compiled decoding samples {out['compiled_speedup']:.2f}× as fast as eager ({precision}); the same "
               f"seed drew the same tokens in {same}, |Δ log-prob| ≤ {diff:.1e} before a row's first different token",
@@ -183,7 +183,7 @@ def static_cache_generate(lm, args, device) -> dict:
     """What a compiled decoder would gain (not bayeslm's sampler): `model.generate` with a static KV cache, which
     transformers compiles (CUDA graphs), against plain `generate` on the same rows, fp32. Decoding a small model
     is bound by kernel launches, not FLOPs; this measures how much of that a graph-captured step removes."""
-    from bayeslm.distributions.lm import pad
+    from bayeslm.distributions.tokens import pad
 
     model, T = lm.model, args.max_new_tokens
     rows = [ids for ids in lm.encode_prompts(common.PROMPTS[:args.prompts]) for _ in range(args.samples)]
@@ -210,7 +210,7 @@ def static_cache_generate(lm, args, device) -> dict:
 
 def inference_peak(lm, args, device, precision: str) -> int:
     """Peak GPU bytes of sampling a step's batch and scoring it under the model and the prior."""
-    view = lm._view(autocast=PRECISIONS[precision])
+    view = lm.view(autocast=PRECISIONS[precision])
     torch.cuda.reset_peak_memory_stats(device)
     samples = view.sample(common.PROMPTS[:args.prompts], args.samples, args.max_new_tokens, seed=0)
     with torch.no_grad():

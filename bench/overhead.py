@@ -39,8 +39,8 @@ def main():
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     common.print_machine()
-    from bayeslm.distributions.lm import pad, positions
     from bayeslm.distributions.loading import load_lm
+    from bayeslm.distributions.tokens import pad, positions
 
     rows_total = args.prompts * args.samples
     lm = load_lm("default", batch_size=rows_total)
@@ -84,7 +84,7 @@ def main():
     calls = {"bayeslm": bayeslm_sample, "generate": hf_generate, "loop": raw_loop}
     figures = {"config": vars(args), "machine": common.machine(), "sample": {}, "log_prob": {}}
     if args.compiled:
-        compiled = lm._view(decoding="compiled")
+        compiled = lm.view(decoding="compiled")
         calls["compiled"] = lambda: compiled.sample(prompts, args.samples, T, generator=gen)
         figures["sample"]["compiled_first_call_seconds"] = first = common.timed(calls["compiled"])
         same, diff = common.agreement(lm.sample(prompts, args.samples, T, seed=0),

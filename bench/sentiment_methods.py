@@ -21,7 +21,7 @@ from bayeslm.config import load
 from bayeslm.measurement.scorecard import scorecard
 from bayeslm.modelling.target_file import parse_target
 from bayeslm.training.config import TrainConfig
-from bayeslm.training.loop import train
+from bayeslm.training.run import train
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 METHODS = ("rl", "klrl", "dpg")
@@ -49,7 +49,7 @@ def main():
             data["lr"] = args.lr
         config = load(TrainConfig, {**data, "target": target_data, "steps": args.steps, "eval_n": args.eval_n})
         started = time.perf_counter()
-        rows[method] = train(config, out / method, base=EXAMPLES, overwrite=True, quiet=True)
+        rows[method] = train(config, out / method, base=EXAMPLES, overwrite=True, quiet=True).scorecard.to_json()
         rows[method]["minutes"] = (time.perf_counter() - started) / 60
     print(f"{'model':8s} {'reward (VADER)':>18s} {'KL(π‖π0)':>16s} {'KL(π‖π*)':>16s} {'KL(π*‖π)':>16s} "
           f"{'distinct-2':>10s} {'minutes':>8s}")

@@ -9,11 +9,11 @@
 2. one prior pass per step instead of two (applied: `Objective.scores_prior`): KL-RL takes log π0 from the prior
    pass its loss runs anyway, instead of scoring the samples under the prior first. Timed: `train_step` with
    `scores_prior` on and off, interleaved (the figures are the same either way; tests/test_train.py).
-3. each prompt run once for its samples (applied: `lm.distinct`): sampling prefills each distinct prompt once and
+3. each prompt run once for its samples (applied: `tokens.distinct`): sampling prefills each distinct prompt once and
    repeats its KV cache for the prompt's samples; scoring does the same, so the model and the prior each run
    P + n·L positions per prompt instead of n·(P + L). Timed: `train_step` and `sample` as they are against every
-   row run whole (`lm.distinct` patched to call every row distinct), interleaved.
-4. drawing each token by inverting the CDF at one uniform per row (applied: `lm.draw`) instead of
+   row run whole (`tokens.distinct` patched to call every row distinct), interleaved.
+4. drawing each token by inverting the CDF at one uniform per row (applied: `tokens.draw`) instead of
    `torch.multinomial`, which draws one exponential per vocabulary entry per row. Timed: `sample` with each,
    interleaved, and one 64-row draw over SmolLM2's vocabulary alone.
 5. the output head's backward reusing the distributions of its forward (applied: `head.KEEP_ELEMENTS`) instead of
@@ -33,18 +33,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import torch  # noqa: E402
 
-from bayeslm.distributions import head, lm  # noqa: E402
+from bayeslm.distributions import decoding, head, scoring, tokens  # noqa: E402
 
 
-def _with(attr: str, value, run, module=lm):
-    """`run` with `module.<attr>` replaced by `value` while it runs: the variant a candidate is timed against."""
+def _with(attr: str, value, run, *modules):
+    """`run` with `<module>.<attr>` replaced by `value` in each module that uses it (default: where the token
+    helpers are used: decoding, scoring) while it runs: the variant a candidate is timed against."""
+    modules = modules or (decoding, scoring)
+
     def patched():
-        kept = getattr(module, attr)
-        setattr(module, attr, value)
+        kept = [getattr(module, attr) for module in modules]
+        for module in modules:
+            setattr(module, attr, value)
         try:
             return run()
         finally:
-            setattr(module, attr, kept)
+            for module, original in zip(modules, kept):
+                setattr(module, attr, original)
     return patched
 
 
@@ -125,14 +130,14 @@ def main():
         def multinomial(log_probs, generator):
             return torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
 
-        times = common.interleaved({"multinomial": _with("draw", multinomial, sample), "inverse CDF": sample},
+        times = common.interleaved({"multinomial": _with("draw", multinomial, sample, decoding), "inverse CDF": sample},
                                    args.repeats)
         gain = _compare(f"LoRA sampling, {len(prompts)}×{args.samples} rows × {T} tokens", times, "multinomial",
                         "inverse CDF")
         log_probs = torch.randn(len(prompts) * args.samples, model.model.config.vocab_size).log_softmax(-1)
         generator = torch.Generator().manual_seed(0)
         alone = {}
-        for name, fn in (("multinomial", multinomial), ("inverse CDF", lm.draw)):
+        for name, fn in (("multinomial", multinomial), ("inverse CDF", tokens.draw)):
             start = time.perf_counter()
             for _ in range(10):
                 fn(log_probs, generator)

@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -5,10 +6,26 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from bayeslm.config import load  # noqa: E402
 from bayeslm.distributions.toy import ToyConfig, toy_lm  # noqa: E402
 from bayeslm.modelling.rewards import Reward  # noqa: E402
 
 PROMPTS = ["", "the movie"]
+# A small training target on a toy prior, and a training config for it (what the training tests share).
+TOY_TARGET = {"prior": {"toy": {"seed": 0, "train_steps": 50}}, "prompts": PROMPTS, "max_new_tokens": 3,
+              "potentials": [{"exponential": {"reward": {"keyword": ["good"]}, "beta": 0.5}}]}
+
+
+def config(**settings):
+    from bayeslm.training.config import TrainConfig
+
+    return load(TrainConfig, {"target": TOY_TARGET, "steps": 4, "samples_per_prompt": 4, "lr": 3e-3,
+                              "eval_n": 50, "checkpoint_every": 2, **settings})
+
+
+def metrics(run_dir):
+    """The metrics.jsonl records of a run."""
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="session")

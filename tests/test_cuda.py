@@ -8,13 +8,12 @@ import math
 
 import pytest
 import torch
-from conftest import PROMPTS
-from test_train import config, metrics
+from conftest import PROMPTS, config, metrics
 from torch._dynamo.utils import counters
 
 from bayeslm.distributions.loading import load_lm
 from bayeslm.distributions.toy import ToyConfig, toy_lm
-from bayeslm.training.loop import train
+from bayeslm.training.run import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 
@@ -31,7 +30,7 @@ def on_gpu():
 
 @pytest.mark.parametrize("precision", [None, torch.bfloat16], ids=["fp32", "bf16"])
 def test_sampler_and_scorer_agree_on_cuda(on_gpu, precision):
-    lm = on_gpu[1]._view(autocast=precision)
+    lm = on_gpu[1].view(autocast=precision)
     samples = lm.sample(PROMPTS, 256, 4, seed=0)
     for side in ("left", "right"):
         rescored = lm.log_prob(samples.sample_prompts, samples.continuations, padding_side=side).cpu()
@@ -43,8 +42,8 @@ def test_compiled_decoding_on_cuda_draws_what_eager_decoding_draws(on_gpu, preci
     """CUDA graphs (torch.compile's reduce-overhead mode) replayed on pooled static caches: the second call reuses
     the first one's graph and cache. In fp32 the tokens are the eager decoder's; under bf16 the static cache's
     attention over a longer, masked row rounds differently, so rare near-ties may draw another token there."""
-    lm = on_gpu[1]._view(autocast=precision)
-    compiled = lm._view(decoding="compiled")
+    lm = on_gpu[1].view(autocast=precision)
+    compiled = lm.view(decoding="compiled")
     compiled.sample(PROMPTS, 64, 4, seed=5)  # compiles and captures
     graphs = counters["stats"]["unique_graphs"]
     eager, again = lm.sample(PROMPTS, 64, 4, seed=0), compiled.sample(PROMPTS, 64, 4, seed=0)
@@ -78,7 +77,7 @@ def test_training_on_cuda(tmp_path, precision, lora):
     settings = {"precision": precision, "device": "cuda", "eval_n": 16}
     if lora:
         settings["lora"] = {"r": 4}
-    card = train(config(objective="klrl", **settings), tmp_path / "run", quiet=True)
+    card = train(config(objective="klrl", **settings), tmp_path / "run", quiet=True).scorecard.to_json()
     records = metrics(tmp_path / "run")
     assert all(math.isfinite(r["loss"]) and r["kl_model_prior"] >= 0 for r in records)
     assert math.isfinite(card["kl_model_target"]["value"])

@@ -1,0 +1,59 @@
+"""bayeslm: fine-tune and sample language models as Bayesian inference, measured against an explicit target.
+
+    import bayeslm as bl
+    prior  = bl.load_lm("default")
+    target = (prior * bl.Exponential(bl.rewards.sentiment(), beta=0.1)).given(["Describe your day."],
+                                                                               max_new_tokens=32)
+    run    = bl.train(target, bl.KLRL(kl="analytic"), steps=100, lora=bl.LoRA(r=8), out="runs/klrl")
+    draws  = bl.sample(target, "smc", n=64)
+    print(bl.scorecard(run.model, target, n=256))
+
+The packages follow the Bayesian view: `distributions` (the LM π as a distribution: loading, sampling, scoring),
+`modelling` (rewards, potentials φ, the target π* = π0·φ/Z), `training` (objectives and the one loop),
+`samplers` (inference without training), `measurement` (scorecard, exact values, planning, reports),
+`parallel` (data-parallel training) and `cli`. The names below are the public API; they load on first use, so
+that `import bayeslm` (and the command line's start) does not import torch until something needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "LM": "bayeslm.distributions.lm", "Samples": "bayeslm.distributions.lm", "Warp": "bayeslm.distributions.warp",
+    "load_lm": "bayeslm.distributions.loading", "toy_lm": "bayeslm.distributions.toy",
+    "ToyConfig": "bayeslm.distributions.toy",
+    "Target": "bayeslm.modelling.target", "Potential": "bayeslm.modelling.target",
+    "Product": "bayeslm.modelling.target",
+    "Exponential": "bayeslm.modelling.potentials", "Constraint": "bayeslm.modelling.potentials",
+    "ExponentialFamily": "bayeslm.modelling.potentials", "constrain": "bayeslm.modelling.potentials",
+    "PrefixPotential": "bayeslm.modelling.potentials", "Forbid": "bayeslm.modelling.potentials",
+    "StartsWith": "bayeslm.modelling.potentials",
+    "Reward": "bayeslm.modelling.rewards", "ScoredSamples": "bayeslm.modelling.scored",
+    "Objective": "bayeslm.training.objectives.base", "Step": "bayeslm.training.objectives.base",
+    "KLRL": "bayeslm.training.objectives.klrl", "RL": "bayeslm.training.objectives.rl",
+    "DPG": "bayeslm.training.objectives.dpg", "FDPG": "bayeslm.training.objectives.fdpg",
+    "LoRA": "bayeslm.training.config", "TrainConfig": "bayeslm.training.config", "Run": "bayeslm.training.run",
+    "Sampler": "bayeslm.samplers.base", "Draws": "bayeslm.samplers.result",
+    "Scorecard": "bayeslm.measurement.scorecard", "Exact": "bayeslm.measurement.exact",
+    "Plan": "bayeslm.measurement.plan", "Estimate": "bayeslm.weights",
+    "train": "bayeslm.api", "sample": "bayeslm.api", "scorecard": "bayeslm.api",
+}
+# Public submodules: bl.rewards.sentiment(), bl.samplers.smc(...), bl.weights.log_z(...).
+_MODULES = {"rewards": "bayeslm.modelling.rewards", "samplers": "bayeslm.samplers",
+            "objectives": "bayeslm.training.objectives", "weights": "bayeslm.weights"}
+
+__all__ = sorted([*_EXPORTS, *_MODULES])
+
+
+def __getattr__(name: str):
+    if name in _MODULES:
+        return importlib.import_module(_MODULES[name])
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'bayeslm' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -29,12 +29,13 @@ def unknown_keys(where: str, unknown, allowed) -> str:
 
 
 def field(default=dataclasses.MISSING, *, doc: str = "", check=None, default_factory=dataclasses.MISSING,
-          convert=None, serialise=None):
+          convert=None, serialise=None, kind: str | None = None):
     """A dataclass field with a documentation line and an optional check `(value) -> error text or None`.
 
     `convert(value, where)` turns the value as written (after the type check) into what the field holds, e.g. a
-    registry entry from its spec; `serialise(value)` turns it back for `to_dict`."""
-    kwargs = {"metadata": {"doc": doc, "check": check, "convert": convert, "serialise": serialise}}
+    registry entry from its spec; `serialise(value)` turns it back for `to_dict`; `kind` says in the docs what
+    may be written (default: from the type)."""
+    kwargs = {"metadata": {"doc": doc, "check": check, "convert": convert, "serialise": serialise, "kind": kind}}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, **kwargs)
     return dataclasses.field(default=default, **kwargs)
@@ -46,6 +47,10 @@ def positive(value) -> str | None:
 
 def non_negative(value) -> str | None:
     return None if value is None or value >= 0 else "must be >= 0"
+
+
+def unit_interval(value) -> str | None:
+    return None if value is None or 0 <= value <= 1 else "must be in [0, 1]"
 
 
 def fraction(value) -> str | None:
@@ -97,6 +102,8 @@ def _convert(tp, value, where: str):
         if isinstance(value, dict):
             return value
     elif dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):  # built in Python, checked when it was
+            return value
         if isinstance(value, dict):
             return load(tp, value, where)
     elif tp is float:
@@ -162,7 +169,9 @@ def override(data: dict, assignment: str) -> dict:
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set train.steps=100")
     *parents, last = key.split(".")
     node = data
-    for part in parents:
+    for part, child in zip(parents, parents[1:] + [last]):
+        if node.get(part) == child:  # a registry entry named alone, `objective: klrl`, is `{klrl: {}}`
+            node[part] = {child: {}}
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {assignment!r}: {part} is not a mapping")
@@ -210,7 +219,7 @@ def document(cls, prefix: str = "") -> list[str]:
             continue
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
-        kind = _describe(hints[f.name])
+        kind = f.metadata.get("kind") or _describe(hints[f.name])
         if serialise:
             default, kind = next(iter(serialise(default))), "a name, or a mapping {name: {option: value}}"
         shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import pkgutil
 import re
+import typing
 
 from bayeslm.config import ConfigError, load, to_dict
 
@@ -51,6 +53,24 @@ class Registry:
             raise ValueError(f"two {self.kind}s named {name!r}: {self._entries[name]} and {entry}")
         self._entries[name] = entry
         return entry
+
+    def register_function(self, fn=None, *, name: str | None = None):
+        """Decorator: registers a factory function under its name (or `name`), its keyword arguments being its
+        options: the entry is a dataclass of them, derived from the signature, whose `build()` calls `fn`."""
+        def register(fn):
+            hints = typing.get_type_hints(fn)
+            fields = [(p.name, hints.get(p.name, typing.Any)) if p.default is p.empty
+                      else (p.name, hints.get(p.name, typing.Any), dataclasses.field(default=p.default))
+                      for p in inspect.signature(fn).parameters.values()]
+            entry = dataclasses.make_dataclass(
+                f"{fn.__name__}_options", fields,
+                namespace={"name": name or fn.__name__, "__doc__": fn.__doc__,
+                           "build": lambda options: fn(**{f.name: getattr(options, f.name)
+                                                          for f in dataclasses.fields(options)})})
+            entry.__module__ = fn.__module__
+            self.register(entry)
+            return fn
+        return register(fn) if fn is not None else register
 
     def entries(self) -> dict[str, type]:
         """Every built-in entry, by name, in the order of their names."""

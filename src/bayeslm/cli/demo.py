@@ -15,12 +15,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from bayeslm.cli.common import subparser
 from bayeslm.config import load
+from bayeslm.distributions.loading import resolve_decoding
 from bayeslm.measurement.plan import MIN_ESS, Plan, plan_json
 from bayeslm.measurement.report import write_report
 from bayeslm.modelling.target_file import parse_target
 from bayeslm.training.config import TrainConfig
-from bayeslm.training.loop import train
+from bayeslm.training.run import train
 from bayeslm.training.run_dir import prepare_run_dir
 
 PROMPTS = ["Write one sentence about your day.", "Describe the weather today in one sentence."]
@@ -44,8 +46,40 @@ SHOWN = [("reward_mean", "reward E_q[r]"), ("kl_model_target", "KL(q‖π*)"), (
          ("kl_model_prior", "KL(q‖π0)"), ("entropy", "entropy H(q)"), ("distinct_2", "distinct-2")]
 
 
+EXAMPLE = """example:
+  bayeslm demo --quick                      # a first look, under 3 minutes on 2 CPU cores
+  bayeslm demo --out runs/demo --overwrite  # the full demo (what `make demo` runs), under 15 minutes"""
+
+
+def add(sub, parents):
+    parser = subparser(sub, "demo", parents, "the main job on the embedded prior: plan β, train KL-RL + LoRA, "
+                                             "evaluate, report", EXAMPLE)
+    parser.add_argument("--quick", action="store_true", help="a smaller budget for a first look (under 3 minutes)")
+    parser.add_argument("--out", help="run directory (default runs/demo, or runs/demo-quick with --quick)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    summary = run_demo(Path(args.out or ("runs/demo-quick" if args.quick else "runs/demo")), quick=args.quick,
+                       overwrite=args.overwrite, quiet=args.quiet, seed=args.seed, device=args.device,
+                       decoding=args.decoding)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    for warning in summary["collapse_warnings"]:
+        print(f"bayeslm: warning: distribution collapse: {warning}", file=sys.stderr)
+    print(f"target π* ∝ π0·exp(sentiment/β), β = {summary['beta']:.4g} (planned from prior samples)\n")
+    print(table(summary))
+    print(f"\nreport: {Path(summary['report']).resolve()}  (open it in a browser)")
+    return 0
+
+
 def run_demo(out: Path, *, quick: bool = False, overwrite: bool = False, quiet: bool = False, seed: int = 0,
-             prior: str | dict = "default", prompts: list[str] = PROMPTS, budget: Budget | None = None) -> dict:
+             prior: str | dict = "default", prompts: list[str] = PROMPTS, budget: Budget | None = None,
+             device: str | None = None, decoding: str | None = None) -> dict:
     """Plans, trains, evaluates and reports into `out`; returns a summary (paths, β, before/after figures).
     `prior`, `prompts` and `budget` replace the demo's own (the tests run it on a toy prior)."""
     budget = budget or (QUICK if quick else FULL)
@@ -55,7 +89,7 @@ def run_demo(out: Path, *, quick: bool = False, overwrite: bool = False, quiet: 
 
     _say(quiet, f"1/3 planning β from {budget.plan_n} prior samples per prompt "
                 f"(KL budget {budget.kl_budget:g} nats)")
-    planner = Plan(parse_target(target_spec, Path(".")), budget.plan_n, seed=seed)
+    planner = Plan(parse_target(target_spec, Path("."), device=device, decoding=decoding), budget.plan_n, seed=seed)
     plan = plan_json(planner, PLANNED_BETAS, kl_budget=budget.kl_budget)
     beta = plan["kl_budget"]["beta"]
     # With too few effective samples the plan cannot see the posterior it predicts (its KL(π*‖π0) is capped
@@ -76,7 +110,8 @@ def run_demo(out: Path, *, quick: bool = False, overwrite: bool = False, quiet: 
     config = load(TrainConfig, {
         "target": target_spec, "objective": "klrl", "steps": budget.steps, "prompts_per_step": len(prompts),
         "samples_per_prompt": budget.samples_per_prompt, "lr": 1e-3, "lora": {"r": 8, "alpha": 16},
-        "eval_n": budget.eval_n, "checkpoint_every": max(1, budget.steps // 3), "batch_size": 32, "seed": seed})
+        "eval_n": budget.eval_n, "checkpoint_every": max(1, budget.steps // 3), "batch_size": 32, "seed": seed,
+        "device": device or "auto", "decoding": resolve_decoding(decoding)})
     train(config, out, resume=False, overwrite=False, quiet=quiet)
     _say(quiet, "3/3 scored the prior and the model against π*; writing the report")
     report, warnings = write_report(out)

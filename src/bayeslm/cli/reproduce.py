@@ -16,23 +16,59 @@ are computed by enumeration. The run checks:
 
 from __future__ import annotations
 
-import tempfile
+import json
 from pathlib import Path
 
 import torch
 
-from bayeslm.config import load
+from bayeslm.cli.common import positive_int, subparser
 from bayeslm.distributions.toy import ToyConfig, toy_lm
 from bayeslm.measurement.exact import Exact
 from bayeslm.modelling.potentials import Exponential
 from bayeslm.modelling.rewards import Reward
 from bayeslm.modelling.target import Target
-from bayeslm.training.config import TrainConfig
+from bayeslm.training.config import load_config
 from bayeslm.training.loop import Trainer
 
 BETA = 0.5
 MODES = ("good good", "bad bad")
 FIGURES = ("kl_model_target", "kl_target_model", "entropy", "reward_mean", "kl_model_prior")
+
+
+def add(sub, parents):
+    parser = subparser(sub, "reproduce", parents, "show the KL-RL-as-inference claims on exact toy numbers",
+                       "example:\n  bayeslm reproduce --figure curves.png")
+    parser.add_argument("--steps", type=positive_int, default=300, help="training steps per method")
+    parser.add_argument("--bimodal-steps", type=positive_int, default=150)
+    parser.add_argument("--figure", help="write the training curves to this PNG")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    report = reproduce(steps=args.steps, bimodal_steps=args.bimodal_steps, figure=args.figure,
+                       device=args.device or "auto")
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0 if all(report["claims"].values()) else 1
+    print(f"{'method':10s} {'KL(π‖π*)':>10s} {'KL(π*‖π)':>10s} {'entropy':>9s} {'prior H':>9s} {'reward':>8s} "
+          f"{'KL(π‖π0)':>9s}")
+    for name, m in report["methods"].items():
+        print(f"{name:10s} {m['kl_model_target']:10.4f} {m['kl_target_model']:10.4f} {m['entropy']:9.4f} "
+              f"{m['prior_entropy']:9.4f} {m['reward_mean']:8.4f} {m['kl_model_prior']:9.4f}")
+    mass = report["bimodal"]["mass"]
+    print(f"\nbimodal target, mass on {report['bimodal']['modes']}: target {_pair(mass['target'])}, "
+          f"reverse KL (klrl) {_pair(mass['klrl'])}, forward KL (dpg) {_pair(mass['dpg'])}")
+    print(f"max |J_KLRL − β(log Z − KL(π‖π*))| over all steps: {report['identity_error']:.2e}\n")
+    for claim, holds in report["claims"].items():
+        print(f"  [{'ok' if holds else 'FAILED'}] {claim.replace('_', ' ')}")
+    if args.figure:
+        print(f"\ncurves: {args.figure}")
+    return 0 if all(report["claims"].values()) else 1
+
+
+def _pair(values) -> str:
+    return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"
 
 
 def goodness(texts, prompts):
@@ -66,17 +102,16 @@ def _exact_figures(exact: Exact, model) -> dict:
     return figures
 
 
-def _train(method: str, target: Target, exact: Exact, steps: int, lr: float, schedule: str, trainable=None):
+def _train(method: str, target: Target, exact: Exact, steps: int, lr: float, schedule: str, device: str,
+           trainable=None):
     """Trains one method from the target's prior; returns its exact curve and the final model."""
-    settings = {"target": "inline", "steps": steps, "prompts_per_step": 1, "samples_per_prompt": 32, "lr": lr,
-                "max_grad_norm": None, "eval_n": 0, "schedule": schedule, **METHODS[method]}
-    config = load(TrainConfig, settings)
-    with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(config, Path(run_dir), target, quiet=True, trainable=trainable)
-        curve = [{"step": 0, **_exact_figures(exact, trainer.model)}]
-        for _ in range(steps):
-            trainer.train_step()
-            curve.append({"step": trainer.step, **_exact_figures(exact, trainer.model)})
+    settings = {"steps": steps, "prompts_per_step": 1, "samples_per_prompt": 32, "lr": lr, "max_grad_norm": None,
+                "eval_n": 0, "schedule": schedule, "device": device, **METHODS[method]}
+    trainer = Trainer(load_config(settings), None, target, quiet=True, trainable=trainable)
+    curve = [{"step": 0, **_exact_figures(exact, trainer.model)}]
+    for _ in range(steps):
+        trainer.train_step()
+        curve.append({"step": trainer.step, **_exact_figures(exact, trainer.model)})
     return curve, trainer.model
 
 
@@ -85,13 +120,13 @@ def _mode_mass(exact: Exact, model) -> list[float]:
     return [sum(p for p, t in zip(probs, exact.texts) if t == mode) for mode in MODES]
 
 
-def reproduce(steps: int = 300, bimodal_steps: int = 150, figure: Path | None = None) -> dict:
+def reproduce(steps: int = 300, bimodal_steps: int = 150, figure: Path | None = None, device: str = "auto") -> dict:
     """Runs every method and the bimodal experiment; returns the JSON report (see the module docstring)."""
     methods = {}
     for method in METHODS:
         target = _target(200, goodness, BETA, max_new_tokens=2)  # a fresh prior each time: the same start for all
         exact = Exact(target)
-        curve, model = _train(method, target, exact, steps, lr=3e-3, schedule="linear")
+        curve, model = _train(method, target, exact, steps, lr=3e-3, schedule="linear", device=device)
         argmax = int(torch.argmax(exact.stats["goodness"][0]))
         methods[method] = {**{k: curve[-1][k] for k in FIGURES}, "prior_entropy": curve[0]["entropy"],
                            "argmax_mass": exact.log_probs(model)[0, argmax].exp().item(),
@@ -100,7 +135,7 @@ def reproduce(steps: int = 300, bimodal_steps: int = 150, figure: Path | None = 
     for method in ("klrl", "dpg"):
         target = _target(0, bimodal, 0.2, max_new_tokens=2)
         exact = Exact(target)
-        _, model = _train(method, target, exact, bimodal_steps, lr=0.3, schedule="constant",
+        _, model = _train(method, target, exact, bimodal_steps, lr=0.3, schedule="constant", device=device,
                           trainable=lambda name: name == "transformer.ln_f.bias")
         modes[method] = _mode_mass(exact, model)
     modes["target"] = [sum(p for p, t in zip(exact.log_posterior[0].exp().tolist(), exact.texts) if t == m)

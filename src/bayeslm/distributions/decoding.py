@@ -7,10 +7,10 @@ Two decoders give the same distributions (the same tokens from the same seed, up
 * `StaticDecoder` (`decoding: compiled`) writes into a cache allocated once for the whole continuation and runs
   each step as one compiled graph (`torch.compile`; on a GPU captured as a CUDA graph, "reduce-overhead"). A
   decoding step of a 135 M–1 B model at 64 rows is bound by kernel launches on a GPU, not by FLOPs
-  (bench/RESULTS.md §6), and a captured graph launches once per step. Each new shape (rows rounded up to a
+  (docs/performance.md, gpu.py), and a captured graph launches once per step. Each new shape (rows rounded up to a
   power of two; the prompt width plus the new tokens rounded up to `LENGTH_BUCKET`) compiles once, tens of
   seconds, and its cache stays allocated for the next batch while the model lives. On a CPU compiled decoding
-  ran at 0.87–0.94× eager (bench/RESULTS.md, speed finding 15), so eager stays the default.
+  ran at 0.87–0.94× eager (docs/performance.md, overhead.py), so eager stays the default.
 
 Both take left-padded prompts, so that every row's next token goes in the same column; a prompt's n samples
 share its pass and then copies of its cache.
@@ -18,13 +18,14 @@ share its pass and then copies of its cache.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from transformers import Cache, DynamicLayer, StaticLayer
 
-from bayeslm.distributions.lm import distinct, pad, positions
+from bayeslm.distributions.tokens import distinct, draw, pad, positions
 
 if TYPE_CHECKING:
     from bayeslm.distributions.lm import LM
@@ -35,6 +36,41 @@ LENGTH_BUCKET = 64
 # addresses, so a new cache for every batch would be captured again every batch.
 _POOLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _COMPILED: dict[str, Callable] = {}  # the compiled decoding step, per device type
+
+
+def ancestral(lm: LM, prompt_rows: Sequence[Sequence[int]], max_new_tokens: int, generator: torch.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ancestral sampling of one continuation per token row, from the LM's warped distribution: tokens [B, L] (pad
+    after EOS) and their log-probabilities [B, L] (0 after EOS), on the CPU. Sampling stops at EOS, which is kept
+    and counted, or after max_new_tokens tokens."""
+    device, batch = lm.device, len(prompt_rows)
+    eos_ids = lm.eos_ids.to(device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    tokens = torch.full((batch, max_new_tokens), lm.pad_id, dtype=torch.long, device=device)
+    logps = torch.zeros((batch, max_new_tokens), device=device)
+    # Asking whether every row has ended waits for the GPU; asked every step, it stops the host from queueing
+    # the next step's kernels while the GPU works. On a GPU ask every 8 steps (at most 7 steps of padding).
+    check_every = 1 if device.type == "cpu" else 8
+    with contextlib.closing(lm.decoder(prompt_rows, max_new_tokens)) as decoder:
+        for t in range(max_new_tokens):
+            log_probs = lm.warp.log_probs(decoder.logits)
+            token = draw(log_probs, generator)
+            token_logp = log_probs.gather(-1, token[:, None]).squeeze(-1)
+            tokens[:, t] = torch.where(finished, lm.pad_id, token)
+            logps[:, t] = torch.where(finished, 0.0, token_logp)
+            finished |= torch.isin(token, eos_ids)
+            if t + 1 == max_new_tokens or ((t + 1) % check_every == 0 and bool(finished.all())):
+                break
+            decoder.feed(tokens[:, t])
+    return tokens.cpu(), logps.cpu()
+
+
+def lengths(tokens: torch.Tensor, eos_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Length of each sampled continuation (through its first EOS) and whether EOS ended it."""
+    is_eos = torch.isin(tokens, eos_ids)
+    first_eos = torch.where(is_eos.any(-1), is_eos.float().argmax(-1), tokens.shape[1])
+    ended = first_eos < tokens.shape[1]
+    return torch.where(ended, first_eos + 1, tokens.shape[1]), ended
 
 
 class Decoder:
@@ -113,7 +149,7 @@ class StaticDecoder(Decoder):
         self.mask[:, self.column] = 1
         self.column += 1
         self.positions = self.positions + 1
-        with self.lm._running():
+        with self.lm.running():
             try:
                 logits = self.step(self.lm.model, self.token, self.mask, self.positions, self.cache)
             except torch._dynamo.exc.TorchDynamoException as error:  # torch.compile could not capture this model

@@ -57,6 +57,17 @@ def resolve_device(name: str | None = None) -> torch.device:
     return device
 
 
+def resolve_decoding(name: str | None = None) -> str:
+    """`name` (eager or compiled; None: $BAYESLM_DECODING, else eager)."""
+    if name is None:
+        name = os.environ.get("BAYESLM_DECODING", "eager")
+        if name not in DECODINGS:
+            raise ConfigError(f"$BAYESLM_DECODING is {name!r}: set it to one of {', '.join(DECODINGS)} or unset it")
+    if name not in DECODINGS:
+        raise ConfigError(f"decoding: {name!r} is not one of {', '.join(DECODINGS)}")
+    return name
+
+
 def resolve_source(source: str | dict, base: Path) -> str | dict:
     """A model source as written in a file in directory `base`: its local paths resolve against that directory."""
     if isinstance(source, str) and source not in ("default", "toy"):
@@ -67,13 +78,13 @@ def resolve_source(source: str | dict, base: Path) -> str | dict:
 
 
 def load_lm(source: str | dict = "default", *, batch_size: int = 64, chat: bool | None = None,
-            device: str | None = None) -> LM:
+            device: str | None = None, decoding: str | None = None) -> LM:
     """An `LM` from `"default"`, `"toy"`, `{"toy": {...ToyConfig fields}}`, a local model directory, or
     `{"path": DIR, "trust_remote_code": true}` for a directory whose own model code may run (off by default).
 
     `chat` wraps prompts in the tokenizer's chat template (on by default for the default prior only; toy
     tokenizers have no template). The model goes to `device` (see `resolve_device`: the GPU when there is one)
-    and samples with `$BAYESLM_DECODING` (eager by default; see `bayeslm.distributions.decoding`)."""
+    and samples with `decoding` (None: $BAYESLM_DECODING, else eager; see `bayeslm.distributions.decoding`)."""
     if isinstance(source, dict) and "path" in source:
         unknown = set(source) - {"path", "trust_remote_code"}
         trust = source.get("trust_remote_code", False)
@@ -93,9 +104,7 @@ def load_lm(source: str | dict = "default", *, batch_size: int = 64, chat: bool 
     else:
         lm = _load_pretrained(Path(source), chat=bool(chat), name=str(source))
     lm.batch_size = batch_size
-    lm.decoding = os.environ.get("BAYESLM_DECODING", "eager")
-    if lm.decoding not in DECODINGS:
-        raise ConfigError(f"$BAYESLM_DECODING is {lm.decoding!r}: set it to one of {', '.join(DECODINGS)} or unset it")
+    lm.decoding = resolve_decoding(decoding)
     lm.model.to(resolve_device(device))
     return lm
 

@@ -44,17 +44,17 @@ def pooled(lm: LM, target: Target, n: int, *, seed: int, world: World = World())
     return ScoredSamples.cat(parts).sorted_by_prompt() if world.main else None
 
 
-def evaluate(model: LM, target: Target, n: int, *, seed: int, run_dir: Path, prior_too: bool = True,
+def evaluate(model: LM, target: Target, n: int, *, seed: int, run_dir: Path | None, prior_too: bool = True,
              world: World = World()) -> Scorecard | None:
     """Scores `model` (and, with `prior_too`, the target's prior) on n samples per prompt; writes the scorecards
-    and samples into run_dir; returns the model's scorecard. Data-parallel processes share the sampling
+    and samples into run_dir (when given); returns the model's scorecard. Data-parallel processes share the sampling
     (`pooled`); rank 0 writes and gets the scorecard, the others None."""
     sources = {"model": model, "prior": target.prior} if prior_too else {"model": model}
     pools = {source: pooled(lm, target, n, seed=seed, world=world) for source, lm in sources.items()}
     return world.on_main(_write, pools, target, seed, run_dir)
 
 
-def _write(pools: dict[str, ScoredSamples], target: Target, seed: int, run_dir: Path) -> Scorecard:
+def _write(pools: dict[str, ScoredSamples], target: Target, seed: int, run_dir: Path | None) -> Scorecard:
     cards = {}
     for source, samples in pools.items():
         try:
@@ -64,11 +64,13 @@ def _write(pools: dict[str, ScoredSamples], target: Target, seed: int, run_dir: 
                 raise
             print(f"bayeslm: warning: the prior is not scored against the target: {error}", file=sys.stderr)
             continue
-        name = "scorecard.json" if source == "model" else "scorecard_prior.json"
-        (run_dir / name).write_text(json.dumps(cards[source].to_json(), indent=2))
-    records = [record for source in cards for record in _shown(source, pools[source], cards[source])]
-    records += _target_texts(pools, cards, seed)
-    (run_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if run_dir is not None:
+        for source, scored in cards.items():
+            name = "scorecard.json" if source == "model" else "scorecard_prior.json"
+            (run_dir / name).write_text(json.dumps(scored.to_json(), indent=2))
+        records = [record for source in cards for record in _shown(source, pools[source], cards[source])]
+        records += _target_texts(pools, cards, seed)
+        (run_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return cards["model"]
 
 

@@ -28,8 +28,7 @@ from typing import Sequence
 import torch
 
 from bayeslm.modelling.potentials import Exponential
-from bayeslm.modelling.prefix import factors
-from bayeslm.modelling.target import Target
+from bayeslm.modelling.target import Target, factors
 from bayeslm.samplers.pool import generators, propose
 from bayeslm.weights import (
     Estimate,

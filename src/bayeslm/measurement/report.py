@@ -92,7 +92,8 @@ def _value(card: dict, key: str) -> float | None:
 
 def render(run: Run) -> str:
     config = run.config
-    title = f"bayeslm run {run.path.name}: {config.get('objective')}"
+    objective = config.get("objective")
+    title = f"bayeslm run {run.path.name}: {next(iter(objective)) if isinstance(objective, dict) else objective}"
     steps = run.metrics[-1]["step"] if run.metrics else 0
     status = ("finished" if run.card is not None else "no final scorecard yet (interrupted, or still running)")
     parts = [f"<h1>{_e(title)}</h1>",

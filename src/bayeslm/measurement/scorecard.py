@@ -54,6 +54,24 @@ class Scorecard:
     def __getitem__(self, key: str) -> Estimate:
         return self.estimates[key]
 
+    def __str__(self) -> str:
+        """A table: each figure's estimate ± standard error (and its exact value, when known)."""
+        exact = self.exact or {}
+        rows = [(label, self.estimates[key], exact.get(key)) for key, label in FIGURES]
+        for name, sides in (self.statistics.items() if len(self.statistics) > 1 else ()):
+            for side, under in (("model", "q"), ("target", "π*")):
+                rows.append((f"{name} under {under}", sides[side],
+                             exact["statistics"][name][side] if exact else None))
+        width = max(len(label) for label, _, _ in rows)
+        lines = [f"model  {self.model}", f"target {self.target}", f"samples {self.n}, effective {self.ess:.1f}", "",
+                 f"{'':{width}s} {'estimate':>12s} {'± stderr':>10s}" + (f" {'exact':>10s}" if exact else "")]
+        for label, est, exact_value in rows:
+            lines.append(f"{label:{width}s} {est.value:12.4f} {est.stderr:10.4f}"
+                         + (f" {exact_value:10.4f}" if exact_value is not None else ""))
+        lines.append("")
+        lines.append("diversity  " + "  ".join(f"{k} {v:.3f}" for k, v in self.diversity.items()))
+        return "\n".join(lines)
+
     def to_json(self) -> dict:
         out = {"model": self.model, "target": self.target, "n": self.n, "ess": self.ess}
         out.update({k: e.to_json() for k, e in self.estimates.items()})

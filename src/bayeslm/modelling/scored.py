@@ -19,7 +19,7 @@ from typing import Sequence
 
 import torch
 
-from bayeslm.modelling.potentials import Statistics
+Statistics = dict[str, torch.Tensor]
 
 
 @dataclass

@@ -18,8 +18,70 @@ from typing import Sequence
 import torch
 
 from bayeslm.distributions.lm import LM, Samples
-from bayeslm.modelling.potentials import Potential
-from bayeslm.modelling.scored import ScoredSamples
+from bayeslm.modelling.scored import ScoredSamples, Statistics
+from bayeslm.registry import Registry
+
+# The kinds of potentials a target file names, one module each in bayeslm.modelling.potentials.
+POTENTIALS = Registry("potential", "bayeslm.modelling.potentials")
+
+
+class Potential:
+    """Evidence φ(x, c) ≥ 0, held in log space. A potential reports named *statistics* of a batch (the reward, a
+    constraint's satisfaction, features) and computes log φ from them, so a reward is evaluated once per sample."""
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the statistics, in order; the first is what the scorecard reports as the reward."""
+        raise NotImplementedError
+
+    def statistics(self, texts: Sequence[str], prompts: Sequence[str]) -> Statistics:
+        """Named per-sample values [B] (float64) that log φ is computed from."""
+        raise NotImplementedError
+
+    def log_phi(self, stats: Statistics) -> torch.Tensor:
+        """log φ [B] (float64, may be -inf) from the statistics."""
+        raise NotImplementedError
+
+    def __call__(self, texts: Sequence[str], prompts: Sequence[str]) -> torch.Tensor:
+        return self.log_phi(self.statistics(texts, prompts))
+
+    def __mul__(self, other: Potential) -> Product:
+        if not isinstance(other, Potential):
+            return NotImplemented
+        return Product([*factors(self), *factors(other)])
+
+    def __rmul__(self, prior: LM) -> Target:
+        """prior * potential is the target π* ∝ π0·φ."""
+        return Target(prior, self) if isinstance(prior, LM) else NotImplemented
+
+
+def factors(p: Potential) -> list[Potential]:
+    """The factors of a product, or the potential itself."""
+    return p.factors if isinstance(p, Product) else [p]
+
+
+class Product(Potential):
+    """φ = Π_i φ_i, i.e. log φ = Σ_i log φ_i."""
+
+    def __init__(self, factors: Sequence[Potential]):
+        self.factors = list(factors)
+        names = [name for factor in self.factors for name in factor.names]
+        if len(set(names)) != len(names):
+            raise ValueError(f"the potentials report statistics {names}, some under the same name; give their "
+                             "rewards distinct names (Reward(fn, name=...))")
+
+    def __repr__(self) -> str:
+        return " * ".join(map(repr, self.factors))
+
+    @property
+    def names(self):
+        return [name for factor in self.factors for name in factor.names]
+
+    def statistics(self, texts, prompts):
+        return {name: value for factor in self.factors for name, value in factor.statistics(texts, prompts).items()}
+
+    def log_phi(self, stats):
+        return sum(factor.log_phi(stats) for factor in self.factors)
 
 
 @dataclass

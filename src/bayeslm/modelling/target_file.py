@@ -12,7 +12,8 @@
       - forbid: {strings: [bad]}                               # prefix-aware constraints (SMC steers by them)
       - starts_with: {text: "Once upon a time"}
 
-Rewards, predicates and features are specs of `bayeslm.modelling.rewards.from_spec`.
+Each potential kind and its options come from the registry `bayeslm.modelling.potentials.POTENTIALS` (a new kind
+is one new module there); rewards, predicates and features are specs of `bayeslm.modelling.rewards.from_spec`.
 """
 
 from __future__ import annotations
@@ -24,17 +25,8 @@ import yaml
 from bayeslm.config import ConfigError, unknown_keys
 from bayeslm.distributions.lm import LM
 from bayeslm.distributions.loading import load_lm, resolve_source
-from bayeslm.modelling.potentials import (
-    Constraint,
-    Exponential,
-    ExponentialFamily,
-    Potential,
-    Product,
-    constrain,
-)
-from bayeslm.modelling.prefix import Forbid, StartsWith
-from bayeslm.modelling.rewards import from_spec
-from bayeslm.modelling.target import Target
+from bayeslm.modelling.potentials import POTENTIALS
+from bayeslm.modelling.target import Potential, Product, Target
 
 
 def _fields(where: str, data, required: set[str], optional: set[str]) -> dict:
@@ -59,73 +51,31 @@ def _number(where: str, value, *, positive: bool = False, integer: bool = False)
     return value
 
 
-def _numbers(where: str, value) -> list[float]:
-    if not isinstance(value, list) or not value:
-        raise ConfigError(f"{where}: expected a non-empty list of numbers, got {value!r}")
-    return [_number(f"{where}[{i}]", v) for i, v in enumerate(value)]
-
-
-def _reward(where: str, spec, base: Path):
-    if isinstance(spec, dict) and isinstance(spec.get("classifier"), dict) and "path" in spec["classifier"]:
-        spec = {"classifier": {**spec["classifier"], "path": str(base / spec["classifier"]["path"])}}
-    try:
-        return from_spec(spec)
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        raise ConfigError(f"{where}: {error}") from error
-
-
-def _rewards(where: str, specs, base: Path) -> list:
-    if not isinstance(specs, list) or not specs:
-        raise ConfigError(f"{where}: expected a non-empty list of rewards, got {specs!r}")
-    return [_reward(f"{where}[{i}]", s, base) for i, s in enumerate(specs)]
+def _relative_paths(args, base: Path):
+    """The options as written, with each local classifier's path resolved against the file's directory."""
+    if isinstance(args, dict):
+        if isinstance(args.get("classifier"), dict) and isinstance(args["classifier"].get("path"), str):
+            return {**args, "classifier": {**args["classifier"], "path": str(base / args["classifier"]["path"])}}
+        return {k: _relative_paths(v, base) for k, v in args.items()}
+    if isinstance(args, list):
+        return [_relative_paths(v, base) for v in args]
+    return args
 
 
 def _potential(where: str, entry, prior: LM, prompts: list[str], max_new_tokens: int, base: Path) -> Potential:
-    kinds = ("exponential", "constraint", "exponential_family", "moments", "forbid", "starts_with")
-    if not isinstance(entry, dict) or len(entry) != 1 or next(iter(entry)) not in kinds:
-        raise ConfigError(f"{where}: expected a mapping with exactly one key among {list(kinds)}, got {entry!r}")
+    """One potential from its kind's registry entry (`bayeslm.modelling.potentials`); a kind that needs the prior
+    (moments, fitted from its samples) is built for this target."""
+    if not isinstance(entry, dict) or len(entry) != 1:
+        raise ConfigError(f"{where}: expected a mapping with exactly one key among {POTENTIALS.names()}, got "
+                          f"{entry!r}")
     (kind, args), = entry.items()
-    where = f"{where}.{kind}"
-    if kind == "exponential":
-        _fields(where, args, {"reward", "beta"}, set())
-        return Exponential(_reward(f"{where}.reward", args["reward"], base),
-                           _number(f"{where}.beta", args["beta"], positive=True))
-    if kind == "constraint":
-        _fields(where, args, {"predicate"}, {"at_least", "at_most"})
-        bounds = {k: _number(f"{where}.{k}", args[k]) for k in ("at_least", "at_most") if k in args}
-        if bounds.get("at_least", float("-inf")) > bounds.get("at_most", float("inf")):
-            raise ConfigError(f"{where}: at_least {bounds['at_least']} > at_most {bounds['at_most']}: no value can "
-                              "satisfy the constraint")
-        return Constraint(_reward(f"{where}.predicate", args["predicate"], base), **bounds)
-    if kind == "forbid":
-        _fields(where, args, {"strings"}, {"case_sensitive"})
-        strings = args["strings"]
-        if not isinstance(strings, list) or not strings or not all(isinstance(x, str) and x for x in strings):
-            raise ConfigError(f"{where}.strings: expected a non-empty list of non-empty strings, got {strings!r}")
-        return Forbid(strings, case_sensitive=bool(args.get("case_sensitive", False)))
-    if kind == "starts_with":
-        _fields(where, args, {"text"}, set())
-        if not isinstance(args["text"], str) or not args["text"].strip():
-            raise ConfigError(f"{where}.text: expected a non-blank string, got {args['text']!r}")
-        return StartsWith(args["text"])
-    if kind == "exponential_family":
-        _fields(where, args, {"features", "coefficients"}, set())
-        features = _rewards(f"{where}.features", args["features"], base)
-        coefficients = _numbers(f"{where}.coefficients", args["coefficients"])
-        if len(features) != len(coefficients):
-            raise ConfigError(f"{where}: {len(features)} features but {len(coefficients)} coefficients; give one each")
-        return ExponentialFamily(features, coefficients)
-    _fields(where, args, {"features", "moments"}, {"n", "seed"})
-    features = _rewards(f"{where}.features", args["features"], base)
-    moments = _numbers(f"{where}.moments", args["moments"])
-    if len(features) != len(moments):
-        raise ConfigError(f"{where}: {len(features)} features but {len(moments)} moments; give one each")
-    n = _number(f"{where}.n", args.get("n", 1024), positive=True, integer=True)
-    seed = _number(f"{where}.seed", args.get("seed", 0), integer=True)
     try:
-        return constrain(prior, features, moments, prompts=prompts, max_new_tokens=max_new_tokens, n=n, seed=seed)
-    except ValueError as error:
-        raise ConfigError(f"{where}: {error}") from error
+        built = POTENTIALS.build({kind: _relative_paths(args, base)}, where)
+        return built.build(prior, prompts, max_new_tokens) if hasattr(built, "build") else built
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as error:  # a potential that cannot be made as written
+        raise ConfigError(f"{where}.{kind}: {error}") from error
 
 
 def _prompts(data: dict, base: Path) -> list[str]:
@@ -151,13 +101,16 @@ def _prompts(data: dict, base: Path) -> list[str]:
     return prompts
 
 
-def parse_target(data, base: Path = Path("."), *, batch_size: int = 64) -> Target:
-    """A `Target` from the parsed YAML of a target file (relative paths resolve against `base`)."""
+def parse_target(data, base: Path = Path("."), *, batch_size: int = 64, device: str | None = None,
+                 decoding: str | None = None) -> Target:
+    """A `Target` from the parsed YAML of a target file (relative paths resolve against `base`); its prior is
+    loaded onto `device` and samples with `decoding` (see `load_lm`)."""
     _fields("target", data, {"prior", "potentials"}, {"prompts", "prompts_file", "max_new_tokens"})
     max_new_tokens = _number("max_new_tokens", data.get("max_new_tokens", 32), positive=True, integer=True)
     prompts = _prompts(data, base)
     try:
-        prior = load_lm(resolve_source(data["prior"], base), batch_size=batch_size)
+        prior = load_lm(resolve_source(data["prior"], base), batch_size=batch_size, device=device,
+                        decoding=decoding)
     except (ValueError, TypeError, FileNotFoundError) as error:
         raise ConfigError(f"prior: {error}") from error
     entries = data["potentials"]
@@ -172,7 +125,8 @@ def parse_target(data, base: Path = Path("."), *, batch_size: int = 64) -> Targe
     return Target(prior, potential, prompts, max_new_tokens)
 
 
-def load_target(path: str | Path, *, batch_size: int = 64) -> Target:
+def load_target(path: str | Path, *, batch_size: int = 64, device: str | None = None,
+                decoding: str | None = None) -> Target:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -182,4 +136,4 @@ def load_target(path: str | Path, *, batch_size: int = 64) -> Target:
         raise ConfigError(f"the target file {path} is not UTF-8 text ({error}); re-save it as UTF-8") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from None
-    return parse_target(data, path.parent, batch_size=batch_size)
+    return parse_target(data, path.parent, batch_size=batch_size, device=device, decoding=decoding)

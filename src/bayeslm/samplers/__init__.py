@@ -9,8 +9,11 @@ Each sampler is one module and takes a `Target`, a proposal `LM` and n samples p
     imh                           imh.py          independent Metropolis–Hastings chains
     smc                           smc.py          sequential Monte Carlo over tokens, steered by prefix potentials
     best_of_n                     best_of_n.py    the reranking baseline
+
+Every sampler is also registered in `SAMPLERS` under its name, with its options (see `base.Sampler`).
 """
 
+from bayeslm.samplers.base import SAMPLERS, Sampler
 from bayeslm.samplers.best_of_n import best_of_n
 from bayeslm.samplers.imh import imh
 from bayeslm.samplers.importance import ancestral, importance, sir
@@ -20,5 +23,5 @@ from bayeslm.samplers.rejection import NoBound, known_log_bound, rejection
 from bayeslm.samplers.result import Draws
 from bayeslm.samplers.smc import smc
 
-__all__ = ["Draws", "NoBound", "Tradeoff", "ancestral", "best_of_n", "imh", "importance",
+__all__ = ["SAMPLERS", "Draws", "NoBound", "Sampler", "Tradeoff", "ancestral", "best_of_n", "imh", "importance",
            "known_log_bound", "propose", "qrs", "rejection", "sir", "smc", "tradeoff"]

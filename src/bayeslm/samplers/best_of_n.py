@@ -16,12 +16,16 @@ for independent candidates is uniformly at random.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from bayeslm import weights
+from bayeslm.config import field, positive
 from bayeslm.distributions.lm import LM
 from bayeslm.modelling.target import Target
+from bayeslm.samplers.base import SAMPLERS, Sampler
 from bayeslm.samplers.pool import generators, propose
 from bayeslm.samplers.result import Draws
 
@@ -45,3 +49,15 @@ def best_of_n(target: Target, proposal: LM | None = None, n: int = 256, *, candi
 def kl_to_proposal(candidates: int) -> float:
     """The closed-form KL(best-of-n ‖ q) in nats: exact for continuous scores, an upper bound for sequences."""
     return math.log(candidates) - (candidates - 1) / candidates
+
+
+@SAMPLERS.register
+@dataclass
+class BestOfN(Sampler):
+    """Best-of-n reranking by log φ: the named baseline, not a sampler of π*."""
+
+    name: ClassVar[str] = "best-of-n"
+    candidates: int = field(4, doc="candidates per sample", check=positive)
+
+    def sample(self, target, proposal=None, n=256, *, seed=0):
+        return best_of_n(target, proposal, n, candidates=self.candidates, seed=seed)

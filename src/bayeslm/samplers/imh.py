@@ -16,12 +16,16 @@ sample size that follows from it. The proposals also give the importance-samplin
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from bayeslm import progress, weights
+from bayeslm.config import field, non_negative, positive
 from bayeslm.distributions.lm import LM
 from bayeslm.modelling.target import Target
+from bayeslm.samplers.base import SAMPLERS, Sampler
 from bayeslm.samplers.pool import generators, propose, require_support
 from bayeslm.samplers.result import Draws
 
@@ -100,3 +104,16 @@ def _integrated_time(autocorrelation: list[float]) -> float:
             break
         tau += 2 * rho
     return tau
+
+
+@SAMPLERS.register
+@dataclass
+class IMH(Sampler):
+    """Independent Metropolis–Hastings chains with the proposal as independent proposal."""
+
+    name: ClassVar[str] = "imh"
+    chains: int | None = field(None, doc="chains per prompt (null: min(n, 16))", check=positive)
+    burn_in: int = field(20, doc="moves discarded per chain", check=non_negative)
+
+    def sample(self, target, proposal=None, n=256, *, seed=0):
+        return imh(target, proposal, n, chains=self.chains, burn_in=self.burn_in, seed=seed)

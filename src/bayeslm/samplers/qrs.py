@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 
+from bayeslm.config import field, positive
 from bayeslm.distributions.lm import LM
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
+from bayeslm.samplers.base import SAMPLERS, Sampler
 from bayeslm.samplers.pool import generators, propose, require_support
 from bayeslm.samplers.rejection import accept_reject
 from bayeslm.samplers.result import Draws
@@ -39,15 +41,15 @@ from bayeslm.weights import Estimate, combine, log_mean_exp
 DEFAULT_BETAS = 6  # log-spaced from the median pooled weight to the largest
 
 
-def qrs(target: Target, proposal: LM | None = None, n: int = 256, *, beta: float, budget: int | None = None,
+def qrs(target: Target, proposal: LM | None = None, n: int = 256, *, qrs_beta: float, budget: int | None = None,
         seed: int = 0) -> Draws:
-    """n samples per prompt of p_β; `budget` caps the proposals per prompt (default 100·n)."""
-    if not beta > 0:
-        raise ValueError(f"the QRS bound beta must be > 0, got {beta}")
-    log_beta = math.log(beta)
+    """n samples per prompt of p_β, β = `qrs_beta`; `budget` caps the proposals per prompt (default 100·n)."""
+    if not qrs_beta > 0:
+        raise ValueError(f"the QRS bound qrs_beta must be > 0, got {qrs_beta}")
+    log_beta = math.log(qrs_beta)
     draws = accept_reject("qrs", target, proposal or target.prior, n,
                           lambda pool: (pool.log_w - log_beta).clamp(max=0), budget=budget, seed=seed)
-    draws.figures["qrs_beta"] = beta
+    draws.figures["qrs_beta"] = qrs_beta
     return draws
 
 
@@ -109,3 +111,17 @@ def _at(log_w: torch.Tensor, beta: float) -> Tradeoff:
             kl = h.mean()
             add(key, kl, h - kl - (kl + 1) * (outer - 1) + (inner - 1))
     return Tradeoff(beta, *(combine(values, influences) for values, influences in per_prompt.values()))
+
+
+@SAMPLERS.register
+@dataclass
+class QRS(Sampler):
+    """Quasi-rejection sampling with a guessed bound β on P/q (see `tradeoff` to choose it)."""
+
+    name: ClassVar[str] = "qrs"
+    qrs_beta: float = field(doc="the bound β on P/q (not the β of an exponential potential)", check=positive)
+    budget: int | None = field(None, doc="most proposals per prompt (null: 100·n); what was accepted is kept",
+                               check=positive)
+
+    def sample(self, target, proposal=None, n=256, *, seed=0):
+        return qrs(target, proposal, n, qrs_beta=self.qrs_beta, budget=self.budget, seed=seed)

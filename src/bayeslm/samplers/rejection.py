@@ -22,16 +22,19 @@ keeps, per prompt, the first n accepted.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from bayeslm import progress, weights
+from bayeslm.config import field, positive
 from bayeslm.distributions.lm import LM
-from bayeslm.modelling.potentials import Constraint, Exponential, Product
+from bayeslm.modelling.potentials import Exponential, HardConstraint
 from bayeslm.modelling.scored import ScoredSamples
-from bayeslm.modelling.target import Target
+from bayeslm.modelling.target import Target, factors
+from bayeslm.samplers.base import SAMPLERS, Sampler
 from bayeslm.samplers.pool import generators, propose
 from bayeslm.samplers.result import Draws, shortfall
 
@@ -49,9 +52,8 @@ def known_log_bound(target: Target, proposal: LM | None = None, reward_max: floa
     if not proposal.same_distribution(target.prior):
         raise NoBound(f"no bound on P/q is known for the proposal {proposal.name}, which is not the prior: give "
                       "log M (log_bound; --log-bound) with M ≥ max P(x)/q(x), or use quasi-rejection sampling (qrs)")
-    factors = target.potential.factors if isinstance(target.potential, Product) else [target.potential]
     log_m = 0.0
-    for factor in factors:
+    for factor in factors(target.potential):
         if isinstance(factor, Exponential):
             if reward_max is None:
                 raise NoBound(f"rejection sampling needs a bound on the reward of {factor!r}: give the largest "
@@ -59,7 +61,7 @@ def known_log_bound(target: Target, proposal: LM | None = None, reward_max: floa
                               "keyword, sentiment and offensiveness, so that M = exp(reward_max/β); or give log M "
                               "directly (log_bound; --log-bound)")
             log_m += reward_max / factor.beta
-        elif not isinstance(factor, Constraint):
+        elif not isinstance(factor, HardConstraint):
             raise NoBound(f"no bound on the potential {factor!r} is known: give log M (log_bound; --log-bound) "
                           "with M ≥ max P(x)/q(x), or use quasi-rejection sampling (qrs)")
     return log_m
@@ -138,3 +140,20 @@ def _rank_within_prompt(prompt_index: torch.Tensor, C: int) -> torch.Tensor:
     """For each row, how many earlier rows share its prompt."""
     one_hot = F.one_hot(prompt_index, C)
     return (one_hot.cumsum(0) * one_hot).sum(1) - 1
+
+
+@SAMPLERS.register
+@dataclass
+class Rejection(Sampler):
+    """Exact rejection sampling, given a bound M ≥ P/q (derived for constraints and bounded rewards)."""
+
+    name: ClassVar[str] = "rejection"
+    log_bound: float | None = field(None, doc="log M, with M ≥ max P(x)/q(x); null: derived where known")
+    reward_max: float | None = field(None, doc="the largest reward value, so that M = exp(reward_max/β) (prior as "
+                                               "proposal)")
+    budget: int | None = field(None, doc="most proposals per prompt (null: 100·n); what was accepted is kept",
+                               check=positive)
+
+    def sample(self, target, proposal=None, n=256, *, seed=0):
+        return rejection(target, proposal, n, log_bound=self.log_bound, reward_max=self.reward_max,
+                         budget=self.budget, seed=seed)

@@ -1,7 +1,7 @@
 """Sequential Monte Carlo (SMC) over tokens: particles grow one token at a time and are resampled when their
 weights degenerate, steered by potentials that can judge a prefix.
 
-When to use it: the target's evidence can be read on prefixes (a `bayeslm.modelling.prefix.PrefixPotential`, such as a
+When to use it: the target's evidence can be read on prefixes (a `bayeslm.modelling.potentials.PrefixPotential`, such as a
 forbidden string or a required opening), so that doomed continuations are dropped as soon as they are doomed
 and their compute goes to live ones. For a potential defined only on whole sequences there is nothing to steer
 by: a particle's weight changes only when it ends, and when all end at max_new_tokens SMC *is* importance
@@ -29,14 +29,19 @@ reordered with the particles.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from bayeslm import progress
-from bayeslm.distributions.lm import LM, draw
-from bayeslm.modelling.prefix import prefix_log_phi, steers
+from bayeslm.config import field, unit_interval
+from bayeslm.distributions.lm import LM
+from bayeslm.distributions.tokens import draw
+from bayeslm.modelling.potentials import prefix_log_phi, steers
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
+from bayeslm.samplers.base import SAMPLERS, Sampler
 from bayeslm.samplers.pool import generators
 from bayeslm.samplers.result import Draws
 from bayeslm.weights import Estimate, effective_sample_size, log_mean_exp, total_ess
@@ -172,3 +177,16 @@ def _resample(log_w: torch.Tensor, ess_threshold: float, decide: torch.Generator
     index[due] = picked + (torch.arange(P)[due] * N)[:, None]
     log_mean_w = torch.where(due, total - math.log(N), math.nan)
     return index.flatten(), log_mean_w
+
+
+@SAMPLERS.register
+@dataclass
+class SMC(Sampler):
+    """Sequential Monte Carlo over tokens, steered by prefix potentials; Ẑ unbiased."""
+
+    name: ClassVar[str] = "smc"
+    ess_threshold: float = field(0.5, doc="resample a prompt's particles when their ESS falls below this fraction",
+                                 check=unit_interval)
+
+    def sample(self, target, proposal=None, n=256, *, seed=0):
+        return smc(target, proposal, n, ess_threshold=self.ess_threshold, seed=seed)

@@ -25,7 +25,9 @@ def _device(value) -> str | None:
 
 
 @dataclass
-class LoraConfig:
+class LoRA:
+    """LoRA through peft: the prior's weights stay frozen (and, adapter off, are the prior itself)."""
+
     r: int = field(8, doc="rank of the LoRA update", check=positive)
     alpha: float = field(16.0, doc="LoRA scaling numerator (the update is scaled by alpha / r)", check=positive)
     target_modules: list[str] | None = field(None, doc="module names to adapt; null adapts every linear layer "
@@ -34,7 +36,8 @@ class LoraConfig:
 
 @dataclass
 class TrainConfig:
-    target: str | dict = field(doc="a target file (path, relative to this config) or the target inline as a mapping")
+    target: str | dict | None = field(None, doc="a target file (path, relative to this config) or the target inline "
+                                                "as a mapping; null when the target is given in Python")
     objective: str | dict | Objective = field(default_factory=KLRL, doc="what to minimise: an objective's name with its options, "
                                   "e.g. klrl or {dpg: {proposal: adaptive}}, or the dotted path of your own "
                                   "(package.module:Name); every objective's options are listed below",
@@ -65,7 +68,7 @@ class TrainConfig:
                                                      "for about a third more compute, and each sample's scoring runs "
                                                      "its prompt again (transformers keeps no KV cache in recomputed "
                                                      "layers); the model must have no active dropout")
-    lora: LoraConfig | None = field(None, doc="LoRA through peft; null for full fine-tuning")
+    lora: LoRA | None = field(None, doc="LoRA through peft; null for full fine-tuning")
     seed: int = field(0, doc="seeds sampling and initialisation; a run is reproducible from it")
     checkpoint_every: int = field(50, doc="steps between checkpoints", check=positive)
     keep_checkpoints: int = field(2, doc="how many recent checkpoints to keep", check=positive)
@@ -74,10 +77,9 @@ class TrainConfig:
     batch_size: int = field(64, doc="rows per forward pass", check=positive)
     backward_batch_size: int | None = field(None, doc="rows (whole prompt groups, at least one) back-propagated at "
                                                       "once: bounds the activations held for the backward pass, "
-                                                      "the bulk of a training step's memory; null: 8 on a CPU (faster "
-                                                      "there than 4, 16, 32 or 64, at a sixth of 64's memory: "
-                                                      "bench/RESULTS.md §4), batch_size on a GPU (small slices leave "
-                                                      "it idle)",
+                                                      "the bulk of a training step's memory; null: 8 on a CPU (as "
+                                                      "fast as 32 at under half its memory: docs/performance.md, "
+                                                      "scaling), batch_size on a GPU (small slices leave it idle)",
                                             check=positive)
     sharding: Literal["none", "full"] = field(
         "none", doc="full: data-parallel processes each keep 1/N of every decoder layer's weights, gradients and "

@@ -5,7 +5,7 @@ the process and reuses them only where a later request fits; back-propagating a 
 (`backward_batch_size`) frees and requests blocks of slightly different sizes each slice, so the heap fragments
 and the resident set grows well beyond the live tensors. `malloc_trim` returns the free pages (the addresses
 stay reserved), which on SmolLM2 took a LoRA step's peak from 1.35× to 1.18× that of inference of the same batch
-at no measurable cost (bench/RESULTS.md §4). CUDA memory has its own caching allocator and is left alone.
+at no measurable cost (docs/performance.md, memory). CUDA memory has its own caching allocator and is left alone.
 """
 
 from __future__ import annotations

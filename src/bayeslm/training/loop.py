@@ -1,13 +1,10 @@
 """The one training loop: every objective, full fine-tuning or LoRA, fp32 or bf16, resumable.
 
-Each step: draw continuations (from the model itself, or from a proposal), score them under the target and the
-prior, let the objective turn them into a loss, step AdamW, log, checkpoint. The model stays in eval mode (no
-dropout), so the log-probabilities it is trained on are exactly those it sampled with; only gradient
+Each step: draw continuations (from the model itself, or from a proposal: `Objective.proposal`), score them under
+the target and the prior, let the objective turn them into a loss, step AdamW, let the objective adapt, log,
+checkpoint. The loop knows no objective by name (see `bayeslm.training.objectives.base`). The model stays in eval
+mode (no dropout), so the log-probabilities it is trained on are exactly those it sampled with; only gradient
 checkpointing puts it in training mode around the backward pass, and only for a model without dropout.
-
-A run directory holds `config.yaml` (resolved), `metrics.jsonl` (one line per step), `checkpoints/`,
-`model/` (the final model, a plain Hugging Face model), `target.yaml` (the target as written) and the
-evaluation (see `evaluation.py`): `scorecard.json`, `scorecard_prior.json`, `samples.jsonl`.
 """
 
 from __future__ import annotations
@@ -15,21 +12,18 @@ from __future__ import annotations
 import copy
 import json
 import math
-import signal
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
-import yaml
 
 from bayeslm.config import ConfigError, to_dict
 from bayeslm.distributions.lm import LM
 from bayeslm.distributions.loading import resolve_device
 from bayeslm.measurement.diversity import distinct_n
 from bayeslm.measurement.evaluation import evaluate
-from bayeslm.measurement.scorecard import batch_figures
+from bayeslm.measurement.scorecard import Scorecard, batch_figures
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
 from bayeslm.parallel import distributed, sharding
@@ -38,13 +32,10 @@ from bayeslm.training import checkpoint, heap
 from bayeslm.training.config import TrainConfig, load_config
 from bayeslm.training.objectives import Step
 from bayeslm.training.run_dir import (
-    prepare_run_dir,
-    refuse_other_run,
     save_model,
-    target_definition,
     truncate_metrics,
 )
-from bayeslm.training.setup import models, resolve_model, resolve_target, schedule
+from bayeslm.training.setup import models, schedule
 from bayeslm.weights import normalise, snis_mean
 
 
@@ -62,7 +53,7 @@ class Trainer:
     `trainable(name)` may restrict which parameters train (the Python API's way to pick a model family).
     `world` is this process's place in data-parallel training (see `bayeslm.parallel.distributed`); one process by default."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path, target: Target, *, quiet: bool = False,
+    def __init__(self, config: TrainConfig, run_dir: Path | None, target: Target, *, quiet: bool = False,
                  trainable=None, world: distributed.World | None = None):
         self.config, self.run_dir, self.quiet = config, run_dir, quiet
         self.world = world or distributed.World()
@@ -86,6 +77,7 @@ class Trainer:
         self.step = 0
         self.stop_requested = False  # set by SIGINT/SIGTERM: the loop stops between steps, never inside one
         self.saved_step = None  # the step of the newest checkpoint on disk
+        self.history: list[dict] = []  # every step's figures (what metrics.jsonl holds)
 
     def _shard(self) -> dict[str, sharding.Sharded]:
         """Shards π_θ and, under full fine-tuning, the prior (`bayeslm.parallel.sharding`)."""
@@ -137,7 +129,7 @@ class Trainer:
         config, world = self.config, self.world
         progress = bar(config.steps, "train", unit="step", initial=self.step, leave=True,
                        hidden=self.quiet or not world.main)
-        writer = _tensorboard(self.run_dir) if world.main else None
+        writer = _tensorboard(self.run_dir) if world.main and self.run_dir is not None else None
         try:
             while self.step < config.steps and not self._stopping():
                 record = self.train_step()
@@ -151,6 +143,8 @@ class Trainer:
             if writer is not None:
                 writer.close()
         if self._stopping():
+            if self.run_dir is None:
+                raise Interrupted(f"stopped after step {self.step}; nothing was kept (no run directory)")
             self.save_checkpoint()
             raise Interrupted(f"stopped after step {self.step}; a checkpoint was written. Resume with the same "
                               "command and --resume")
@@ -162,6 +156,9 @@ class Trainer:
         return self.stop_requested
 
     def _log(self, record: dict, writer):
+        self.history.append(record)
+        if self.run_dir is None:
+            return
         with (self.run_dir / "metrics.jsonl").open("a") as f:  # JSON has no infinity: an infinite KL is null
             f.write(json.dumps({k: v if not isinstance(v, float) or math.isfinite(v) else None
                                 for k, v in record.items()}) + "\n")
@@ -300,14 +297,14 @@ class Trainer:
             checkpoint.load_trainable_state(frozen, state)
         if self.sharded:
             self.sharded["proposal"] = sharding.Sharded.of(frozen)
-        self.proposal = self.model._view(model=frozen, name=name, autocast=self.model.autocast)
+        self.proposal = self.model.view(model=frozen, name=name, autocast=self.model.autocast)
         self.proposal_is_copy = True
 
     # ----- checkpoints and the end -------------------------------------------------------------------------------
 
     def save_checkpoint(self):
         """Rank 0 writes (every process holds the same state); a failed write stops every process."""
-        if self.saved_step == self.step:  # e.g. stopped right after a checkpoint: it is on disk already
+        if self.saved_step == self.step or self.run_dir is None:  # on disk already, or no run directory
             return
         state = {"config": to_dict(self.config), "objective": self.objective.state_dict(),
                  "proposal_is_copy": self.proposal_is_copy,
@@ -362,7 +359,7 @@ class Trainer:
         return {**state, "state": {i: {k: sharding.like(v, params[i]) if v.shape == params[i].shape else v
                                        for k, v in moments.items()} for i, moments in state["state"].items()}}
 
-    def finish(self) -> dict:
+    def finish(self) -> Scorecard | None:
         """The model saved as a plain HF model (first: a failed evaluation keeps it), then the final scorecards of
         the model and the prior (against the original target) with samples of each and of the target. Rank 0 saves
         (sharded weights gathered whole onto its CPU first) and writes the scorecards; every process samples and
@@ -370,14 +367,14 @@ class Trainer:
         model = self.model
         if self.sharded:
             net = self.sharded["model"].plain(keep=self.world.main)
-            model = model._view(model=net) if net is not None else None
-        self.world.on_main(lambda: save_model(model, self.run_dir / "model", merge_lora=self.config.merge_lora))
-        card = None
-        if self.config.eval_n:
-            with self._gathered():
-                card = evaluate(self.model, self.target, self.config.eval_n, seed=self.config.seed + 1,
-                                run_dir=self.run_dir, world=self.world)
-        return card.to_json() if card is not None else {}
+            model = model.view(model=net) if net is not None else None
+        if self.run_dir is not None:
+            self.world.on_main(lambda: save_model(model, self.run_dir / "model", merge_lora=self.config.merge_lora))
+        if not self.config.eval_n:
+            return None
+        with self._gathered():
+            return evaluate(self.model, self.target, self.config.eval_n, seed=self.config.seed + 1,
+                            run_dir=self.run_dir, world=self.world)
 
 
 def _detached(out: Step) -> Step:
@@ -399,51 +396,3 @@ def _tensorboard(run_dir: Path):
     except ImportError:  # TensorBoard is optional; metrics.jsonl is always written
         return None
     return SummaryWriter(str(run_dir / "tensorboard"))
-
-
-def train(config: TrainConfig, run_dir: Path, *, base: Path = Path("."), resume: bool = False,
-          overwrite: bool = False, quiet: bool = False) -> dict:
-    """Trains per `config` into `run_dir`; returns the final scorecard as JSON. SIGINT and SIGTERM finish the
-    current step, checkpoint it and raise `Interrupted`; `resume=True` continues exactly from there.
-
-    Launched with WORLD_SIZE > 1 (torchrun, accelerate launch), it trains data-parallel: see
-    `bayeslm.parallel.distributed`."""
-    world = distributed.init()
-    try:
-        return _train(config, run_dir, world, base=base, resume=resume, overwrite=overwrite, quiet=quiet)
-    finally:
-        distributed.close(world)
-
-
-def _train(config: TrainConfig, run_dir: Path, world: distributed.World, *, base: Path, resume: bool,
-           overwrite: bool, quiet: bool) -> dict:
-    def start():  # rank 0 alone touches the run directory
-        prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-        (run_dir / "target.yaml").write_text(target_definition(config, base))
-
-    refuse_other_run(run_dir, resume=resume, overwrite=overwrite)
-    config = resolve_model(config, base)
-    if distributed.launched_with_fsdp() and config.sharding != "full":
-        config = replace(config, sharding="full")  # what the launcher's FSDP config asks for, and what is saved
-        if world.main and not quiet:
-            print("bayeslm: accelerate launched with FSDP: training with sharding: full", file=sys.stderr)
-    # The target and the model load before --overwrite deletes anything: a bad new config keeps the old run.
-    trainer = Trainer(config, run_dir, resolve_target(config, base), quiet=quiet, world=world)
-    world.on_main(start)
-    if resume:
-        trainer.resume()
-
-    def stop(signum, frame):
-        if trainer.stop_requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C stops at once (the last checkpoint stays)
-        trainer.stop_requested = True
-        print(f"\nbayeslm: {signal.Signals(signum).name} received: finishing this step, then checkpointing",
-              file=sys.stderr)
-
-    handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return trainer.run()
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)

@@ -50,14 +50,14 @@ def models(config: TrainConfig, target: Target, device: torch.device) -> tuple[L
         prior.model, prior.adapter_disabled = start, True
     if config.precision == "bf16":
         if model.device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            # Measured (bench/RESULTS.md): on a CPU without AVX512-BF16 or AMX, bf16 products are emulated and a
+            # Measured (docs/performance.md): on a CPU without AVX512-BF16 or AMX, bf16 products are emulated and a
             # LoRA step ran 11× slower than in fp32.
             print("bayeslm: warning: precision bf16 on a CPU without native bf16 (no AVX512-BF16 or AMX): "
                   "matrix products are emulated and much slower than fp32; use precision: fp32 here",
                   file=sys.stderr)
         model.autocast = torch.bfloat16
-        target = replace(target, prior=target.prior._view(autocast=torch.bfloat16))
-    target = replace(target, prior=target.prior._view(decoding=config.decoding))
+        target = replace(target, prior=target.prior.view(autocast=torch.bfloat16))
+    target = replace(target, prior=target.prior.view(decoding=config.decoding))
     return model, target
 
 
@@ -96,5 +96,5 @@ def resolve_model(config: TrainConfig, base: Path) -> TrainConfig:
 
 def resolve_target(config: TrainConfig, base: Path) -> Target:
     if isinstance(config.target, dict):
-        return parse_target(config.target, base, batch_size=config.batch_size)
-    return load_target(base / config.target, batch_size=config.batch_size)
+        return parse_target(config.target, base, batch_size=config.batch_size, decoding=config.decoding)
+    return load_target(base / config.target, batch_size=config.batch_size, decoding=config.decoding)

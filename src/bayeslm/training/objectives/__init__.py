@@ -9,9 +9,6 @@ Each is a dataclass of its options registered in `OBJECTIVES` (see `bayeslm.regi
 calls is `Objective` in `base.py`.
 """
 
-from bayeslm.registry import Registry
-from bayeslm.training.objectives.base import Objective, Step
-
-OBJECTIVES = Registry("objective", __name__)
+from bayeslm.training.objectives.base import OBJECTIVES, Objective, Step
 
 __all__ = ["OBJECTIVES", "Objective", "Step"]

@@ -17,6 +17,9 @@ from bayeslm.config import field, validate
 from bayeslm.distributions.lm import LM
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
+from bayeslm.registry import Registry
+
+OBJECTIVES = Registry("objective", "bayeslm.training.objectives")
 
 
 @dataclass

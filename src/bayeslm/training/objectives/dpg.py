@@ -20,8 +20,7 @@ import torch
 
 from bayeslm.config import field
 from bayeslm.modelling.scored import ScoredSamples
-from bayeslm.training.objectives import OBJECTIVES, Objective, Step
-from bayeslm.training.objectives.base import proposal_option
+from bayeslm.training.objectives.base import OBJECTIVES, Objective, Step, proposal_option
 from bayeslm.training.objectives.log_z import RunningLogZ
 
 

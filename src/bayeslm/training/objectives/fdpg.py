@@ -18,8 +18,7 @@ import torch.nn.functional as F
 
 from bayeslm.config import field
 from bayeslm.modelling.scored import ScoredSamples
-from bayeslm.training.objectives import OBJECTIVES, Objective, Step
-from bayeslm.training.objectives.base import proposal_option
+from bayeslm.training.objectives.base import OBJECTIVES, Objective, Step, proposal_option
 from bayeslm.training.objectives.log_z import RunningLogZ
 
 # f′ as a function of log t. Each f satisfies f(1) = 0, so D_f(π‖π) = 0.

@@ -25,7 +25,7 @@ from bayeslm.config import field, fraction, positive
 from bayeslm.modelling.potentials import Exponential
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
-from bayeslm.training.objectives import OBJECTIVES, Objective, Step
+from bayeslm.training.objectives.base import OBJECTIVES, Objective, Step
 from bayeslm.training.objectives.policy_gradient import leave_one_out, surrogate
 
 
@@ -70,7 +70,7 @@ class KLRL(Objective):
         reward = (self.reward_scale * batch.log_phi).float()
         old, mask, beta = batch.token_log_probs, batch.mask, self.beta
         if self.kl == "analytic":
-            log_probs, kl, prior_log_probs = model.token_scores_against(prior, batch.sample_prompts, batch.continuations)
+            log_probs, kl, prior_log_probs = model.token_scores(batch.sample_prompts, batch.continuations, kl_to=prior)
             returns = reward[:, None] - beta * _to_go(kl.detach(), inclusive=False)
             penalty = beta * kl.sum(-1)
         else:

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from bayeslm.config import field, fraction, positive
 from bayeslm.modelling.scored import ScoredSamples
-from bayeslm.training.objectives import OBJECTIVES, Objective, Step
+from bayeslm.training.objectives.base import OBJECTIVES, Objective, Step
 from bayeslm.training.objectives.policy_gradient import leave_one_out, surrogate
 
 

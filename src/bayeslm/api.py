@@ -1,0 +1,71 @@
+"""The three calls of the public API, each a thin front on one package: train (bayeslm.training), sample
+(bayeslm.samplers) and scorecard (bayeslm.measurement). The YAML config and the CLI serialise these calls.
+
+    run   = bl.train(target, bl.KLRL(kl="analytic"), steps=100, lora=bl.LoRA(r=8), out="runs/klrl")
+    draws = bl.sample(target, "smc", n=64)
+    card  = bl.scorecard(run.model, target, n=256)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bayeslm.config import ConfigError, to_dict
+from bayeslm.distributions.lm import LM
+from bayeslm.measurement.scorecard import Scorecard
+from bayeslm.modelling.target import Target
+from bayeslm.samplers import SAMPLERS, Draws, Sampler
+from bayeslm.training.config import LoRA, load_config
+from bayeslm.training.objectives import Objective
+from bayeslm.training.run import Run
+from bayeslm.training.run import train as run_training
+
+
+def train(target: Target, objective: Objective | str | dict = "klrl", *, out: str | Path | None = None,
+          lora: LoRA | None = None, resume: bool = False, overwrite: bool = False, quiet: bool = False,
+          **settings) -> Run:
+    """Fits a model π_θ to `target` by minimising `objective` (an `Objective`, or a name or spec as in YAML);
+    `settings` are the training config's keys (steps, lr, samples_per_prompt, ...: docs/config.md). With `out`,
+    the run is written there (resumable, reportable); without it nothing is written. Returns the `Run`: the
+    model, its final scorecard against the target, the directory and every step's figures."""
+    if not isinstance(target, Target):
+        raise TypeError(f"train needs a Target (prior * potential), got {type(target).__name__}")
+    if "target" in settings:
+        raise ConfigError("target: give the target as train's first argument, not as a setting")
+    data = {"objective": objective, **settings}
+    if lora is not None:
+        data["lora"] = to_dict(lora)
+    return run_training(load_config(data), Path(out) if out is not None else None, target=target, resume=resume,
+                        overwrite=overwrite, quiet=quiet)
+
+
+def sample(target: Target, method: Sampler | str | dict, n: int = 256, *, proposal: LM | None = None,
+           seed: int = 0, **options) -> Draws:
+    """n samples per prompt of `target` by `method`: a registered sampler's name with its options as keyword
+    arguments (`bl.sample(target, "smc", n=64, ess_threshold=0.3)`), a `Sampler`, or the dotted path of your
+    own. Proposals come from `proposal` (default: the target's prior)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if options and not isinstance(method, str):
+        raise TypeError("options go with a sampler's name; a Sampler object carries its own")
+    sampler = SAMPLERS.build({method: options} if isinstance(method, str) else method, "method")
+    if isinstance(sampler, Sampler) or hasattr(sampler, "sample"):
+        return sampler.sample(target, proposal, n, seed=seed)
+    if callable(sampler):  # a plain function f(target, proposal, n, *, seed) -> Draws
+        return sampler(target, proposal, n, seed=seed)
+    raise TypeError(f"{method!r} is not a sampler: give a Sampler (with a sample method) or a function "
+                    "f(target, proposal, n, *, seed) -> Draws")
+
+
+def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, exact: bool = False) -> Scorecard:
+    """Every figure of `model` against `target` (log Z, ELBO, EUBO, both KLs, TV, KL to the prior, rewards,
+    entropy, ESS, diversity), each with a standard error, from n samples per prompt; with `exact`, the values by
+    enumeration beside them (toy priors only)."""
+    from bayeslm.measurement.scorecard import scorecard as estimate
+
+    card = estimate(model, target, n, seed=seed)
+    if exact:
+        from bayeslm.measurement.exact import Exact
+
+        card.exact = Exact(target).scorecard(model)
+    return card

@@ -1,0 +1,47 @@
+"""What every command shares: argument types and the flags that say where and how models run."""
+
+from __future__ import annotations
+
+import argparse
+
+from bayeslm.config import ConfigError
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def floats(flag: str, text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
+
+
+def models_from(args) -> dict:
+    """The keyword arguments that place a command's models: `load_target(..., **models_from(args))`."""
+    return {"batch_size": args.batch_size, "device": args.device, "decoding": args.decoding}
+
+
+def parent_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars or messages on stderr (errors and "
+                                                              "warnings still go there)")
+    common.add_argument("--device", help="where models run: auto (the GPU when torch sees one, else the CPU), cpu, "
+                                         "cuda or cuda:N (default: $BAYESLM_DEVICE, else auto)")
+    common.add_argument("--decoding", choices=["eager", "compiled"],
+                        help="how models sample, never what they draw: compiled decodes on a static KV cache with "
+                             "one compiled graph per step, faster on a GPU after a compilation of tens of seconds "
+                             "(default: $BAYESLM_DECODING, else eager)")
+    return common
+
+
+def subparser(sub, name: str, parents, help: str, example: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, parents=parents, help=help, epilog=example,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)

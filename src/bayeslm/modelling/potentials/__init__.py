@@ -1,0 +1,26 @@
+"""Potentials φ(x, c) ≥ 0: the evidence that turns a prior into a target, held in log space.
+
+Each kind is one module: a dataclass whose fields are its options (in Python, `Exponential(sentiment(),
+beta=0.1)`; in a target file, `exponential: {reward: sentiment, beta: 0.1}`), registered in `POTENTIALS`:
+
+    exponential          Exponential(r, β)           log φ = r(x)/β                the KL-regularised RL posterior
+    constraint           Constraint(b)               log φ = 0 if b(x) else −inf   a pointwise constraint (GDC)
+    exponential_family   ExponentialFamily(f, λ)     log φ = λ·f(x)
+    moments              constrain(prior, f, μ)      λ fitted so that E_π*[f] = μ  (GDC's moment constraints)
+    forbid               Forbid(strings)             no string occurs               prefix-aware (SMC steers by it)
+    starts_with          StartsWith(text)            the text starts so             prefix-aware
+
+The protocol (`Potential`) and the product of potentials live with the target, in `bayeslm.modelling.target`.
+"""
+
+from bayeslm.modelling.potentials.constraint import Constraint, HardConstraint
+from bayeslm.modelling.potentials.exponential import Exponential
+from bayeslm.modelling.potentials.exponential_family import ExponentialFamily
+from bayeslm.modelling.potentials.forbid import Forbid
+from bayeslm.modelling.potentials.moments import Moments, constrain, fit_coefficients
+from bayeslm.modelling.potentials.prefix import PrefixPotential, prefix_log_phi, steers
+from bayeslm.modelling.potentials.starts_with import StartsWith
+from bayeslm.modelling.target import POTENTIALS
+
+__all__ = ["POTENTIALS", "Constraint", "Exponential", "ExponentialFamily", "Forbid", "HardConstraint", "Moments",
+           "PrefixPotential", "StartsWith", "constrain", "fit_coefficients", "prefix_log_phi", "steers"]

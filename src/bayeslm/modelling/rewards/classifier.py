@@ -1,0 +1,36 @@
+"""The probability of a label under a local Hugging Face sequence classifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from bayeslm.modelling.rewards.base import REWARDS, Reward
+
+
+@REWARDS.register_function
+def classifier(path: str, label: str | int = 1, batch_size: int = 32) -> Reward:
+    """Probability of `label` (a name or an index) under a local Hugging Face sequence classifier."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from bayeslm.distributions.loading import check_model_dir
+
+    check_model_dir(Path(path), what="classifier", can_opt_in=False)
+    # Safe loading: weights from safetensors only, never code shipped in the model directory.
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+    model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True, use_safetensors=True,
+                                                               trust_remote_code=False).eval()
+    index = label if isinstance(label, int) and not isinstance(label, bool) else model.config.label2id.get(label)
+    if index is None or not 0 <= index < model.config.num_labels:
+        raise ValueError(f"label {label!r} is not one of the classifier's labels {model.config.id2label}")
+
+    @torch.no_grad()
+    def probability(texts, prompts):
+        out = []
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, truncation=True)
+            out.append(model(**batch).logits.float().softmax(-1)[:, index])
+        return torch.cat(out).double() if out else []
+
+    return Reward(probability, f"classifier:{Path(path).name}:{label}")

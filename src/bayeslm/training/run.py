@@ -1,0 +1,102 @@
+"""A training run from start to end: its directory, its signals, resuming, and what it leaves (`Run`).
+
+A run directory holds `config.yaml` (resolved), `metrics.jsonl` (one line per step), `checkpoints/`, `model/`
+(the final model, a plain Hugging Face model), `target.yaml` (the target as written) and the evaluation (see
+`bayeslm.measurement.evaluation`): `scorecard.json`, `scorecard_prior.json`, `samples.jsonl`. Without a
+directory (`out=None`) nothing is written and the run lives in the returned `Run` only.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import yaml
+
+from bayeslm.config import ConfigError, to_dict
+from bayeslm.distributions.lm import LM
+from bayeslm.measurement.scorecard import Scorecard
+from bayeslm.modelling.target import Target
+from bayeslm.parallel import distributed
+from bayeslm.training.config import TrainConfig
+from bayeslm.training.loop import Trainer
+from bayeslm.training.run_dir import prepare_run_dir, refuse_other_run, target_definition
+from bayeslm.training.setup import resolve_model, resolve_target
+
+
+@dataclass
+class Run:
+    """What a training run leaves: the trained model π_θ, its final scorecard against the target (None with
+    eval_n: 0), its directory (None when nothing was written), every step's figures and the config."""
+
+    model: LM
+    scorecard: Scorecard | None
+    directory: Path | None
+    metrics: list[dict] = field(repr=False)
+    config: TrainConfig = field(repr=False)
+
+    def __repr__(self) -> str:
+        where = f" in {self.directory}" if self.directory else ""
+        return f"Run({len(self.metrics)} steps{where}, scorecard={'yes' if self.scorecard else 'none'})"
+
+
+def train(config: TrainConfig, out: Path | None, *, target: Target | None = None, base: Path = Path("."),
+          resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Run:
+    """Trains per `config` towards `target` (default: the config's own `target:`, resolved against `base`) into the
+    run directory `out` (None: nothing written). SIGINT and SIGTERM finish the current step, checkpoint it and
+    raise `Interrupted`; `resume=True` continues exactly from there.
+
+    Launched with WORLD_SIZE > 1 (torchrun, accelerate launch), it trains data-parallel: see
+    `bayeslm.parallel.distributed`."""
+    if target is None and config.target is None:
+        raise ConfigError("target: required but missing; add `target: ...` to the config (a target file or the "
+                          "target inline), or pass a target built in Python")
+    if out is None and resume:
+        raise ConfigError("resume needs the run directory of the run to continue (out)")
+    world = distributed.init()
+    try:
+        return _train(config, out, target, world, base=base, resume=resume, overwrite=overwrite, quiet=quiet)
+    finally:
+        distributed.close(world)
+
+
+def _train(config: TrainConfig, out: Path | None, target: Target | None, world: distributed.World, *, base: Path,
+           resume: bool, overwrite: bool, quiet: bool) -> Run:
+    def start():  # rank 0 alone touches the run directory
+        prepare_run_dir(out, resume=resume, overwrite=overwrite)
+        (out / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+        (out / "target.yaml").write_text(target_definition(config, base) if target is None else f"# {target!r}\n")
+
+    if out is not None:
+        refuse_other_run(out, resume=resume, overwrite=overwrite)
+    config = resolve_model(config, base)
+    if distributed.launched_with_fsdp() and config.sharding != "full":
+        config = replace(config, sharding="full")  # what the launcher's FSDP config asks for, and what is saved
+        if world.main and not quiet:
+            print("bayeslm: accelerate launched with FSDP: training with sharding: full", file=sys.stderr)
+    # The target and the model load before --overwrite deletes anything: a bad new config keeps the old run.
+    trainer = Trainer(config, out, target or resolve_target(config, base), quiet=quiet, world=world)
+    if out is not None:
+        world.on_main(start)
+    if resume:
+        trainer.resume()
+
+    def stop(signum, frame):
+        if trainer.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once (the last checkpoint stays)
+        trainer.stop_requested = True
+        print(f"\nbayeslm: {signal.Signals(signum).name} received: finishing this step, then checkpointing",
+              file=sys.stderr)
+
+    # Signal handlers can be set only from the main thread (a notebook's cell may run elsewhere).
+    catch = threading.current_thread() is threading.main_thread()
+    handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)} if catch else {}
+    try:
+        card = trainer.run()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return Run(trainer.model, card, out, trainer.history, config)

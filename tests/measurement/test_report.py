@@ -1,0 +1,146 @@
+"""`bayeslm report`: a self-contained HTML page per run, checked in real headless Chromium."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import PROMPTS
+
+from bayeslm.cli import main
+from bayeslm.config import load
+from bayeslm.measurement.report import collapse_warnings, load_run, write_report
+from bayeslm.training.config import TrainConfig
+from bayeslm.training.run import train
+from bayeslm.training.run_dir import RunExists
+
+TOY_TARGET = {"prior": {"toy": {"seed": 0, "train_steps": 50}}, "prompts": PROMPTS, "max_new_tokens": 3,
+              "potentials": [{"exponential": {"reward": {"keyword": ["good"]}, "beta": 0.5}}]}
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A finished toy KL-RL run."""
+    run = tmp_path_factory.mktemp("report") / "run"
+    config = load(TrainConfig, {"target": TOY_TARGET, "steps": 4, "samples_per_prompt": 4, "lr": 3e-3,
+                                "eval_n": 16, "checkpoint_every": 4})
+    train(config, run, quiet=True)
+    (run.parent / "target.yaml").write_text(json.dumps(TOY_TARGET))  # for `bayeslm plan`
+    return run
+
+
+def test_a_finished_run_holds_what_the_report_needs(run_dir):
+    run = load_run(run_dir)
+    assert run.card["n"] == run.prior_card["n"] == 2 * 16
+    assert run.prior_card["kl_model_prior"]["value"] == 0  # the prior against itself
+    assert "keyword" in run.target_text and len(run.metrics) == 4
+    sources = {s["source"] for s in run.samples}
+    assert sources == {"prior", "model", "target"}
+    resampled = [s for s in run.samples if s["source"] == "target"]
+    assert len(resampled) == 8 * len(PROMPTS) and all(s["ess"] >= 1 for s in resampled)
+
+
+def test_report_shows_every_section_and_embeds_everything(run_dir, tmp_path, capsys):
+    (run_dir / "plan.json").write_text(_plan(run_dir, capsys))
+    out = tmp_path / "r.html"
+    assert main(["report", str(run_dir), "--out", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["report"] == str(out) and printed["collapse_warnings"] == []
+    page = out.read_text()
+    for heading in ("Target", "Scorecard", "Training curves", "β plan", "Samples", "Resolved config"):
+        assert f"<h2>{heading}</h2>" in page
+    assert "class=warning" not in page
+    # Self-contained: every image is a data URI, and nothing names a remote resource.
+    images = re.findall(r"<img [^>]*src='([^']*)'", page)
+    assert len(images) == 2 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert not re.search(r"(src|href)=['\"]?(https?:)?//", page)
+
+
+def _plan(run_dir, capsys) -> str:
+    assert main(["plan", "--target", str(run_dir.parent / "target.yaml"), "-n", "64", "--betas", "0.5,1,2",
+                 "--kl-budget", "0.05", "--json"]) == 0
+    return capsys.readouterr().out
+
+
+def test_collapse_is_flagged_when_entropy_or_diversity_falls(run_dir):
+    run = load_run(run_dir)
+    assert collapse_warnings(run) == []
+    run.metrics = [{"step": 1, "entropy": 2.0, "distinct_2": 0.9}, {"step": 2, "entropy": 0.1, "distinct_2": 0.8}]
+    warnings = collapse_warnings(run)
+    assert len(warnings) == 1 and "entropy" in warnings[0] and "2.000 to 0.100" in warnings[0]
+    run.card = {**run.card, "distinct_2": run.prior_card["distinct_2"] * 0.2}
+    assert any("distinct-2" in w and "prior" in w for w in collapse_warnings(run))
+
+
+def test_report_of_a_directory_that_is_not_a_run_is_a_usage_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_report_of_an_interrupted_run_says_so(run_dir, tmp_path):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for name in ("config.yaml", "metrics.jsonl"):
+        shutil.copy(run_dir / name, partial / name)
+    out, _ = write_report(partial)
+    page = out.read_text()
+    assert "no final scorecard yet" in page and "<h2>Training curves</h2>" in page
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver "
+                                                             "(`make test` installs them)")
+def test_report_renders_in_headless_chromium(run_dir, tmp_path, capsys):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    (run_dir / "plan.json").write_text(_plan(run_dir, capsys))
+    out, _ = write_report(run_dir, tmp_path / "report.html")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    try:
+        driver.get(out.resolve().as_uri())
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth]);")
+        assert len(images) == 2 and all(complete and width > 0 for _, complete, width in images), images
+        assert driver.execute_script("return document.querySelectorAll('#scorecard tr').length") > 10
+        # Nothing was fetched: embedded images are not resource loads.
+        assert driver.execute_script("return performance.getEntriesByType('resource').length") == 0
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        assert errors == []
+        screenshot = tmp_path / "report.png"
+        assert driver.save_screenshot(str(screenshot))
+        assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        driver.quit()
+
+
+@pytest.mark.parametrize("kl_budget", [0.05, 1.0])
+def test_demo_plans_trains_evaluates_and_reports(tmp_path, kl_budget):
+    from bayeslm.cli.demo import Budget, run_demo, table
+
+    budget = Budget(plan_n=64, kl_budget=kl_budget, steps=3, samples_per_prompt=4, max_new_tokens=3, eval_n=16)
+    out = tmp_path / "demo"
+    summary = run_demo(out, quiet=True, prior={"toy": {"seed": 0, "train_steps": 50}}, prompts=PROMPTS,
+                       budget=budget)
+    plan = json.loads((out / "plan.json").read_text())
+    assert abs(plan["kl_budget"]["kl_target_prior"]["value"] - kl_budget) < 1e-6  # β solved for the KL budget
+    if kl_budget < 0.1:  # a gentle tilt: the pool vouches for it, and it is trained as planned
+        assert summary["beta"] == plan["kl_budget"]["beta"] and "chosen" not in plan
+    else:  # too strong for 64 samples to see: β is raised until they can
+        assert summary["beta"] == plan["chosen"]["beta"] > plan["kl_budget"]["beta"]
+    assert f"beta: {round(summary['beta'], 4)}" in (out / "target.yaml").read_text()
+    assert Path(summary["report"]).is_file() and "<h2>β plan</h2>" in Path(summary["report"]).read_text()
+    figures = summary["figures"]
+    assert figures["kl_model_prior"]["prior"] == 0 and figures["kl_model_prior"]["model"] > 0
+    assert "KL(q‖π*)" in table(summary)
+    with pytest.raises(RunExists, match="already holds a run"):  # a second demo never replaces the first silently
+        run_demo(out, quiet=True, prior={"toy": {"seed": 0, "train_steps": 50}}, prompts=PROMPTS, budget=budget)
