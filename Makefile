@@ -34,9 +34,10 @@ browser:
 test: $(VENV)/.installed browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
-# Everything but the tests marked slow, prior, distributed, compile or browser: about a minute on 2 cores.
+# Everything but the tests marked slow, prior, distributed, compile or browser, on two workers of one thread each
+# (pytest-xdist): about a minute on 2 cores.
 test-fast: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not (slow or prior or distributed or compile or browser)"
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 -m "not (slow or prior or distributed or compile or browser)"
 
 clean:
 	rm -rf $(VENV)

@@ -38,8 +38,8 @@ METHODS = {
 
 
 def run(method: str, seed: int, args) -> dict:
-    from bayeslm.cli.reproduce import BETA, _target, goodness
     from bayeslm.config import load
+    from bayeslm.experiments.reproduce import BETA, _target, goodness
     from bayeslm.measurement.exact import Exact
     from bayeslm.training.config import TrainConfig
     from bayeslm.training.loop import Trainer

@@ -16,7 +16,7 @@ LAYERS = [
     {"bayeslm.samplers"},
     {"bayeslm.measurement"},
     {"bayeslm.training"},
-    {"bayeslm.api"},
+    {"bayeslm.api", "bayeslm.experiments"},
     {"bayeslm.cli", "bayeslm.__main__"},
 ]
 MAX_LINES = 400

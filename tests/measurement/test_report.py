@@ -125,7 +125,7 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("kl_budget", [0.05, 1.0])
 def test_demo_plans_trains_evaluates_and_reports(tmp_path, kl_budget):
-    from bayeslm.cli.demo import Budget, run_demo, table
+    from bayeslm.experiments.demo import Budget, run_demo, table
 
     budget = Budget(plan_n=64, kl_budget=kl_budget, steps=3, samples_per_prompt=4, max_new_tokens=3, eval_n=16)
     out = tmp_path / "demo"

@@ -175,7 +175,7 @@ def test_set_overrides_nested_keys():
 
 @pytest.mark.slow
 def test_reproduce_shows_the_papers_claims_on_exact_numbers(tmp_path):
-    from bayeslm.cli.reproduce import reproduce
+    from bayeslm.experiments.reproduce import reproduce
 
     # The default 300 steps: at 120, pure RL had collapsed onto the argmax under one random stream and still sat on
     # reward-1 sequences (entropy 0.82 nats) under another; at 300 it reached entropy 0.014, argmax mass 0.999.

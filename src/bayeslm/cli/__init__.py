@@ -18,20 +18,25 @@ from bayeslm.cli.common import parent_parser
 COMMANDS = (evaluate, sample, plan, train, reproduce, demo, report)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; the chosen `command` also gets its heavier flags (`add_options`: a sampler's
+    options, read from the registry)."""
     parser = argparse.ArgumentParser(prog="bayeslm", description="Fine-tune and sample language models as "
                                      "Bayesian inference: state a target π* ∝ π0·φ, measure any model against it.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parents = [parent_parser()]
-    for command in COMMANDS:
-        command.add(sub, parents)
+    for module in COMMANDS:
+        chosen = module.add(sub, parents)
+        if chosen.prog.split()[-1] == command and hasattr(module, "add_options"):
+            module.add_options(chosen)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(next((a for a in argv if not a.startswith("-")), None)).parse_args(argv)
     from bayeslm import progress
 
     progress.quiet = args.quiet

@@ -23,6 +23,7 @@ def add(sub, parents):
                                                              "(toy priors only)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(run=run)
+    return parser
 
 
 def run(args) -> int:

@@ -26,6 +26,7 @@ def add(sub, parents):
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(run=run)
+    return parser
 
 
 def run(args) -> int:

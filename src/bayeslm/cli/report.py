@@ -20,6 +20,7 @@ def add(sub, parents):
     parser.add_argument("--out", help="where to write the HTML (default RUN_DIR/report.html)")
     parser.add_argument("--json", action="store_true", help="print the report's path and warnings as JSON")
     parser.set_defaults(run=run)
+    return parser
 
 
 def run(args) -> int:

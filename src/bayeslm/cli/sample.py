@@ -41,12 +41,10 @@ def _options() -> dict[str, tuple[type, list[str], str]]:
 
 
 def add(sub, parents):
-    from bayeslm.samplers import SAMPLERS
-
     parser = subparser(sub, "sample", parents, "draw samples of a target with a sampler (no training)", EXAMPLE)
     parser.add_argument("--target", required=True, help="target file (YAML)")
     parser.add_argument("--method", required=True, metavar="METHOD",
-                        help=f"one of {', '.join(SAMPLERS.names())}, or the dotted path of your own sampler "
+                        help="a sampler's name (docs/config.md lists them), or the dotted path of your own "
                              "(package.module:Name)")
     parser.add_argument("-n", type=positive_int, default=256, help="samples (SMC: particles) per prompt")
     parser.add_argument("--proposal", help="model to draw proposals from: a local model directory, 'default' or "
@@ -54,9 +52,6 @@ def add(sub, parents):
     parser.add_argument("--out", help="write the samples here (JSON lines) instead of stdout")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=positive_int, default=64)
-    for option, (kind, owners, doc) in _options().items():
-        parser.add_argument("--" + option.replace("_", "-"), dest=f"option_{option}", metavar=option.upper(),
-                            type=kind if kind in (int, float) else str, help=f"{', '.join(owners)}: {doc}")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an option of the sampler, e.g. for your own sampler (repeatable)")
     parser.add_argument("--tradeoff", nargs="?", const="", metavar="BETAS",
@@ -64,6 +59,15 @@ def add(sub, parents):
                              "default: spread over the pooled weights), without sampling")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(run=run)
+    return parser
+
+
+def add_options(parser):
+    """Every option of every registered sampler as a flag (`--ess-threshold`), added only when the command is
+    `sample`: reading the registry imports the samplers, which the other commands' start need not wait for."""
+    for option, (kind, owners, doc) in _options().items():
+        parser.add_argument("--" + option.replace("_", "-"), dest=f"option_{option}", metavar=option.upper(),
+                            type=kind if kind in (int, float) else str, help=f"{', '.join(owners)}: {doc}")
 
 
 def sampler_from(args):

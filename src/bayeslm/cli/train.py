@@ -26,6 +26,7 @@ def add(sub, parents):
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     parser.add_argument("--json", action="store_true", help="print the final scorecard as JSON")
     parser.set_defaults(run=run)
+    return parser
 
 
 def load_data(path: Path, assignments: list[str]) -> dict:
