@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from bayeslm.config import ConfigError, to_dict
 from bayeslm.distributions.lm import LM
 from bayeslm.measurement.scorecard import Scorecard
@@ -19,6 +21,7 @@ from bayeslm.training.config import LoRA, load_config
 from bayeslm.training.objectives import Objective
 from bayeslm.training.run import Run
 from bayeslm.training.run import train as run_training
+from bayeslm.weights import NoSupport
 
 
 def train(target: Target, objective: Objective | str | dict = "klrl", *, out: str | Path | None = None,
@@ -50,11 +53,28 @@ def sample(target: Target, method: Sampler | str | dict, n: int = 256, *, propos
         raise TypeError("options go with a sampler's name; a Sampler object carries its own")
     sampler = SAMPLERS.build({method: options} if isinstance(method, str) else method, "method")
     if isinstance(sampler, Sampler) or hasattr(sampler, "sample"):
-        return sampler.sample(target, proposal, n, seed=seed)
-    if callable(sampler):  # a plain function f(target, proposal, n, *, seed) -> Draws
-        return sampler(target, proposal, n, seed=seed)
-    raise TypeError(f"{method!r} is not a sampler: give a Sampler (with a sample method) or a function "
-                    "f(target, proposal, n, *, seed) -> Draws")
+        draws = sampler.sample(target, proposal, n, seed=seed)
+    elif callable(sampler):  # a plain function f(target, proposal, n, *, seed) -> Draws
+        draws = sampler(target, proposal, n, seed=seed)
+    else:
+        raise TypeError(f"{method!r} is not a sampler: give a Sampler (with a sample method) or a function "
+                        "f(target, proposal, n, *, seed) -> Draws")
+    _require_support(draws)
+    return draws
+
+
+def _require_support(draws: Draws):
+    """One rule for every sampler: samples of the target must exist for every prompt. Where none has positive
+    target weight (nothing drawn satisfies the target, nothing was accepted, every particle died), stop with
+    `NoSupport` rather than return samples that are not the target's."""
+    samples = draws.samples
+    alive = torch.zeros(len(samples.prompts), dtype=torch.bool)
+    alive[samples.prompt_index[torch.isfinite(samples.log_w)]] = True
+    if not alive.all():
+        bad = [samples.prompts[c] for c in (~alive).nonzero().flatten().tolist()]
+        raise NoSupport(f"{draws.method}: no sample has positive target weight for prompt(s) {bad}: none of the "
+                        "proposals satisfies the target's constraints, or none was accepted within the budget. Draw "
+                        "more (-n, --budget), or use a proposal closer to the target")
 
 
 def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, exact: bool = False) -> Scorecard:

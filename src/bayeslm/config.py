@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from typing import Any, Literal
@@ -18,6 +20,30 @@ import yaml
 
 class ConfigError(ValueError):
     """A config or target file that cannot be used as written; the message names the field."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML as people write it: a key given twice is an error (PyYAML keeps the last silently), and numbers like
+    1e-3 are numbers (YAML 1.1 reads them as text; YAML 1.2 and every other tool read them as floats)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"the key {key!r} is given twice (line {key_node.start_mark.line + 1}); keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    """The data of a YAML document (see `_StrictLoader`)."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader: plain data only
 
 
 def unknown_keys(where: str, unknown, allowed) -> str:
@@ -83,7 +109,7 @@ def _convert(tp, value, where: str):
             except ConfigError as error:
                 errors.append((option, error))
         for option, error in errors:  # a mapping meant for a section: its own error says what is wrong inside
-            if dataclasses.is_dataclass(option) and isinstance(value, dict):
+            if dataclasses.is_dataclass(option) and isinstance(value, dict) or "finite" in str(error):
                 raise error
         raise ConfigError(f"{where}: expected {_describe(tp)}, got {value!r}")
     if tp is Any:
@@ -108,6 +134,8 @@ def _convert(tp, value, where: str):
             return load(tp, value, where)
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{where}: expected a finite number, got {value!r}")
             return float(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -176,7 +204,7 @@ def override(data: dict, assignment: str) -> dict:
         if not isinstance(node, dict):
             raise ConfigError(f"--set {assignment!r}: {part} is not a mapping")
     try:
-        node[last] = yaml.safe_load(text)
+        node[last] = load_yaml(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"--set {assignment!r}: the value is not valid YAML ({error})") from None
     return data

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import typing
+from pathlib import Path
 
 from bayeslm.cli.common import floats, models_from, positive_int, subparser
 from bayeslm.config import ConfigError, override
@@ -96,6 +97,8 @@ def run(args) -> int:
     from bayeslm.modelling.target_file import load_target
 
     sampler = None if args.tradeoff is not None else sampler_from(args)  # options checked before any model loads
+    if args.out and Path(args.out).is_dir():
+        raise ConfigError(f"--out: {args.out} is a directory; give the path of a file to write the samples to")
     if args.tradeoff is not None and args.method != "qrs":
         raise ConfigError("--tradeoff goes with --method qrs")
     target = load_target(args.target, **models_from(args))

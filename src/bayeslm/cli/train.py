@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from bayeslm.cli.common import subparser
-from bayeslm.config import ConfigError, override
+from bayeslm.config import ConfigError, load_yaml, override
 
 EXAMPLE = """example:
   bayeslm train examples/train_klrl_sentiment.yaml --out runs/klrl
@@ -34,9 +34,11 @@ def load_data(path: Path, assignments: list[str]) -> dict:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ConfigError(f"cannot read the config {path}: {error}") from None
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
     for assignment in assignments:

@@ -17,6 +17,7 @@ at `max_new_tokens`. So the distribution over outputs of `sample(..., max_new_to
 from __future__ import annotations
 
 import contextlib
+import warnings
 import weakref
 from dataclasses import dataclass, replace
 from typing import Sequence
@@ -60,6 +61,10 @@ class Samples:
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
+
+# transformers 5 announces on every cached forward pass that `past_key_values` will be renamed in 5.40; the name is
+# the one its models take today, and the notice is for library authors, not for the users of bayeslm.
+warnings.filterwarnings("ignore", message=r".*`past_key_values`.*deprecated", category=FutureWarning)
 
 # eager: transformers' dynamic KV cache; compiled: a static cache and one compiled graph per decoding step.
 DECODINGS = ("eager", "compiled")
@@ -156,6 +161,7 @@ class LM:
             raise ValueError("the list of prompts is empty: give at least one prompt (\"\" for no prompt)")
         encoded = {}
         for p in dict.fromkeys(prompts):  # each distinct prompt once: scoring repeats them per sample
+            self._check_prompt(p)
             if self.chat:
                 ids = self.tokenizer.apply_chat_template([{"role": "user", "content": p}],
                                                          add_generation_prompt=True, tokenize=True,
@@ -167,6 +173,21 @@ class LM:
                 ids = [start if start is not None else self.eos_id]
             encoded[p] = list(ids)
         return [encoded[p] for p in prompts]
+
+    def _check_prompt(self, prompt: str):
+        """Refuses a prompt that the tokenizer would silently change: a special token written as text (an EOS string
+        ends the turn early) or words the vocabulary lacks (a toy tokenizer maps them to EOS)."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"a prompt must be a string, got {type(prompt).__name__}: {prompt!r}")
+        special = [s for s in self.tokenizer.all_special_tokens if s and s in prompt]
+        if special:
+            raise ValueError(f"the prompt {_preview(prompt)} contains {special[0]!r}, a special token of {self.name} "
+                             "that would end the text or the turn early; remove it from the prompt")
+        unk = self.tokenizer.unk_token_id
+        if unk is not None and unk in self.tokenizer(prompt, add_special_tokens=False)["input_ids"]:
+            unknown = [w for w in prompt.split() if unk in self.tokenizer(w, add_special_tokens=False)["input_ids"]]
+            raise ValueError(f"the prompt {_preview(prompt)} has words outside the vocabulary of {self.name}: "
+                             f"{unknown}; use words it knows")
 
     def check_fits(self, prompts: Sequence[str], max_new_tokens: int):
         """Raises ValueError, naming the longest prompt, unless every prompt plus `max_new_tokens` new tokens

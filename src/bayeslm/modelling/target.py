@@ -112,6 +112,12 @@ class Target:
         return replace(self, prompts=list(prompts),
                        max_new_tokens=self.max_new_tokens if max_new_tokens is None else max_new_tokens)
 
+    def fingerprint(self) -> dict:
+        """What makes this target the posterior it is, in plain data: its prior, potential, prompts and length (a
+        run refuses to resume towards another)."""
+        return {"prior": self.prior.name, "potential": repr(self.potential), "prompts": list(self.prompts),
+                "max_new_tokens": self.max_new_tokens}
+
     @property
     def reward_name(self) -> str:
         """The statistic reported as the reward: the first potential's first statistic."""

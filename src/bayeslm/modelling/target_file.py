@@ -18,15 +18,15 @@ is one new module there); rewards, predicates and features are specs of `bayeslm
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import yaml
 
-from bayeslm.config import ConfigError, unknown_keys
-from bayeslm.distributions.lm import LM
+from bayeslm.config import ConfigError, load_yaml, unknown_keys
 from bayeslm.distributions.loading import load_lm, resolve_source
 from bayeslm.modelling.potentials import POTENTIALS
-from bayeslm.modelling.target import Potential, Product, Target
+from bayeslm.modelling.target import Product, Target
 
 
 def _fields(where: str, data, required: set[str], optional: set[str]) -> dict:
@@ -44,8 +44,8 @@ def _fields(where: str, data, required: set[str], optional: set[str]) -> dict:
 
 def _number(where: str, value, *, positive: bool = False, integer: bool = False):
     kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise ConfigError(f"{where}: expected {'an integer' if integer else 'a number'}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):
+        raise ConfigError(f"{where}: expected {'an integer' if integer else 'a finite number'}, got {value!r}")
     if positive and not value > 0:
         raise ConfigError(f"{where}: must be > 0, got {value!r}")
     return value
@@ -62,16 +62,15 @@ def _relative_paths(args, base: Path):
     return args
 
 
-def _potential(where: str, entry, prior: LM, prompts: list[str], max_new_tokens: int, base: Path) -> Potential:
-    """One potential from its kind's registry entry (`bayeslm.modelling.potentials`); a kind that needs the prior
-    (moments, fitted from its samples) is built for this target."""
+def _potential(where: str, entry, base: Path):
+    """One potential from its kind's registry entry (`bayeslm.modelling.potentials`), every option checked; a kind
+    that needs the prior (moments, fitted from its samples) comes back unbuilt, with a `build` for the target."""
     if not isinstance(entry, dict) or len(entry) != 1:
         raise ConfigError(f"{where}: expected a mapping with exactly one key among {POTENTIALS.names()}, got "
                           f"{entry!r}")
     (kind, args), = entry.items()
     try:
-        built = POTENTIALS.build({kind: _relative_paths(args, base)}, where)
-        return built.build(prior, prompts, max_new_tokens) if hasattr(built, "build") else built
+        return POTENTIALS.build({kind: _relative_paths(args, base)}, where)
     except ConfigError:
         raise
     except (ValueError, TypeError) as error:  # a potential that cannot be made as written
@@ -108,15 +107,22 @@ def parse_target(data, base: Path = Path("."), *, batch_size: int = 64, device: 
     _fields("target", data, {"prior", "potentials"}, {"prompts", "prompts_file", "max_new_tokens"})
     max_new_tokens = _number("max_new_tokens", data.get("max_new_tokens", 32), positive=True, integer=True)
     prompts = _prompts(data, base)
+    entries = data["potentials"]
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"potentials: expected a non-empty list, got {entries!r}")
+    # Every potential is checked before the prior loads: a mistake in the file costs no model load.
+    potentials = [_potential(f"potentials[{i}]", e, base) for i, e in enumerate(entries)]
     try:
         prior = load_lm(resolve_source(data["prior"], base), batch_size=batch_size, device=device,
                         decoding=decoding)
     except (ValueError, TypeError, FileNotFoundError) as error:
         raise ConfigError(f"prior: {error}") from error
-    entries = data["potentials"]
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"potentials: expected a non-empty list, got {entries!r}")
-    potentials = [_potential(f"potentials[{i}]", e, prior, prompts, max_new_tokens, base) for i, e in enumerate(entries)]
+    for i, built in enumerate(potentials):
+        if hasattr(built, "build"):
+            try:
+                potentials[i] = built.build(prior, prompts, max_new_tokens)
+            except ValueError as error:
+                raise ConfigError(f"potentials[{i}].{built.name}: {error}") from error
     potential = potentials[0] if len(potentials) == 1 else Product(potentials)
     try:  # a prompt that cannot fit is a mistake in this file: say so now, not after minutes of sampling
         prior.check_fits(prompts, max_new_tokens)
@@ -129,11 +135,13 @@ def load_target(path: str | Path, *, batch_size: int = 64, device: str | None = 
                 decoding: str | None = None) -> Target:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ConfigError(f"cannot read the target file {path} ({error.strerror or error})") from None
     except UnicodeDecodeError as error:
         raise ConfigError(f"the target file {path} is not UTF-8 text ({error}); re-save it as UTF-8") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
     return parse_target(data, path.parent, batch_size=batch_size, device=device, decoding=decoding)

@@ -12,13 +12,12 @@ from __future__ import annotations
 import copy
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from bayeslm.config import ConfigError, to_dict
+from bayeslm.config import ConfigError
 from bayeslm.distributions.lm import LM
 from bayeslm.distributions.loading import resolve_device
 from bayeslm.measurement.diversity import distinct_n
@@ -28,12 +27,11 @@ from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
 from bayeslm.parallel import distributed, sharding
 from bayeslm.progress import bar
-from bayeslm.training import checkpoint, heap
-from bayeslm.training.config import TrainConfig, load_config
+from bayeslm.training import checkpoint, heap, state
+from bayeslm.training.config import TrainConfig
 from bayeslm.training.objectives import Step
 from bayeslm.training.run_dir import (
     save_model,
-    truncate_metrics,
 )
 from bayeslm.training.setup import models, schedule
 from bayeslm.weights import normalise, snis_mean
@@ -303,61 +301,12 @@ class Trainer:
     # ----- checkpoints and the end -------------------------------------------------------------------------------
 
     def save_checkpoint(self):
-        """Rank 0 writes (every process holds the same state); a failed write stops every process."""
-        if self.saved_step == self.step or self.run_dir is None:  # on disk already, or no run directory
-            return
-        state = {"config": to_dict(self.config), "objective": self.objective.state_dict(),
-                 "proposal_is_copy": self.proposal_is_copy,
-                 "torch_rng": torch.get_rng_state().tolist()}
-        # Sharded tensors are gathered whole onto rank 0's CPU (a collective): a checkpoint is the same for any
-        # number of processes.
-        keep = self.world.main
-        model = sharding.full(checkpoint.trainable_state(self.model.model), keep=keep)
-        proposal = (sharding.full(checkpoint.trainable_state(self.proposal.model), keep=keep)
-                    if self.proposal_is_copy else None)
-        optimizer = sharding.full(self.optimizer.state_dict(), keep=keep)
-        self.world.on_main(lambda: checkpoint.save(
-            self.run_dir / "checkpoints", self.step, model=model, optimizer=optimizer,
-            scheduler=self.scheduler.state_dict(), state=state, proposal=proposal,
-            keep=self.config.keep_checkpoints))
-        self.saved_step = self.step
+        """Writes this step's checkpoint (`bayeslm.training.state`)."""
+        state.save(self)
 
     def resume(self) -> bool:
-        """Continues from the newest readable checkpoint: rank 0 picks it, every process loads that one."""
-        world = self.world
-        found = world.on_main(checkpoint.load_latest, self.run_dir / "checkpoints")
-        path = world.broadcast(found[0] if found else None)
-        if path is None:  # killed before its first checkpoint: start over
-            world.on_main(truncate_metrics, self.run_dir / "metrics.jsonl", 0)
-            return False
-        saved = found[1] if world.main else checkpoint.load(path)
-        live = checkpoint.trainable_state(self.model.model)  # each process takes its shards of sharded weights
-        checkpoint.load_trainable_state(self.model.model, {k: sharding.like(v, live.get(k))
-                                                           for k, v in saved["model"].items()})
-        self.optimizer.load_state_dict(self._local_optimizer_state(saved["optimizer"]))
-        self.scheduler.load_state_dict(saved["scheduler"])
-        state = saved["state"]
-        saved_config = to_dict(load_config(state["config"]))  # fields added since: their defaults
-        changed = sorted(k for k, v in to_dict(self.config).items()
-                         if saved_config[k] != v and not (k == "steps" and self.config.schedule == "constant"))
-        if changed:
-            raise ConfigError(f"cannot resume {self.run_dir} with a different config: {changed} changed since the "
-                              "checkpoint (only steps may change, and only with the constant schedule)")
-        self.objective.load_state_dict(state["objective"])
-        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
-        if state["proposal_is_copy"]:
-            self._copy_proposal("proposal", saved["proposal"])
-        self.step = self.saved_step = state["step"]
-        world.on_main(truncate_metrics, self.run_dir / "metrics.jsonl", self.step)
-        if not self.quiet and world.main:
-            print(f"bayeslm: resumed from {path} (step {self.step})", file=sys.stderr)
-        return True
-
-    def _local_optimizer_state(self, state: dict) -> dict:
-        """A whole optimiser state (as saved) with this process's shards of sharded parameters' moments."""
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        return {**state, "state": {i: {k: sharding.like(v, params[i]) if v.shape == params[i].shape else v
-                                       for k, v in moments.items()} for i, moments in state["state"].items()}}
+        """Continues from the newest readable checkpoint (`bayeslm.training.state`); False when there is none."""
+        return state.resume(self)
 
     def finish(self) -> Scorecard | None:
         """The model saved as a plain HF model (first: a failed evaluation keeps it), then the final scorecards of

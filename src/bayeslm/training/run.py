@@ -23,7 +23,7 @@ from bayeslm.modelling.target import Target
 from bayeslm.parallel import distributed
 from bayeslm.training.config import TrainConfig
 from bayeslm.training.loop import Trainer
-from bayeslm.training.run_dir import prepare_run_dir, refuse_other_run, target_definition
+from bayeslm.training.run_dir import holds_run, prepare_run_dir, refuse_other_run, target_definition
 from bayeslm.training.setup import resolve_model, resolve_target
 
 
@@ -56,6 +56,10 @@ def train(config: TrainConfig, out: Path | None, *, target: Target | None = None
                           "target inline), or pass a target built in Python")
     if out is None and resume:
         raise ConfigError("resume needs the run directory of the run to continue (out)")
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in the directory and --overwrite deletes it: give one of them")
+    if resume and not holds_run(out):
+        raise ConfigError(f"{out} holds no run to resume; drop --resume to start one there")
     world = distributed.init()
     try:
         return _train(config, out, target, world, base=base, resume=resume, overwrite=overwrite, quiet=quiet)
@@ -79,10 +83,10 @@ def _train(config: TrainConfig, out: Path | None, target: Target | None, world: 
             print("bayeslm: accelerate launched with FSDP: training with sharding: full", file=sys.stderr)
     # The target and the model load before --overwrite deletes anything: a bad new config keeps the old run.
     trainer = Trainer(config, out, target or resolve_target(config, base), quiet=quiet, world=world)
+    if resume:  # before anything is written: a refused resume leaves the run as it was
+        trainer.resume()
     if out is not None:
         world.on_main(start)
-    if resume:
-        trainer.resume()
 
     def stop(signum, frame):
         if trainer.stop_requested and signum == signal.SIGINT:

@@ -19,10 +19,16 @@ class RunExists(ConfigError):
     pass
 
 
+def holds_run(run_dir: Path) -> bool:
+    return (run_dir / "config.yaml").exists() or (run_dir / "metrics.jsonl").exists()
+
+
 def refuse_other_run(run_dir: Path, *, resume: bool, overwrite: bool):
-    """Refuses to mix two runs in one directory unless told to resume or overwrite."""
-    holds_run = (run_dir / "config.yaml").exists() or (run_dir / "metrics.jsonl").exists()
-    if holds_run and not (resume or overwrite):
+    """Refuses to mix two runs in one directory unless told to resume or overwrite, and a run directory that is a
+    file."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} is a file, not a run directory: give --out a directory (new or a run's)")
+    if holds_run(run_dir) and not (resume or overwrite):
         raise RunExists(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
 
 

@@ -1,0 +1,141 @@
+"""Rough edges found by trying bayeslm as a new user would: each stops with a message that names what is wrong,
+the right exit code, and nothing lost."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bayeslm.cli import main
+
+TOY = {"toy": {"seed": 0}}
+NOTHING = [{"constraint": {"predicate": {"keyword": ["zebra"]}}}]  # no toy word: nothing satisfies it
+SAMPLERS = [("ancestral", []), ("importance", []), ("sir", []), ("rejection", ["--budget", "40"]),
+            ("qrs", ["--qrs-beta", "1", "--budget", "40"]), ("imh", []), ("smc", []), ("best-of-n", [])]
+
+
+def write(path: Path, data) -> str:
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+    return str(path)
+
+
+def target(tmp_path, name="target.yaml", **fields) -> str:
+    data = {"prior": TOY, "prompts": ["the"], "max_new_tokens": 3,
+            "potentials": [{"exponential": {"reward": "length", "beta": 1}}], **fields}
+    return write(tmp_path / name, data)
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def snapshot(directory: Path) -> dict:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("method, extra", SAMPLERS, ids=[m for m, _ in SAMPLERS])
+def test_a_target_nothing_satisfies_fails_every_sampler_and_keeps_the_old_samples(tmp_path, capsys, method, extra):
+    out = tmp_path / "samples.jsonl"
+    out.write_text('{"earlier": "samples"}\n')
+    code, stdout, err = run(capsys, "sample", "--target", target(tmp_path, potentials=NOTHING), "--method", method,
+                            "-n", 4, "--out", out, "--quiet", *extra)
+    assert code == 1 and ("no sample has positive target weight for prompt(s) ['the']" in err
+                          or "zero target weight (none satisfies" in err)
+    assert out.read_text() == '{"earlier": "samples"}\n' and not Path(str(out) + ".partial").exists()
+
+
+def test_evaluate_follows_the_same_rule(tmp_path, capsys):
+    code, _, err = run(capsys, "evaluate", "--target", target(tmp_path, potentials=NOTHING), "-n", 4, "--quiet")
+    assert code == 1 and "zero target weight for prompt(s) ['the']" in err
+
+
+def train_config(tmp_path, **fields) -> str:
+    data = {"target": Path(target(tmp_path)).name, "objective": "klrl", "steps": 2, "prompts_per_step": 1,
+            "samples_per_prompt": 2, "eval_n": 0, "checkpoint_every": 1, **fields}
+    return write(tmp_path / "train.yaml", data)
+
+
+@pytest.fixture
+def finished(tmp_path, capsys) -> Path:
+    run_dir = tmp_path / "run"
+    assert run(capsys, "train", train_config(tmp_path), "--out", run_dir, "--quiet")[0] == 0
+    return run_dir
+
+
+def test_resume_and_overwrite_together_are_refused_and_the_run_kept(tmp_path, capsys, finished):
+    before = snapshot(finished)
+    code, _, err = run(capsys, "train", train_config(tmp_path), "--out", finished, "--resume", "--overwrite")
+    assert code == 2 and "give one of them" in err and snapshot(finished) == before
+
+
+def test_a_refused_resume_leaves_the_runs_config_as_it_was(tmp_path, capsys, finished):
+    before = snapshot(finished)
+    code, _, err = run(capsys, "train", train_config(tmp_path, lr=0.5), "--out", finished, "--resume", "--quiet")
+    assert code == 2 and "['lr'] changed since the checkpoint" in err and snapshot(finished) == before
+
+
+def test_resuming_towards_an_edited_target_is_refused_naming_the_change(tmp_path, capsys, finished):
+    before = snapshot(finished)
+    config = train_config(tmp_path)
+    target(tmp_path, potentials=[{"exponential": {"reward": "length", "beta": 2}}])  # the file the config names
+    code, _, err = run(capsys, "train", config, "--out", finished, "--resume", "--quiet")
+    assert code == 2 and "towards a different target: potential was 'Exponential(length, beta=1.0)'" in err
+    assert snapshot(finished) == before
+
+
+def test_resume_in_a_directory_without_a_run_is_refused(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "train", train_config(tmp_path), "--out", tmp_path / "empty", "--resume")
+    assert code == 2 and "holds no run to resume; drop --resume" in err
+
+
+def test_out_that_is_a_file_or_a_directory_is_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("mine")
+    code, _, err = run(capsys, "train", train_config(tmp_path), "--out", tmp_path / "a-file")
+    assert code == 2 and "is a file, not a run directory" in err and (tmp_path / "a-file").read_text() == "mine"
+    code, _, err = run(capsys, "sample", "--target", target(tmp_path), "--method", "ancestral", "--out", tmp_path)
+    assert code == 2 and "is a directory" in err
+
+
+@pytest.mark.parametrize("prompt, message", [
+    ("the zebra", "words outside the vocabulary of toy: ['zebra']"),
+    ("the <eos> movie", "contains '<eos>', a special token of toy"),
+])
+def test_a_prompt_the_tokenizer_would_change_is_refused(tmp_path, capsys, prompt, message):
+    code, _, err = run(capsys, "evaluate", "--target", target(tmp_path, prompts=[prompt]), "-n", 2)
+    assert code == 2 and message in err
+
+
+def test_a_key_given_twice_is_an_error_naming_it(tmp_path, capsys):
+    path = tmp_path / "target.yaml"
+    path.write_text("prior: {toy: {seed: 0}}\nprompts: [the]\nmax_new_tokens: 3\nmax_new_tokens: 4\n"
+                    "potentials: [{exponential: {reward: length, beta: 1}}]\n")
+    code, _, err = run(capsys, "evaluate", "--target", path, "-n", 2)
+    assert code == 2 and "the key 'max_new_tokens' is given twice (line 4)" in err
+    config = Path(train_config(tmp_path))
+    config.write_text(config.read_text() + "steps: 3\n")
+    code, _, err = run(capsys, "train", config, "--out", tmp_path / "run")
+    assert code == 2 and "the key 'steps' is given twice" in err
+
+
+@pytest.mark.parametrize("potential, message", [
+    ({"exponential": {"reward": "length", "beta": ".inf"}}, "beta: expected a finite number, got inf"),
+    ({"exponential_family": {"features": ["length"], "coefficients": [".nan"]}},
+     "coefficients[0]: expected a finite number, got nan"),
+    ({"constraint": {"predicate": "length", "at_most": ".nan"}}, "at_most: expected a finite number, got nan"),
+])
+def test_non_finite_numbers_are_refused_before_any_work(tmp_path, capsys, potential, message):
+    path = tmp_path / "target.yaml"
+    text = yaml.safe_dump({"prior": TOY, "prompts": ["the"], "potentials": [potential]})
+    path.write_text(text.replace("'.inf'", ".inf").replace("'.nan'", ".nan"))
+    code, _, err = run(capsys, "evaluate", "--target", path, "-n", 2)
+    assert code == 2 and message in err
+
+
+def test_numbers_are_read_as_people_write_them(tmp_path, capsys):
+    code, out, _ = run(capsys, "train", train_config(tmp_path, steps=1), "--out", tmp_path / "run", "--set",
+                       "lr=1e-3", "--quiet", "--json")
+    assert code == 0
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["lr"] == 0.001
