@@ -19,23 +19,34 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 
 ZERO = torch.zeros((), dtype=torch.float64)
 
 
+class NoSupport(ValueError):
+    """Every sample of some prompt has zero target weight: nothing to estimate from."""
+
+
 @dataclass(frozen=True)
 class Estimate:
-    """A value and its standard error (both in the figure's own units; nats for logs and KLs)."""
+    """A value and its standard error (both in the figure's own units; nats for logs and KLs). `unreliable` says
+    why the standard error cannot be trusted, when it cannot (see `pareto_k`)."""
 
     value: float
     stderr: float
+    unreliable: str | None = None
 
     def to_json(self) -> dict:
-        return {"value": json_float(self.value), "stderr": json_float(self.stderr)}
+        out = {"value": json_float(self.value), "stderr": json_float(self.stderr)}
+        if self.unreliable is not None:
+            out["unreliable"] = self.unreliable
+        return out
 
     def __str__(self) -> str:
-        return f"{self.value:.4f} ± {self.stderr:.4f}" if math.isfinite(self.value) else f"{self.value}"
+        shown = f"{self.value:.4f} ± {self.stderr:.4f}" if math.isfinite(self.value) else f"{self.value}"
+        return shown + (" (unreliable)" if self.unreliable else "")
 
 
 def json_float(x: float) -> float | None:
@@ -87,15 +98,36 @@ def mean(values: torch.Tensor) -> Estimate:
     return combine(per_prompt, values - per_prompt[..., None])
 
 
-def log_z(groups: Sequence[torch.Tensor] | torch.Tensor) -> tuple[Estimate, torch.Tensor]:
+def log_z(groups: Sequence[torch.Tensor] | torch.Tensor, prompts: Sequence[str] | None = None
+          ) -> tuple[Estimate, torch.Tensor]:
     """The importance-sampling log Ẑ of each prompt's log-weights (a [C, n] tensor or C 1-D tensors) and their
-    mean over prompts with its standard error (influence r − 1; none where a prompt has no positive weight)."""
+    mean over prompts with its standard error (influence r − 1; none where a prompt has no positive weight),
+    marked unreliable where the weights' tail is too heavy (`tail_warning`)."""
     per_prompt, influences = [], []
     for lw in groups:
         log_z_c, ratio = normalise(lw)
         per_prompt.append(log_z_c.item())
         influences.append(ratio - 1 if math.isfinite(log_z_c) else torch.zeros_like(lw))
-    return combine(per_prompt, influences), torch.tensor(per_prompt, dtype=torch.float64)
+    estimate = combine(per_prompt, influences)
+    warning = tail_warning(groups, prompts)
+    return Estimate(estimate.value, estimate.stderr, warning), torch.tensor(per_prompt, dtype=torch.float64)
+
+
+def tail_warning(groups: Sequence[torch.Tensor] | torch.Tensor, prompts: Sequence[str] | None = None) -> str | None:
+    """Why estimates from these importance weights cannot be trusted, or None: the largest Pareto k̂ over the
+    prompts' weights, when it passes `k_threshold` of their sample size."""
+    worst, where, size = -math.inf, 0, 0
+    for c, lw in enumerate(groups):
+        if torch.isfinite(lw).any():
+            k = pareto_k(lw)
+            if k > worst:
+                worst, where, size = k, c, len(lw)
+    if size == 0 or worst <= k_threshold(size):
+        return None
+    prompt = f" of prompt {prompts[where]!r}" if prompts is not None else ""
+    return (f"Pareto k̂ = {worst:.2f} > {k_threshold(size):.2f}: the largest importance weights{prompt} have a tail "
+            f"too heavy for {size} samples, so the estimate and its standard error may be far off; draw more "
+            "samples, use a proposal closer to the target, or compare with exact samples")
 
 
 def total_ess(groups: Sequence[torch.Tensor] | torch.Tensor) -> float:
@@ -103,5 +135,49 @@ def total_ess(groups: Sequence[torch.Tensor] | torch.Tensor) -> float:
     return sum(effective_sample_size(lw).item() for lw in groups)
 
 
-class NoSupport(ValueError):
-    """Every sample of some prompt has zero target weight: nothing to estimate from."""
+
+
+def pareto_k(log_w: torch.Tensor) -> float:
+    """The Pareto k̂ of one prompt's importance weights [n]: the shape of a generalised Pareto distribution fitted
+    to their largest M = ⌈min(n/5, 3√n)⌉ values (Pareto-smoothed importance sampling: Vehtari, Simpson, Gelman, Yao &
+    Gabry, JMLR 2024; the fit of Zhang & Stephens 2009 with the weakly informative prior of the loo package).
+
+    The variance of w is finite only for k < 1/2 and its mean only for k < 1; past `k_threshold(n)` a self-normalised
+    estimate and its standard error are not to be trusted, however small the standard error looks, because the
+    samples have not seen the tail that dominates the expectation. −inf when the largest weights are all equal
+    (bounded weights, e.g. a constraint under the prior); inf when fewer than 5 tail samples, or a zero weight
+    among the largest, leave nothing to fit."""
+    lw = np.sort(log_w.detach().double().cpu().numpy())
+    n = len(lw)
+    tail = math.ceil(min(0.2 * n, 3 * math.sqrt(n)))
+    if tail < 5 or not np.isfinite(lw[-tail:]).all():
+        return math.inf
+    lw = lw - lw[-1]
+    if lw[-tail] == 0:  # the largest weights all equal: bounded, the best case (loo and arviz refuse to fit: inf)
+        return -math.inf
+    # The cutoff is the largest weight below the tail. Weights of discrete sequences tie; a tie block straddling the
+    # cutoff would leave a handful of exceedances (loo and arviz then give up: inf), so the whole block stays in.
+    below = lw[lw < lw[-tail]]
+    cutoff = np.exp(below[-1]) if len(below) else 0.0
+    return _generalised_pareto_shape(np.exp(lw[-tail:]) - cutoff)
+
+
+def _generalised_pareto_shape(x: np.ndarray) -> float:
+    """Zhang & Stephens' (2009) estimate of the shape k of a generalised Pareto distribution from x > 0 (sorted):
+    a posterior mean over a grid of b = −k/σ, each weighted by its profile likelihood; then shrunk towards 0.5 by a
+    weak prior worth 10 observations, which steadies small tails (loo's `gpdfit`)."""
+    n = len(x)
+    grid = 80 + math.floor(math.sqrt(n))
+    j = np.arange(1, grid + 1)
+    b = 1 / x[-1] + (1 - np.sqrt(grid / (j - 0.5))) / 3 / x[math.floor(n / 4 + 0.5) - 1]
+    k_b = np.log1p(-b[:, None] * x[None, :]).mean(1)
+    log_lik = n * (np.log(-b / k_b) - k_b - 1)
+    posterior = 1 / np.exp(log_lik[None, :] - log_lik[:, None]).sum(1)
+    k = np.log1p(-(b * posterior).sum() * x).mean()
+    return float((n * k + 10 * 0.5) / (n + 10))
+
+
+def k_threshold(n: int) -> float:
+    """The k̂ above which n importance-weighted samples are not to be trusted: min(1 − 1/log10 n, 0.7) (Vehtari et
+    al. 2024, §3.2.3: below it the error falls with n at the usual rate, given enough samples)."""
+    return min(1 - 1 / math.log10(n), 0.7) if n > 1 else -math.inf

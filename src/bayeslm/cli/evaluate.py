@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from bayeslm.cli.common import models_from, positive_int, subparser
 
@@ -53,4 +54,7 @@ def run(args) -> int:
     if exact is not None:
         result.exact = exact.scorecard(model)
     print(json.dumps(result.to_json(), indent=2) if args.json else result)
+    reasons = sorted({e.unreliable for e in result.estimates.values() if e.unreliable})
+    for reason in reasons:
+        print(f"bayeslm: warning: unreliable estimates: {reason}", file=sys.stderr)
     return 0

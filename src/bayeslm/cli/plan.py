@@ -49,8 +49,9 @@ def run(args) -> int:
         solved["reward_target"] = ("reward target", args.reward, planner.at(planner.beta_for_reward(args.reward)))
     for p in predictions + [s[2] for s in solved.values()]:
         if not p.trusted:
-            print(f"bayeslm: warning: at beta={p.beta:.4g} some prompt has only {p.min_ess:.1f} effective samples "
-                  f"(fewer than {MIN_ESS:g}): its figures are not to be trusted; draw more samples (-n) or plan "
+            print(f"bayeslm: warning: at beta={p.beta:.4g} some prompt has {p.min_ess:.1f} effective samples "
+                  f"(at least {MIN_ESS:g} needed) and a Pareto k̂ of {p.pareto_k:.2f} (at most "
+                  f"{p.pareto_k_threshold:.2f}): its figures are not to be trusted; draw more samples (-n) or plan "
                   "larger betas", file=sys.stderr)
     if args.json:
         print(json.dumps(plan_json(planner, betas, kl_budget=args.kl_budget, reward=args.reward), indent=2))

@@ -75,7 +75,10 @@ def sampler_from(args):
     """The sampler named by --method with the options given as flags and --set."""
     from bayeslm.samplers import SAMPLERS
 
-    entry = SAMPLERS.get(args.method)
+    try:
+        entry = SAMPLERS.get(args.method)
+    except ConfigError as error:
+        raise ConfigError(f"--method: {error}") from None
     given = {k.removeprefix("option_"): v for k, v in vars(args).items() if k.startswith("option_") and v is not None}
     known = {f.name for f in dataclasses.fields(entry)} if dataclasses.is_dataclass(entry) else set()
     for option in given:

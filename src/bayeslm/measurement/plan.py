@@ -34,7 +34,10 @@ from bayeslm.weights import (
     Estimate,
     combine,
     effective_sample_size,
+    json_float,
+    k_threshold,
     normalise,
+    pareto_k,
     snis_mean,
 )
 
@@ -56,14 +59,17 @@ class Prediction:
     log_z: Estimate
     ess: float
     min_ess: float  # the smallest per-prompt ESS
+    pareto_k: float  # the largest per-prompt Pareto k̂ of the weights w_β (`bayeslm.weights.pareto_k`)
+    pareto_k_threshold: float
 
     @property
     def trusted(self) -> bool:
-        return self.min_ess >= MIN_ESS
+        return self.min_ess >= MIN_ESS and self.pareto_k <= self.pareto_k_threshold
 
     def to_json(self) -> dict:
         return {"beta": self.beta, "target_reward_mean": self.target_reward_mean.to_json(),
-                "kl_target_prior": self.kl_target_prior.to_json(), "log_z": self.log_z.to_json(), "ess": self.ess}
+                "kl_target_prior": self.kl_target_prior.to_json(), "log_z": self.log_z.to_json(), "ess": self.ess,
+                "pareto_k": json_float(self.pareto_k), "trusted": self.trusted}
 
 
 class Plan:
@@ -101,7 +107,7 @@ class Plan:
             combine(reward.tolist(), reward_influence),
             combine((expected_log_phi - log_z).tolist(), log_phi_influence - (ratio - 1)),
             combine(log_z.tolist(), ratio - 1),
-            ess.sum().item(), ess.min().item())
+            ess.sum().item(), ess.min().item(), max(pareto_k(lw) for lw in log_phi), k_threshold(log_phi.shape[1]))
 
     def beta_for_kl(self, kl: float) -> float:
         """The β at which KL(π*_β‖π0) equals `kl` nats (the largest reward a KL budget allows)."""

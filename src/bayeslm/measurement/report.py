@@ -142,11 +142,14 @@ def _scorecard_section(run: Run) -> str:
         cells = "".join(f"<td>{_number(card.get(key))}</td>" for _, card in cards)
         rows.append(f"<tr><th>{_e(label)}</th>{cells}</tr>")
     n = cards[-1][1].get("n")
+    reasons = sorted({figure["unreliable"] for _, card in cards for key, _ in FIGURES
+                      if isinstance(figure := card.get(key), dict) and figure.get("unreliable")})
+    note = "".join(f"<p class=unreliable>! unreliable: {_e(reason)}</p>" for reason in reasons)
     return ("<h2>Scorecard</h2><p>Each model q against the target, estimated from "
             f"{n} fresh samples of q (± one standard error). KL(q‖π*) = log Z − ELBO is what KL-regularised RL "
             "minimises; KL(π*‖q) = EUBO − log Z what DPG minimises. A missing value is infinite (q puts mass where "
             "π* has none).</p>"
-            f"<table id=scorecard><tr><th></th>{header}</tr>{''.join(rows)}</table>")
+            f"<table id=scorecard><tr><th></th>{header}</tr>{''.join(rows)}</table>{note}")
 
 
 def _curves_section(run: Run) -> str:
@@ -261,7 +264,10 @@ def _estimate(figure) -> str:
         return "–"
     if figure.get("value") is None:
         return "∞"
-    return f"{figure['value']:.4f} <span class=se>± {figure['stderr']:.4f}</span>"
+    shown = f"{figure['value']:.4f} <span class=se>± {figure['stderr']:.4f}</span>"
+    if figure.get("unreliable"):  # greyed, the reason on hover and in the note under the table
+        return f"<span class=unreliable title=\"{_e(figure['unreliable'])}\">{shown} !</span>"
+    return shown
 
 
 def _png(fig) -> str:
@@ -281,6 +287,7 @@ h1 {{ margin-bottom: 0; }} .sub {{ color: #666; font-size: 0.9em; }}
 table {{ border-collapse: collapse; margin: 0.5em 0; }}
 th, td {{ border-bottom: 1px solid #ddd; padding: 0.25em 0.8em; text-align: right; }}
 th:first-child {{ text-align: left; }} .se {{ color: #888; font-size: 0.85em; }}
+.unreliable {{ color: #aaa; }}
 pre {{ background: #f6f6f6; padding: 0.8em; overflow-x: auto; }}
 img {{ max-width: 100%; }}
 .warning {{ background: #fdecea; border-left: 5px solid #d93025; padding: 0.8em 1em; margin: 1em 0; }}

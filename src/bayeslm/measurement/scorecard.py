@@ -17,7 +17,8 @@ Each figure is computed per prompt and averaged over prompts. All weights stay i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -33,6 +34,8 @@ FIGURES = [("log_z", "log Z"), ("elbo", "ELBO"), ("eubo", "EUBO"), ("kl_model_ta
            ("kl_target_model", "KL(π*‖q)"), ("tv_model_target", "TV(q,π*)"), ("kl_model_prior", "KL(q‖π0)"),
            ("kl_model_prior_sampled", "KL(q‖π0) sampled"), ("reward_mean", "reward under q"),
            ("target_reward_mean", "reward under π*"), ("entropy", "entropy H(q), nats")]
+# The figures estimated with the importance weights w = P/q (the others are plain means under q).
+IMPORTANCE_WEIGHTED = ("log_z", "eubo", "kl_model_target", "kl_target_model", "tv_model_target")
 
 
 @dataclass
@@ -46,6 +49,8 @@ class Scorecard:
     ess: float
     diversity: dict[str, float]
     statistics: dict[str, dict[str, Estimate]]
+    pareto_k: float = math.nan  # the largest Pareto k̂ of the prompts' importance weights (`weights.pareto_k`)
+    pareto_k_threshold: float = math.nan  # above it, the importance-weighted figures are marked unreliable
     exact: dict[str, float] | None = field(default=None)
     # Per sample, [C, n]: log w = log P − log q and the reward (for resampling the target; not in the JSON).
     log_weights: torch.Tensor | None = field(default=None, repr=False)
@@ -63,17 +68,23 @@ class Scorecard:
                 rows.append((f"{name} under {under}", sides[side],
                              exact["statistics"][name][side] if exact else None))
         width = max(len(label) for label, _, _ in rows)
-        lines = [f"model  {self.model}", f"target {self.target}", f"samples {self.n}, effective {self.ess:.1f}", "",
+        lines = [f"model  {self.model}", f"target {self.target}",
+                 f"samples {self.n}, effective {self.ess:.1f}, Pareto k̂ {self.pareto_k:.2f} "
+                 f"(threshold {self.pareto_k_threshold:.2f})", "",
                  f"{'':{width}s} {'estimate':>12s} {'± stderr':>10s}" + (f" {'exact':>10s}" if exact else "")]
         for label, est, exact_value in rows:
             lines.append(f"{label:{width}s} {est.value:12.4f} {est.stderr:10.4f}"
-                         + (f" {exact_value:10.4f}" if exact_value is not None else ""))
+                         + (f" {exact_value:10.4f}" if exact_value is not None else "")
+                         + ("  !" if est.unreliable else ""))
+        warnings = sorted({est.unreliable for _, est, _ in rows if est.unreliable})
+        lines += [f"! unreliable: {warning}" for warning in warnings]
         lines.append("")
         lines.append("diversity  " + "  ".join(f"{k} {v:.3f}" for k, v in self.diversity.items()))
         return "\n".join(lines)
 
     def to_json(self) -> dict:
-        out = {"model": self.model, "target": self.target, "n": self.n, "ess": self.ess}
+        out = {"model": self.model, "target": self.target, "n": self.n, "ess": self.ess,
+               "pareto_k": json_float(self.pareto_k), "pareto_k_threshold": json_float(self.pareto_k_threshold)}
         out.update({k: e.to_json() for k, e in self.estimates.items()})
         out.update(self.diversity)
         out["statistics"] = {name: {side: e.to_json() for side, e in sides.items()}
@@ -134,13 +145,22 @@ def card(pooled: ScoredSamples, target: Target) -> Scorecard:
     statistics = {}
     for name, value in pooled.stats.items():
         statistics[name] = {"model": mean(grid(value)), "target": combine(*snis_mean(grid(value), ratio))}
+    # Every figure that weighs by w = P/q (Ẑ included) is as trustworthy as the tail of the weights.
+    warning = weights.tail_warning(log_w, pooled.prompts)
+    if warning is not None:
+        for key in IMPORTANCE_WEIGHTED:
+            est[key] = replace(est[key], unreliable=warning)
+        for sides in statistics.values():
+            sides["target"] = replace(sides["target"], unreliable=warning)
     est["reward_mean"] = statistics[target.reward_name]["model"]
     est["target_reward_mean"] = statistics[target.reward_name]["target"]
     est["entropy"] = mean(-log_q)
     texts = pooled.texts_by_prompt()
     diversity = {f"distinct_{k}": sum(distinct_n(g, k) for g in texts) / C for k in (1, 2, 3)}
     diversity["self_bleu"] = sum(self_bleu(g) for g in texts) / C
+    k = max(weights.pareto_k(lw) for lw in log_w)
     return Scorecard(pooled.proposal, repr(target), C * n, est, weights.total_ess(log_w), diversity, statistics,
+                     pareto_k=k, pareto_k_threshold=weights.k_threshold(n),
                      log_weights=log_w, rewards=grid(pooled.reward))
 
 

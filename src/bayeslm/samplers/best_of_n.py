@@ -40,7 +40,7 @@ def best_of_n(target: Target, proposal: LM | None = None, n: int = 256, *, candi
     score = pool.grid(target.potential.log_phi(pool.stats)).reshape(C, n, candidates)
     best = score.argmax(-1)  # the first of tied maxima
     rows = (best + candidates * torch.arange(C * n).reshape(C, n)).flatten()
-    estimate, per_prompt = weights.log_z(pool.grid(pool.log_w))
+    estimate, per_prompt = weights.log_z(pool.grid(pool.log_w), pool.prompts)
     return Draws("best-of-n", pool.take(rows), torch.zeros(len(rows), dtype=torch.float64), requested=n,
                  proposals=pool.counts(), log_z=estimate, log_z_per_prompt=per_prompt,
                  figures={"candidates": float(candidates), "kl_proposal_bound": kl_to_proposal(candidates)})

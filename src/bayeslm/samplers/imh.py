@@ -65,7 +65,7 @@ def imh(target: Target, proposal: LM | None = None, n: int = 256, *, chains: int
     # Time-major order, so that n below chains·kept is taken evenly from the chains.
     rows = rows.transpose(1, 2).reshape(C, -1)[:, :n].flatten()
     samples = pool.take(rows)
-    estimate, per_prompt = weights.log_z(pool.grid(pool.log_w))
+    estimate, per_prompt = weights.log_z(pool.grid(pool.log_w), pool.prompts)
     autocorrelation = _autocorrelation(trace)
     draws = Draws("imh", samples, torch.zeros(len(rows), dtype=torch.float64), requested=n,
                   proposals=pool.counts(), acceptance_rate=accepted.double().mean().item(), log_z=estimate,

@@ -46,7 +46,7 @@ def _weighted(method, target, proposal, n, seed, keep_weights):
     pool = propose(target, proposal, n, generator=draw)
     if keep_weights:
         require_support(pool, method)
-    estimate, per_prompt = weights.log_z(pool.grid(pool.log_w))
+    estimate, per_prompt = weights.log_z(pool.grid(pool.log_w), pool.prompts)
     log_weight = pool.log_w if keep_weights else torch.zeros(len(pool), dtype=torch.float64)
     return Draws(method, pool, log_weight, requested=n, proposals=pool.counts(),
                  ess=weights.total_ess(pool.grid(pool.log_w)), log_z=estimate, log_z_per_prompt=per_prompt)
@@ -65,7 +65,7 @@ def sir(target: Target, proposal: LM | None = None, n: int = 256, *, pool_size: 
     probabilities = torch.softmax(pool.grid(pool.log_w), 1)  # [C, M]
     picked = torch.multinomial(probabilities, n, replacement=True, generator=decide)  # [C, n]
     rows = (picked + pool_size * torch.arange(C)[:, None]).flatten()
-    estimate, per_prompt = weights.log_z(pool.grid(pool.log_w))
+    estimate, per_prompt = weights.log_z(pool.grid(pool.log_w), pool.prompts)
     return Draws("sir", pool.take(rows), torch.zeros(C * n, dtype=torch.float64), requested=n,
                  proposals=pool.counts(), ess=weights.total_ess(pool.grid(pool.log_w)), log_z=estimate,
                  log_z_per_prompt=per_prompt, figures={"distinct_samples": float(len(set(rows.tolist())))})

@@ -128,7 +128,7 @@ def accept_reject(method: str, target: Target, proposal: LM, n: int,
     order = torch.sort(accepted.prompt_index[first_n], stable=True).indices
     rows = first_n.nonzero().flatten()[order]
     log_w, prompt_index = torch.cat(log_w), torch.cat(prompt_index)
-    estimate, per_prompt = weights.log_z([log_w[prompt_index == c] for c in range(C)])
+    estimate, per_prompt = weights.log_z([log_w[prompt_index == c] for c in range(C)], target.prompts)
     draws = Draws(method, accepted.take(rows), torch.zeros(len(rows), dtype=torch.float64), requested=n,
                   proposals=proposed, acceptance=torch.cat(kept_log_accept)[rows].exp(),
                   acceptance_rate=accepted_count.sum().item() / proposed.sum().item(), log_z=estimate,

@@ -89,6 +89,8 @@ class Draws:
         if self.log_z is not None:
             stderr = f" ± {self.log_z.stderr:.4f}" if math.isfinite(self.log_z.stderr) else ""
             lines.append(f"log Z       {self.log_z.value:.4f}{stderr}  (mean over prompts)")
+            if self.log_z.unreliable:
+                lines.append(f"            unreliable: {self.log_z.unreliable}")
         for key, value in self.figures.items():
             shown = ", ".join(f"{x:.3f}" for x in value) if isinstance(value, list) else f"{value:.4f}"
             lines.append(f"{key:11s} {shown}")

@@ -1,0 +1,87 @@
+"""Every importance-weighted figure says when it cannot be trusted: the Pareto k̂ of the largest weights (PSIS,
+Vehtari et al. 2024) against its sample-size threshold."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import bayeslm as bl
+from bayeslm.cli import main
+from bayeslm.weights import k_threshold, pareto_k
+
+# arviz 0.23.4's `psislw` (its Zhang & Stephens fit uses a grid of 30 + √n points, loo's and ours 80 + √n: the
+# values agree to 1e-3) on log w = −ξ·log u + 0.3·sin(i), u the n quantiles (i − ½)/n: a Pareto tail of shape ξ,
+# perturbed.
+ARVIZ = {(0.1, 64): 0.29676901855013077, (0.5, 256): 0.5461545882951055, (0.7, 4000): 0.6814938176277298,
+         (0.9, 1000): 0.8672476302977938, (1.3, 64): 0.9892581605057735}
+
+
+def perturbed_pareto(xi: float, n: int) -> torch.Tensor:
+    i = torch.arange(1, n + 1, dtype=torch.float64)
+    return -xi * ((i - 0.5) / n).log() + 0.3 * torch.sin(i - 1)
+
+
+@pytest.mark.parametrize("xi, n", sorted(ARVIZ))
+def test_pareto_k_matches_a_reference_implementation(xi, n):
+    assert pareto_k(perturbed_pareto(xi, n)) == pytest.approx(ARVIZ[(xi, n)], abs=1e-3)
+
+
+@pytest.mark.parametrize("xi", [0.2, 0.5, 0.8])
+def test_pareto_k_recovers_the_shape_of_a_pareto_tail(xi):
+    u = (torch.arange(1, 4001, dtype=torch.float64) - 0.5) / 4000
+    assert pareto_k(-xi * u.log()) == pytest.approx(xi, abs=0.03)
+
+
+def test_bounded_weights_are_the_best_case_and_too_few_samples_cannot_be_judged():
+    assert pareto_k(torch.tensor([0.0] * 60 + [float("-inf")] * 40)) == -math.inf  # a constraint under the prior
+    assert pareto_k(torch.randn(20, dtype=torch.float64)) == math.inf  # 4 tail samples: nothing to fit
+    assert k_threshold(256) == pytest.approx(1 - 1 / math.log10(256)) and k_threshold(10**6) == 0.7
+
+
+@pytest.fixture(scope="module")
+def far_model(tmp_path_factory):
+    """A toy network other than the prior: far from the target, its weights have a heavy tail."""
+    path = tmp_path_factory.mktemp("far")
+    model = bl.load_lm({"toy": {"seed": 1, "train_steps": 200}})
+    model.model.save_pretrained(path)
+    model.tokenizer.save_pretrained(path)
+    return path
+
+
+def test_a_model_far_from_the_target_gets_its_weighted_figures_marked(far_model, capsys):
+    target = "examples/toy_sentiment.yaml"
+    assert main(["evaluate", "--target", target, "--model", str(far_model), "-n", "256", "--exact", "--json",
+                 "--quiet"]) == 0
+    out = capsys.readouterr()
+    card = json.loads(out.out)
+    assert card["pareto_k"] > card["pareto_k_threshold"]
+    for key in ("log_z", "eubo", "kl_model_target", "kl_target_model", "tv_model_target", "target_reward_mean"):
+        assert "Pareto k̂" in card[key]["unreliable"], key
+    # What the marks are for: KL(π*‖q) is many standard errors from its exact value.
+    kl = card["kl_target_model"]
+    assert abs(kl["value"] - card["exact"]["kl_target_model"]) > 10 * kl["stderr"]
+    for key in ("elbo", "kl_model_prior", "entropy", "reward_mean"):  # plain means under q
+        assert "unreliable" not in card[key], key
+    assert "bayeslm: warning: unreliable estimates: Pareto k̂" in out.err
+
+
+def test_the_prior_close_to_the_target_is_not_marked(capsys):
+    assert main(["evaluate", "--target", "examples/toy_sentiment.yaml", "-n", "256", "--json", "--quiet"]) == 0
+    out = capsys.readouterr()
+    card = json.loads(out.out)
+    assert card["pareto_k"] < card["pareto_k_threshold"]
+    assert not any("unreliable" in figure for figure in card.values() if isinstance(figure, dict))
+    assert "warning" not in out.err
+
+
+def test_a_sampler_s_log_z_and_the_plan_carry_the_diagnostic(far_model):
+    prior = bl.load_lm({"toy": {"seed": 0, "train_steps": 200}})
+    target = (prior * bl.Exponential(bl.rewards.sentiment(), beta=0.5)).given(["", "the movie"], max_new_tokens=4)
+    far = bl.load_lm(str(far_model))
+    draws = bl.sample(target, "importance", n=256, proposal=far)
+    assert draws.log_z.unreliable and "unreliable: Pareto k̂" in str(draws)
+    assert bl.sample(target, "importance", n=256).log_z.unreliable is None
+    tilted = bl.Plan(target, 256).at(0.02)  # a tilt so sharp that a few prior samples carry all the weight
+    assert tilted.pareto_k > tilted.pareto_k_threshold and not tilted.trusted
