@@ -1,6 +1,7 @@
 """Rough edges found by trying bayeslm as a new user would: each stops with a message that names what is wrong,
 the right exit code, and nothing lost."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,26 @@ def test_numbers_are_read_as_people_write_them(tmp_path, capsys):
                        "lr=1e-3", "--quiet", "--json")
     assert code == 0
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["lr"] == 0.001
+
+
+@pytest.mark.parametrize("name, text, column", [
+    ("prompts.jsonl", '{"prompt": "the movie", "id": 1}\n\n{"prompt": "not good", "id": 2}\n', None),
+    ("prompts.jsonl", '"the movie"\n"not good"\n', None),
+    ("prompts.csv", "id,question\n1,the movie\n2,not good\n", "question"),
+])
+def test_a_jsonl_or_csv_prompts_file_is_read_as_data(tmp_path, capsys, name, text, column):
+    (tmp_path / name).write_text(text)
+    fields = {"prompts_file": name, **({"prompts_column": column} if column else {})}
+    data = {"prior": TOY, "max_new_tokens": 3, "potentials": [{"exponential": {"reward": "length", "beta": 1}}],
+            **fields}
+    code, out, _ = run(capsys, "evaluate", "--target", write(tmp_path / "target.yaml", data), "-n", 2, "--json",
+                       "--quiet")
+    assert code == 0 and "2 prompt(s)" in json.loads(out)["target"]
+
+
+def test_a_prompts_file_without_the_column_says_which_columns_it_has(tmp_path, capsys):
+    (tmp_path / "prompts.csv").write_text("id,question\n1,the movie\n")
+    data = {"prior": TOY, "prompts_file": "prompts.csv", "potentials": [{"exponential": {"reward": "length",
+                                                                                      "beta": 1}}]}
+    code, _, err = run(capsys, "evaluate", "--target", write(tmp_path / "target.yaml", data), "-n", 2)
+    assert code == 2 and "has no column 'prompt' (its columns: ['id', 'question'])" in err

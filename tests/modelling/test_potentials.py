@@ -130,6 +130,30 @@ def test_local_sequence_classifier_reward(tmp_path):
         classifier(str(tmp_path), label="NEUTRAL")
 
 
+def test_a_reward_model_with_one_output_gives_its_score_and_may_read_the_prompt(tmp_path):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from bayeslm.distributions.toy import toy_tokenizer
+    from bayeslm.modelling.rewards import classifier
+
+    tokenizer = toy_tokenizer()
+    torch.manual_seed(1)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=16, n_layer=1, n_head=2, n_positions=16,
+                        pad_token_id=tokenizer.pad_token_id, num_labels=1)
+    model = GPT2ForSequenceClassification(config).eval()
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    texts, prompts = ["good movie", "not very good the movie", "bad"], ["the", "the", "not"]
+    with torch.no_grad():
+        alone = [model(**tokenizer(t, return_tensors="pt")).logits[0, 0].item() for t in texts]
+        paired = [model(**tokenizer(p, t, return_tensors="pt")).logits[0, 0].item() for p, t in zip(prompts, texts)]
+    values = classifier(str(tmp_path))(texts, prompts)
+    assert len(set(values.tolist())) == 3  # a score, not a softmax over one output (always 1)
+    assert torch.allclose(values, torch.tensor(alone, dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(classifier(str(tmp_path), with_prompt=True)(texts, prompts),
+                          torch.tensor(paired, dtype=torch.float64), atol=1e-5)
+
+
 def test_a_reward_and_a_constraint_on_it_report_separate_statistics():
     product = Exponential(length(), beta=1.0) * Constraint(length(), at_most=1)
     stats = product.statistics(["good movie", "bad"], ["", ""])

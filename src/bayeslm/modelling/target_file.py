@@ -2,7 +2,7 @@
 
     prior: default                 # default | toy | {toy: {seed: 0, train_steps: 200}} | a local model directory
                                    # | {path: DIR, trust_remote_code: true} to run the directory's own code
-    prompts: ["Write a review:"]   # or prompts_file: prompts.txt (one prompt a line)
+    prompts: ["Write a review:"]   # or prompts_file: prompts.txt (one a line), .jsonl or .csv (prompts_column: prompt)
     max_new_tokens: 32
     potentials:                    # multiplied together
       - exponential: {reward: sentiment, beta: 0.1}
@@ -18,6 +18,8 @@ is one new module there); rewards, predicates and features are specs of `bayeslm
 
 from __future__ import annotations
 
+import csv
+import json
 import math
 from pathlib import Path
 
@@ -93,10 +95,41 @@ def _prompts(data: dict, base: Path) -> list[str]:
         raise ConfigError(f"prompts_file: cannot read {path} ({error.strerror or error})") from None
     except UnicodeDecodeError as error:
         raise ConfigError(f"prompts_file: {path} is not UTF-8 text ({error}); re-save it as UTF-8") from None
-    prompts = [line for line in lines if line.strip()]
+    column = data.get("prompts_column", "prompt")
+    if not isinstance(column, str):
+        raise ConfigError(f"prompts_column: expected a column name, got {column!r}")
+    if path.suffix in (".jsonl", ".csv"):
+        prompts = _table_prompts(path, lines, column)
+    else:
+        prompts = [line for line in lines if line.strip()]
     if not prompts:
         raise ConfigError(f"prompts_file: {path} holds no prompt (one prompt a line); add at least one non-blank "
                           "line")
+    return prompts
+
+
+def _table_prompts(path: Path, lines: list[str], column: str) -> list[str]:
+    """The prompts of a JSON-lines file (a string per line, or an object with the field `column`) or of a CSV file
+    with a header (the column `column`), read as data rather than as raw lines."""
+    if path.suffix == ".csv":
+        rows = list(csv.DictReader(lines))
+        if rows and column not in rows[0]:
+            raise ConfigError(f"prompts_file: {path} has no column {column!r} (its columns: {list(rows[0])}); name "
+                              "the prompts' column with prompts_column")
+        return [row[column] for row in rows]
+    prompts = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"prompts_file: {path} line {number} is not JSON ({error})") from None
+        value = record.get(column) if isinstance(record, dict) else record
+        if not isinstance(value, str):
+            raise ConfigError(f"prompts_file: {path} line {number} holds no prompt: expected a string or an object "
+                              f"with the field {column!r} (prompts_column), got {line[:80]!r}")
+        prompts.append(value)
     return prompts
 
 
@@ -104,7 +137,7 @@ def parse_target(data, base: Path = Path("."), *, batch_size: int = 64, device: 
                  decoding: str | None = None) -> Target:
     """A `Target` from the parsed YAML of a target file (relative paths resolve against `base`); its prior is
     loaded onto `device` and samples with `decoding` (see `load_lm`)."""
-    _fields("target", data, {"prior", "potentials"}, {"prompts", "prompts_file", "max_new_tokens"})
+    _fields("target", data, {"prior", "potentials"}, {"prompts", "prompts_file", "prompts_column", "max_new_tokens"})
     max_new_tokens = _number("max_new_tokens", data.get("max_new_tokens", 32), positive=True, integer=True)
     prompts = _prompts(data, base)
     entries = data["potentials"]
