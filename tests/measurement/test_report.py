@@ -141,6 +141,20 @@ def test_demo_plans_trains_evaluates_and_reports(tmp_path, kl_budget):
     assert Path(summary["report"]).is_file() and "<h2>β plan</h2>" in Path(summary["report"]).read_text()
     figures = summary["figures"]
     assert figures["kl_model_prior"]["prior"] == 0 and figures["kl_model_prior"]["model"] > 0
-    assert "KL(q‖π*)" in table(summary)
+    shown = table(summary)
+    assert "KL(q‖π*)" in shown and "±" in shown and any(v in shown for v in ("better", "WORSE", "within noise"))
     with pytest.raises(RunExists, match="already holds a run"):  # a second demo never replaces the first silently
         run_demo(out, quiet=True, prior={"toy": {"seed": 0, "train_steps": 50}}, prompts=PROMPTS, budget=budget)
+
+
+def test_the_demo_table_says_which_way_each_figure_moved():
+    from bayeslm.experiments.demo import table
+
+    def row(prior, model, se=0.1):
+        return {"prior": prior, "model": model, "prior_stderr": se, "model_stderr": se}
+
+    figures = {"reward_mean": row(0.3, 0.6), "kl_model_target": row(1.5, 1.4), "kl_target_model": row(0.9, 1.4),
+               "kl_model_prior": row(0.0, 1.0), "entropy": row(30.0, 29.0), "distinct_2": row(0.9, 0.8, None)}
+    lines = dict((line[:16].strip(), line) for line in table({"figures": figures}).splitlines()[1:])
+    assert lines["reward E_q[r]"].endswith("better") and lines["KL(π*‖q)"].endswith("WORSE")
+    assert lines["KL(q‖π*)"].endswith("(within noise)") and lines["KL(q‖π0)"].endswith("+1.000")

@@ -88,16 +88,41 @@ def run_demo(out: Path, *, quick: bool = False, overwrite: bool = False, quiet: 
     before = json.loads((out / "scorecard_prior.json").read_text())
     after = json.loads((out / "scorecard.json").read_text())
     return {"run": str(out), "report": str(report), "beta": beta, "collapse_warnings": warnings,
-            "figures": {key: {"prior": _value(before, key), "model": _value(after, key)} for key, _ in SHOWN}}
+            "figures": {key: {"prior": _value(before, key), "model": _value(after, key),
+                              "prior_stderr": _stderr(before, key), "model_stderr": _stderr(after, key)}
+                        for key, _ in SHOWN}}
+
+
+# Which way each figure should move, towards the target: −1 lower is better, +1 higher, 0 neither.
+BETTER = {"reward_mean": 1, "kl_model_target": -1, "kl_target_model": -1, "kl_model_prior": 0, "entropy": 0,
+          "distinct_2": 0}
 
 
 def table(summary: dict) -> str:
-    lines = [f"{'':16s} {'prior π0':>10s} {'model q':>10s}"]
+    """Prior and model side by side, each ± its standard error, and a verdict on the change: better or worse when
+    it exceeds two standard errors of the difference in the direction that brings q to π*, else within noise."""
+    lines = [f"{'':16s} {'prior π0':>18s} {'model q':>18s}  change"]
     for key, label in SHOWN:
         row = summary["figures"][key]
-        lines.append(f"{label:16s} " + " ".join(f"{row[side]:10.3f}" if row[side] is not None else f"{'inf':>10s}"
-                                                for side in ("prior", "model")))
+        cells = [f"{row[side]:9.3f} ± {row[side + '_stderr']:5.3f}" if row[side + "_stderr"] is not None
+                 else (f"{row[side]:17.3f}" if row[side] is not None else f"{'inf':>17s}") for side in ("prior", "model")]
+        lines.append(f"{label:16s} {cells[0]:>18s} {cells[1]:>18s}  {_verdict(key, row)}")
     return "\n".join(lines)
+
+
+def _verdict(key: str, row: dict) -> str:
+    if row["prior"] is None or row["model"] is None:
+        return ""
+    change = row["model"] - row["prior"]
+    noise = 2 * ((row["prior_stderr"] or 0) ** 2 + (row["model_stderr"] or 0) ** 2) ** 0.5
+    if not BETTER[key] or abs(change) <= noise:
+        return f"{change:+.3f}" + ("  (within noise)" if BETTER[key] else "")
+    return f"{change:+.3f}  {'better' if change * BETTER[key] > 0 else 'WORSE'}"
+
+
+def _stderr(card: dict, key: str):
+    figure = card[key]
+    return figure["stderr"] if isinstance(figure, dict) else None
 
 
 def _value(card: dict, key: str):
