@@ -375,14 +375,16 @@ def test_reward_given_as_code_is_never_evaluated(tmp_path, capsys, monkeypatch, 
 
 def test_weights_load_only_from_safetensors_or_weights_only_pickles():
     """Every loading call in the package: torch.load with weights_only=True, from_pretrained with safetensors (or
-    the packaged GGUF), and never trust_remote_code=True."""
+    the packaged GGUF; a LoRA adapter only once its safetensors file is found), and never trust_remote_code=True."""
     source = Path(__file__).parents[2] / "src" / "bayeslm"
     for path in source.rglob("*.py"):
         for number, line in enumerate(path.read_text().splitlines(), 1):
             where = f"{path.name}:{number}"
             if "torch.load(" in line:
                 assert "weights_only=True" in line, where
-            if ".from_pretrained(" in line and "Tokenizer" not in line:
+            if "PeftModel.from_pretrained(" in line:  # peft picks safetensors when the file is there: checked first
+                assert "ADAPTER_WEIGHTS" in path.read_text(), where
+            elif ".from_pretrained(" in line and "Tokenizer" not in line:
                 assert "use_safetensors=True" in line or "gguf_file=" in line, where
             assert "trust_remote_code=True" not in line, where
             assert not any(f"{call}(" in line.replace(".eval()", "") for call in (" eval", " exec")), where

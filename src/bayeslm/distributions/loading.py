@@ -28,6 +28,7 @@ DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 ADAPTER = "adapter_config.json"  # peft's record of a LoRA adapter
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 BASE_RECORD = "bayeslm_base.json"  # beside an adapter a run saved: {"prior": the source of its base model}
 
 
@@ -128,6 +129,8 @@ def _load_adapter(path: Path, **settings) -> LM:
         raise UnusableModel(f"{path} holds a LoRA adapter but not its base model ({BASE_RECORD} is missing or "
                             "unreadable): save the run with merge_lora: true, or load the base and the adapter "
                             "with peft") from None
+    if not (path / ADAPTER_WEIGHTS).is_file():  # peft would fall back to a pickle, which can run code
+        raise UnusableModel(f"{path} holds no {ADAPTER_WEIGHTS}: bayeslm loads adapters only from safetensors")
     lm = load_lm(base, **settings)
     lm.model = PeftModel.from_pretrained(lm.model, str(path), is_trainable=False).eval()
     lm.name = str(path)
