@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from bayeslm.config import ConfigError, to_dict
 from bayeslm.distributions.lm import LM
 from bayeslm.measurement.scorecard import Scorecard
 from bayeslm.modelling.target import Target
 from bayeslm.samplers import SAMPLERS, Draws, Sampler
+from bayeslm.samplers.pool import unsupported
 from bayeslm.training.config import LoRA, load_config
 from bayeslm.training.objectives import Objective
 from bayeslm.training.run import Run
@@ -67,11 +66,8 @@ def _require_support(draws: Draws):
     """One rule for every sampler: samples of the target must exist for every prompt. Where none has positive
     target weight (nothing drawn satisfies the target, nothing was accepted, every particle died), stop with
     `NoSupport` rather than return samples that are not the target's."""
-    samples = draws.samples
-    alive = torch.zeros(len(samples.prompts), dtype=torch.bool)
-    alive[samples.prompt_index[torch.isfinite(samples.log_w)]] = True
-    if not alive.all():
-        bad = [samples.prompts[c] for c in (~alive).nonzero().flatten().tolist()]
+    bad = unsupported(draws.samples)
+    if bad:
         raise NoSupport(f"{draws.method}: no sample has positive target weight for prompt(s) {bad}: none of the "
                         "proposals satisfies the target's constraints, or none was accepted within the budget. Draw "
                         "more (-n, --budget), or use a proposal closer to the target")

@@ -102,20 +102,21 @@ def log_z(groups: Sequence[torch.Tensor] | torch.Tensor, prompts: Sequence[str] 
           ) -> tuple[Estimate, torch.Tensor]:
     """The importance-sampling log Ẑ of each prompt's log-weights (a [C, n] tensor or C 1-D tensors) and their
     mean over prompts with its standard error (influence r − 1; none where a prompt has no positive weight),
-    marked unreliable where the weights' tail is too heavy (`tail_warning`)."""
+    marked unreliable where the weights' tail is too heavy (`heaviest_tail`)."""
     per_prompt, influences = [], []
     for lw in groups:
         log_z_c, ratio = normalise(lw)
         per_prompt.append(log_z_c.item())
         influences.append(ratio - 1 if math.isfinite(log_z_c) else torch.zeros_like(lw))
     estimate = combine(per_prompt, influences)
-    warning = tail_warning(groups, prompts)
+    _, warning = heaviest_tail(groups, prompts)
     return Estimate(estimate.value, estimate.stderr, warning), torch.tensor(per_prompt, dtype=torch.float64)
 
 
-def tail_warning(groups: Sequence[torch.Tensor] | torch.Tensor, prompts: Sequence[str] | None = None) -> str | None:
-    """Why estimates from these importance weights cannot be trusted, or None: the largest Pareto k̂ over the
-    prompts' weights, when it passes `k_threshold` of their sample size."""
+def heaviest_tail(groups: Sequence[torch.Tensor] | torch.Tensor, prompts: Sequence[str] | None = None
+                  ) -> tuple[float, str | None]:
+    """The largest Pareto k̂ over the prompts' weights (−inf when none has positive weight) and, when it passes
+    `k_threshold` of their sample size, why estimates from these weights cannot be trusted (else None)."""
     worst, where, size = -math.inf, 0, 0
     for c, lw in enumerate(groups):
         if torch.isfinite(lw).any():
@@ -123,11 +124,11 @@ def tail_warning(groups: Sequence[torch.Tensor] | torch.Tensor, prompts: Sequenc
             if k > worst:
                 worst, where, size = k, c, len(lw)
     if size == 0 or worst <= k_threshold(size):
-        return None
+        return worst, None
     prompt = f" of prompt {prompts[where]!r}" if prompts is not None else ""
-    return (f"Pareto k̂ = {worst:.2f} > {k_threshold(size):.2f}: the largest importance weights{prompt} have a tail "
-            f"too heavy for {size} samples, so the estimate and its standard error may be far off; draw more "
-            "samples, use a proposal closer to the target, or compare with exact samples")
+    return worst, (f"Pareto k̂ = {worst:.2f} > {k_threshold(size):.2f}: the largest importance weights{prompt} "
+                   f"have a tail too heavy for {size} samples, so the estimate and its standard error may be far off; "
+                   "draw more samples, use a proposal closer to the target, or compare with exact samples")
 
 
 def total_ess(groups: Sequence[torch.Tensor] | torch.Tensor) -> float:

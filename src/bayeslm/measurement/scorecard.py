@@ -146,7 +146,7 @@ def card(pooled: ScoredSamples, target: Target) -> Scorecard:
     for name, value in pooled.stats.items():
         statistics[name] = {"model": mean(grid(value)), "target": combine(*snis_mean(grid(value), ratio))}
     # Every figure that weighs by w = P/q (Ẑ included) is as trustworthy as the tail of the weights.
-    warning = weights.tail_warning(log_w, pooled.prompts)
+    k, warning = weights.heaviest_tail(log_w, pooled.prompts)
     if warning is not None:
         for key in IMPORTANCE_WEIGHTED:
             est[key] = replace(est[key], unreliable=warning)
@@ -158,7 +158,6 @@ def card(pooled: ScoredSamples, target: Target) -> Scorecard:
     texts = pooled.texts_by_prompt()
     diversity = {f"distinct_{k}": sum(distinct_n(g, k) for g in texts) / C for k in (1, 2, 3)}
     diversity["self_bleu"] = sum(self_bleu(g) for g in texts) / C
-    k = max(weights.pareto_k(lw) for lw in log_w)
     return Scorecard(pooled.proposal, repr(target), C * n, est, weights.total_ess(log_w), diversity, statistics,
                      pareto_k=k, pareto_k_threshold=weights.k_threshold(n),
                      log_weights=log_w, rewards=grid(pooled.reward))

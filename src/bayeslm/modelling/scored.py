@@ -80,10 +80,6 @@ class ScoredSamples:
         """values [N] as [C, n], for rows grouped by prompt, n of each."""
         return values.reshape(len(self.prompts), -1)
 
-    def groups(self, values: torch.Tensor) -> list[torch.Tensor]:
-        """values [N] split by prompt: one 1-D tensor per prompt, whatever the number of rows of each."""
-        return [values[self.prompt_index == c] for c in range(len(self.prompts))]
-
     def texts_by_prompt(self) -> list[list[str]]:
         return [[self.texts[i] for i in (self.prompt_index == c).nonzero().flatten().tolist()]
                 for c in range(len(self.prompts))]

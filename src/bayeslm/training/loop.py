@@ -254,16 +254,13 @@ class Trainer:
     def _figures(self, pieces: list[ScoredSamples], outputs: list[Step]) -> dict:
         """The step's figures of the model from the global batch (`batch_figures`), with the exact KL to the prior
         where the objective computed it."""
-        def cat(values):
-            return torch.cat(values)
-
-        log_prior = cat([o.log_prior if o.log_prior is not None else p.log_prior for p, o in zip(pieces, outputs)])
+        log_prior = torch.cat([o.log_prior if o.log_prior is not None else p.log_prior for p, o in zip(pieces, outputs)])
         group = pieces[0].group
-        record = batch_figures(cat([p.log_proposal for p in pieces]), cat([o.log_model for o in outputs]),
-                               log_prior + cat([p.log_phi for p in pieces]), log_prior,
-                               cat([p.reward for p in pieces]), group)
+        record = batch_figures(torch.cat([p.log_proposal for p in pieces]), torch.cat([o.log_model for o in outputs]),
+                               log_prior + torch.cat([p.log_phi for p in pieces]), log_prior,
+                               torch.cat([p.reward for p in pieces]), group)
         if all(o.kl_prior is not None for o in outputs):
-            record["kl_model_prior"] = cat([o.kl_prior for o in outputs]).mean().item()  # exact per token
+            record["kl_model_prior"] = torch.cat([o.kl_prior for o in outputs]).mean().item()  # exact per token
         texts = [t for p in pieces for t in p.texts]
         record["distinct_2"] = sum(distinct_n(texts[i:i + group], 2) for i in range(0, len(texts), group)) / (
             len(texts) // group)

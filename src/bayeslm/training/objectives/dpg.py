@@ -20,22 +20,19 @@ import torch
 
 from bayeslm.config import field
 from bayeslm.modelling.scored import ScoredSamples
-from bayeslm.training.objectives.base import OBJECTIVES, Objective, Step, proposal_option
-from bayeslm.training.objectives.log_z import RunningLogZ
+from bayeslm.training.objectives.base import OBJECTIVES, Step, proposal_option
+from bayeslm.training.objectives.log_z import LogZObjective
 
 
 @OBJECTIVES.register
 @dataclass
-class DPG(Objective):
+class DPG(LogZObjective):
     """Distributional policy gradient: minimises the forward KL(π*‖π_θ) by importance-weighted likelihood."""
 
     name: ClassVar[str] = "dpg"
 
     proposal: Literal["prior", "model", "adaptive"] = proposal_option()
     baseline: bool = field(True, doc="subtract GDC++'s baseline π_θ/q from the weights")
-
-    def bind(self, target):
-        self.log_z = RunningLogZ()
 
     def loss(self, model, prior, batch: ScoredSamples) -> Step:
         log_model = model.log_prob(batch.sample_prompts, batch.continuations)
@@ -45,15 +42,3 @@ class DPG(Objective):
         if self.baseline:
             weight = weight - torch.exp(log_model.detach().double() - log_q)
         return Step(-(weight.float() * log_model).mean(), log_model.detach().double())
-
-    def observe(self, batch: ScoredSamples):
-        self.log_z.update(batch.log_w, batch.sample_prompts)
-
-    def after_step(self, figures: dict) -> dict:
-        return {"log_z_running": self.log_z.mean}
-
-    def state_dict(self):
-        return {"log_z": self.log_z.state_dict()}
-
-    def load_state_dict(self, state):
-        self.log_z.load_state_dict(state["log_z"])

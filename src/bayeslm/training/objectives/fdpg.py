@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from bayeslm.config import field
 from bayeslm.modelling.scored import ScoredSamples
-from bayeslm.training.objectives.base import OBJECTIVES, Objective, Step, proposal_option
-from bayeslm.training.objectives.log_z import RunningLogZ
+from bayeslm.training.objectives.base import OBJECTIVES, Step, proposal_option
+from bayeslm.training.objectives.log_z import LogZObjective
 
 # f′ as a function of log t. Each f satisfies f(1) = 0, so D_f(π‖π) = 0.
 DIVERGENCES = {
@@ -34,7 +34,7 @@ MAX_LOG_T = 30.0  # where π* is 0 (a violated constraint) t is infinite; capped
 
 @OBJECTIVES.register
 @dataclass
-class FDPG(Objective):
+class FDPG(LogZObjective):
     """f-DPG: minimises an f-divergence D_f(π_θ‖π*) through its f′ pseudo-reward."""
 
     name: ClassVar[str] = "fdpg"
@@ -43,8 +43,8 @@ class FDPG(Objective):
     divergence: Literal["kl", "rkl", "js", "tv", "chi2"] = field("js", doc="which f-divergence D_f(π_θ‖π*)")
 
     def bind(self, target):
+        super().bind(target)
         self.f_prime = DIVERGENCES[self.divergence]
-        self.log_z = RunningLogZ()
 
     def loss(self, model, prior, batch: ScoredSamples) -> Step:
         log_model = model.log_prob(batch.sample_prompts, batch.continuations)
@@ -58,15 +58,3 @@ class FDPG(Objective):
             others = (weighted.sum(1, keepdim=True) - weighted) / (rho.sum(1, keepdim=True) - rho).clamp(min=1e-30)
             coefficient = (rho * (f_prime.reshape(-1, batch.group) - others)).reshape(-1)
         return Step((coefficient.float() * log_model).mean(), log_model.detach().double())
-
-    def observe(self, batch: ScoredSamples):
-        self.log_z.update(batch.log_w, batch.sample_prompts)
-
-    def after_step(self, figures: dict) -> dict:
-        return {"log_z_running": self.log_z.mean}
-
-    def state_dict(self):
-        return {"log_z": self.log_z.state_dict()}
-
-    def load_state_dict(self, state):
-        self.log_z.load_state_dict(state["log_z"])

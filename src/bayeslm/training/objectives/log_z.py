@@ -11,6 +11,9 @@ from typing import Sequence
 
 import torch
 
+from bayeslm.modelling.scored import ScoredSamples
+from bayeslm.training.objectives.base import Objective
+
 
 class NoTargetMass(ValueError):
     """No sample of some prompt has had non-zero target weight yet: its log Z estimate is −inf."""
@@ -51,3 +54,23 @@ class RunningLogZ:
 
     def load_state_dict(self, state: dict):
         self.log_sum, self.count = dict(state["log_sum"]), dict(state["count"])
+
+
+class LogZObjective(Objective):
+    """An objective that weighs samples by π*(x|c)/q(x|c) = P/(Z(c)·q) with a `RunningLogZ` (dpg, fdpg): the
+    running estimate sees every piece of the global batch, is logged, and is checkpointed."""
+
+    def bind(self, target):
+        self.log_z = RunningLogZ()
+
+    def observe(self, batch: ScoredSamples):
+        self.log_z.update(batch.log_w, batch.sample_prompts)
+
+    def after_step(self, figures: dict) -> dict:
+        return {"log_z_running": self.log_z.mean}
+
+    def state_dict(self):
+        return {"log_z": self.log_z.state_dict()}
+
+    def load_state_dict(self, state):
+        self.log_z.load_state_dict(state["log_z"])
