@@ -1,11 +1,14 @@
 import json
 import os
+from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from bayeslm.cli import main  # noqa: E402
 from bayeslm.config import load  # noqa: E402
 from bayeslm.distributions.toy import ToyConfig, toy_lm  # noqa: E402
 from bayeslm.modelling.rewards import Reward  # noqa: E402
@@ -38,3 +41,21 @@ def prior():
 def goodness():
     return Reward(lambda texts, prompts: [t.split().count("good") - t.split().count("bad") for t in texts],
                   "goodness")
+
+
+def run(capsys, *argv):
+    """`bayeslm ARGV` in this process: the exit code, stdout and stderr."""
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def write(path: Path, data) -> str:
+    """Writes text, or data as YAML, to `path`; returns the path as a string."""
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return str(path)
+
+
+def snapshot(directory: Path) -> dict:
+    """Every file under a directory and its bytes: equal snapshots mean nothing was touched."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run, snapshot, write
 
 from bayeslm.cli import main
 from bayeslm.distributions.loading import load_lm
@@ -24,25 +25,9 @@ def fixtures_importable(monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parents[1]))
 
 
-def write(path: Path, data) -> str:
-    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
-    return str(path)
-
-
 def target(tmp_path, name="target.yaml", **fields) -> str:
     data = {"prior": TOY, "prompts": ["the"], "max_new_tokens": 3, "potentials": LENGTH, **fields}
     return write(tmp_path / name, {k: v for k, v in data.items() if v is not None})
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def snapshot(directory: Path) -> dict:
-    """Every file under a directory and its bytes: equal snapshots mean nothing was touched."""
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture

@@ -6,8 +6,7 @@ import sys
 
 import pytest
 import yaml
-
-from bayeslm.cli import main
+from conftest import run
 
 KEYS = ["log_z", "elbo", "eubo", "kl_model_target", "kl_target_model", "tv_model_target", "kl_model_prior",
         "reward_mean", "target_reward_mean", "entropy"]
@@ -18,12 +17,6 @@ def write(tmp_path, data, name="target.yaml"):
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
     return str(path)
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_evaluate_json_with_exact_values(tmp_path, capsys):

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from bayeslm.cli import main
+from conftest import run, snapshot, write
 
 TOY = {"toy": {"seed": 0}}
 NOTHING = [{"constraint": {"predicate": {"keyword": ["zebra"]}}}]  # no toy word: nothing satisfies it
@@ -15,25 +14,10 @@ SAMPLERS = [("ancestral", []), ("importance", []), ("sir", []), ("rejection", ["
             ("qrs", ["--qrs-beta", "1", "--budget", "40"]), ("imh", []), ("smc", []), ("best-of-n", [])]
 
 
-def write(path: Path, data) -> str:
-    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
-    return str(path)
-
-
 def target(tmp_path, name="target.yaml", **fields) -> str:
     data = {"prior": TOY, "prompts": ["the"], "max_new_tokens": 3,
             "potentials": [{"exponential": {"reward": "length", "beta": 1}}], **fields}
     return write(tmp_path / name, data)
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def snapshot(directory: Path) -> dict:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("method, extra", SAMPLERS, ids=[m for m, _ in SAMPLERS])

@@ -9,9 +9,8 @@ import pytest
 import scipy.stats
 import torch
 import yaml
-from conftest import PROMPTS
+from conftest import PROMPTS, run
 
-from bayeslm.cli import main
 from bayeslm.distributions.toy import ToyConfig, toy_lm
 from bayeslm.measurement.exact import Exact
 from bayeslm.modelling.potentials import Constraint, Exponential, Forbid, StartsWith
@@ -289,12 +288,6 @@ def target_file(tmp_path):
     path.write_text(yaml.safe_dump({"prior": TOY, "prompts": ["", "the movie"], "max_new_tokens": 3, "potentials": [
         {"exponential": {"reward": {"keyword": ["good"]}, "beta": 0.5}}, {"forbid": {"strings": ["bad"]}}]}))
     return str(path)
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.mark.parametrize("method, extra", [("ancestral", []), ("importance", []), ("sir", []),
