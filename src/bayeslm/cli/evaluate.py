@@ -35,8 +35,7 @@ def run(args) -> int:
     from bayeslm.modelling.target_file import load_target
     from bayeslm.parallel import distributed
 
-    world = distributed.init()  # first: it picks this process's GPU
-    try:
+    with distributed.joined() as world:  # first: it picks this process's GPU
         target = load_target(args.target, **models_from(args))
         model = target.prior if args.model is None else load_lm(args.model, chat=target.prior.chat,
                                                                 **models_from(args))
@@ -46,8 +45,6 @@ def run(args) -> int:
 
             exact = world.on_main(Exact, target)
         samples = pooled(model, target, args.n, seed=args.seed, world=world)
-    finally:
-        distributed.close(world)
     if not world.main:
         return 0
     result = card(samples, target)

@@ -60,11 +60,8 @@ def train(config: TrainConfig, out: Path | None, *, target: Target | None = None
         raise ConfigError("--resume continues the run in the directory and --overwrite deletes it: give one of them")
     if resume and not holds_run(out):
         raise ConfigError(f"{out} holds no run to resume; drop --resume to start one there")
-    world = distributed.init()
-    try:
+    with distributed.joined() as world:
         return _train(config, out, target, world, base=base, resume=resume, overwrite=overwrite, quiet=quiet)
-    finally:
-        distributed.close(world)
 
 
 def _train(config: TrainConfig, out: Path | None, target: Target | None, world: distributed.World, *, base: Path,
