@@ -150,8 +150,8 @@ def pareto_k(log_w: torch.Tensor) -> float:
     among the largest, leave nothing to fit."""
     lw = np.sort(log_w.detach().double().cpu().numpy())
     n = len(lw)
-    tail = math.ceil(min(0.2 * n, 3 * math.sqrt(n)))
-    if tail < 5 or not np.isfinite(lw[-tail:]).all():
+    tail = _tail_size(n)
+    if tail < MIN_TAIL or not np.isfinite(lw[-tail:]).all():
         return math.inf
     lw = lw - lw[-1]
     if lw[-tail] == 0:  # the largest weights all equal: bounded, the best case (loo and arviz refuse to fit: inf)
@@ -161,6 +161,19 @@ def pareto_k(log_w: torch.Tensor) -> float:
     below = lw[lw < lw[-tail]]
     cutoff = np.exp(below[-1]) if len(below) else 0.0
     return _generalised_pareto_shape(np.exp(lw[-tail:]) - cutoff)
+
+
+MIN_TAIL = 5  # the fewest largest weights a generalised Pareto fit is made from
+FEWEST_JUDGED = 21  # the fewest samples with MIN_TAIL of them in the tail
+
+
+def _tail_size(n: int) -> int:
+    return math.ceil(min(0.2 * n, 3 * math.sqrt(n)))
+
+
+def can_judge(n: int) -> bool:
+    """Whether n weights have a tail large enough for `pareto_k` to judge (else k̂ is inf: unreliable)."""
+    return n >= FEWEST_JUDGED
 
 
 def _generalised_pareto_shape(x: np.ndarray) -> float:

@@ -9,7 +9,7 @@ import torch
 
 import bayeslm as bl
 from bayeslm.cli import main
-from bayeslm.weights import k_threshold, pareto_k
+from bayeslm.weights import FEWEST_JUDGED, k_threshold, pareto_k
 
 # arviz 0.23.4's `psislw` (its Zhang & Stephens fit uses a grid of 30 + √n points, loo's and ours 80 + √n: the
 # values agree to 1e-3) on log w = −ξ·log u + 0.3·sin(i), u the n quantiles (i − ½)/n: a Pareto tail of shape ξ,
@@ -36,7 +36,8 @@ def test_pareto_k_recovers_the_shape_of_a_pareto_tail(xi):
 
 def test_bounded_weights_are_the_best_case_and_too_few_samples_cannot_be_judged():
     assert pareto_k(torch.tensor([0.0] * 60 + [float("-inf")] * 40)) == -math.inf  # a constraint under the prior
-    assert pareto_k(torch.randn(20, dtype=torch.float64)) == math.inf  # 4 tail samples: nothing to fit
+    assert pareto_k(torch.randn(FEWEST_JUDGED - 1, dtype=torch.float64)) == math.inf  # 4 tail samples: too few
+    assert math.isfinite(pareto_k(torch.randn(FEWEST_JUDGED, dtype=torch.float64)))
     assert k_threshold(256) == pytest.approx(1 - 1 / math.log10(256)) and k_threshold(10**6) == 0.7
 
 
@@ -85,3 +86,27 @@ def test_a_sampler_s_log_z_and_the_plan_carry_the_diagnostic(far_model):
     assert bl.sample(target, "importance", n=256).log_z.unreliable is None
     tilted = bl.Plan(target, 256).at(0.02)  # a tilt so sharp that a few prior samples carry all the weight
     assert tilted.pareto_k > tilted.pareto_k_threshold and not tilted.trusted
+
+
+def test_training_logs_the_batch_k_and_never_swaps_the_proposal_on_weights_it_cannot_trust(tmp_path, capsys):
+    from bayeslm.measurement.report import write_report
+
+    prior = bl.load_lm({"toy": {"seed": 0, "train_steps": 0}})
+    target = (prior * bl.Exponential(bl.rewards.keyword(["good"]), beta=0.5)).given(["", "the movie"],
+                                                                                    max_new_tokens=3)
+    settings = dict(steps=4, lr=3e-3, prompts_per_step=2, grad_accum=2, quiet=True, eval_n=0)
+    run = bl.train(target, bl.DPG(proposal="adaptive"), samples_per_prompt=8, out=tmp_path / "run", **settings)
+    for m in run.metrics:
+        assert m["pareto_k_threshold"] == k_threshold(32)  # the pooled weights of the step's 32 samples
+        assert m["unreliable"] == (not m["pareto_k"] <= m["pareto_k_threshold"])
+        assert m["proposal_swap"] == "unreliable" if m["unreliable"] else m["proposal_swap"] in ("swapped", "kept")
+    swaps = [m["proposal_swap"] for m in run.metrics]
+    assert "swapped" in swaps and "unreliable" in swaps  # both cases happen on this toy
+    page = write_report(tmp_path / "run")[0].read_text()
+    assert (f"At {swaps.count('unreliable')} of 4 steps" in page
+            and f"not replaced at {swaps.count('unreliable')} of them" in page)
+
+    # 16 samples a step: too few to fit a tail, so no swap can be trusted, and the run says so at the start.
+    run = bl.train(target, bl.DPG(proposal="adaptive"), samples_per_prompt=4, **settings)
+    assert all(m["proposal_swap"] == "unreliable" for m in run.metrics)
+    assert "the proposal will stay the prior" in capsys.readouterr().err

@@ -79,6 +79,13 @@ def _pool_of_halves(model, target, n: int, seed: int):
     return ScoredSamples.cat(halves).sorted_by_prompt()
 
 
+def _same(a, b, **tolerance) -> bool:
+    """Figures agree within `tolerance`; words and flags (the proposal swap, `unreliable`) exactly."""
+    if isinstance(a, float) and isinstance(b, float):
+        return b == pytest.approx(a, **tolerance)
+    return a == b
+
+
 def _metrics(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -93,7 +100,7 @@ def test_two_processes_train_like_one_holding_the_global_batch(tmp_path):
     for a, b in zip(one_records, two_records):
         assert a.keys() == b.keys()
         for key in a.keys() - TIMING:
-            assert b[key] == pytest.approx(a[key], rel=RTOL, abs=1e-12), (a["step"], key)
+            assert _same(a[key], b[key], rel=RTOL, abs=1e-12), (a["step"], key)
     assert two_records[-1]["samples_per_s"] > 0  # counted over the global batch: 2 × 2 prompts × 4 samples
     one_w, two_w = (load_file(tmp_path / run / "model/model.safetensors") for run in ("one", "two"))
     assert one_w.keys() == two_w.keys()
@@ -198,22 +205,25 @@ def test_deepspeed_is_refused_with_the_sharding_that_replaces_it(monkeypatch):
 def test_sharded_processes_train_like_one_holding_the_global_batch(tmp_path, extra):
     # dpg, full fine-tuning: π_θ, the prior and the adaptive proposal's copies sharded; klrl under LoRA: the
     # adapter and the prior share the sharded weights.
-    settings = {**SETTINGS, **extra, "steps": 4, "grad_accum": 2, "eval_n": 8, "sharding": "full"}
+    # 8 samples per prompt: 32 a step, enough for the adaptive proposal's weights to be judged (it swaps at step 1)
+    settings = {**SETTINGS, **extra, "steps": 4, "grad_accum": 2, "samples_per_prompt": 8, "eval_n": 8,
+                "sharding": "full"}
     _train(tmp_path, "one", settings, 1)
     _train(tmp_path, "two", settings, 2)
     for a, b in zip(_metrics(tmp_path / "one"), _metrics(tmp_path / "two"), strict=True):
         for key in a.keys() - TIMING:
-            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (a["step"], key)
+            # k̂ fits the tail of the weights, which magnifies their rounding about tenfold
+            assert _same(a[key], b[key], rel=1e-4 if key == "pareto_k" else 1e-5, abs=1e-7), (a["step"], key)
     one_w, two_w = (load_file(tmp_path / run / "model/model.safetensors") for run in ("one", "two"))
     assert one_w.keys() == two_w.keys()
     assert all(torch.allclose(one_w[k], two_w[k], rtol=0, atol=1e-5) for k in one_w)
     assert json.loads((tmp_path / "two/scorecard.json").read_text())["n"] == 8 * len(PROMPTS)
     if extra["objective"] == "dpg":  # resumed from a checkpoint of sharded weights, moments and proposal copy
-        _train(tmp_path, "resumed", {**settings, "steps": 3}, 2)  # the proposal became a copy at step 3
+        _train(tmp_path, "resumed", {**settings, "steps": 3}, 2)  # the proposal became a copy at step 1
         assert json.loads((tmp_path / "resumed/checkpoints/step-000003/state.json").read_text())["proposal_is_copy"]
         _train(tmp_path, "resumed", settings, 2, "--resume")
         for a, b in zip(_metrics(tmp_path / "two"), _metrics(tmp_path / "resumed"), strict=True):
-            assert all(b[key] == pytest.approx(a[key], rel=1e-6) for key in a.keys() - TIMING), a["step"]
+            assert all(_same(a[key], b[key], rel=1e-6) for key in a.keys() - TIMING), a["step"]
 
 
 def test_sharding_with_micro_batches_split_between_processes_is_a_config_error(tmp_path):

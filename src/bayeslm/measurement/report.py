@@ -34,6 +34,9 @@ CURVES = [  # (title, [(metrics key, legend)])
     ("diversity", [("distinct_2", "distinct-2")]),
 ]
 
+# The per-step figures that weigh by P/q: unreliable at the steps whose metrics say so (Pareto k̂).
+TARGET_WEIGHTED = ("log_z", "kl_model_target", "kl_target_model")
+
 
 @dataclass
 class Run:
@@ -162,6 +165,7 @@ def _curves_section(run: Run) -> str:
 
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
     steps = [m["step"] for m in run.metrics]
+    flagged = [bool(m.get("unreliable")) for m in run.metrics]
     for ax, (title, series) in zip(axes.flat, CURVES):
         for key, legend in series:
             values = [m.get(key) if m.get(key) is not None else math.nan for m in run.metrics]
@@ -169,14 +173,28 @@ def _curves_section(run: Run) -> str:
                             alpha=0.35 if len(steps) >= SMOOTH_FROM else 1.0)
             if len(steps) >= SMOOTH_FROM:  # one batch is noisy: a trailing mean shows the trend
                 ax.plot(steps, _trailing_mean(values, len(steps) // 10), color=line.get_color())
+            if key in TARGET_WEIGHTED and any(flagged):
+                ax.plot([x for x, f in zip(steps, flagged) if f], [v for v, f in zip(values, flagged) if f],
+                        "x", color="grey", label="unreliable (k̂)" if key == series[-1][0] else None)
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
+    note = ""
+    if any(flagged):
+        swaps = [m.get("proposal_swap") for m in run.metrics]
+        kept = (f" The adaptive proposal was not replaced at {swaps.count('unreliable')} of them." if
+                "unreliable" in swaps else "")
+        note = (f"<p class=unreliable id=unreliable-steps>! At {sum(flagged)} of {len(steps)} steps (grey crosses) "
+                "the batch's importance weights P/q had a Pareto k̂ past its threshold, so that step's log Z, "
+                f"KL(π‖π*) and KL(π*‖π) are unreliable.{kept} Draw more samples per step (samples_per_prompt, "
+                "grad_accum) for figures that can be trusted.</p>")
     return ("<h2>Training curves</h2><p>Per-step estimates from each training batch (self-normalised where the "
             "samples come from a proposal other than the model); the bold line is a trailing mean.</p>"
-            f"<img alt='training curves' src='{_png(fig)}'>")
+            f"<img alt='training curves' src='{_png(fig)}'>{note}")
+
+
 
 
 def _trailing_mean(values: list[float], window: int) -> list[float]:

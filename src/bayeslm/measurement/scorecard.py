@@ -183,6 +183,9 @@ def batch_figures(log_proposal: torch.Tensor, log_model: torch.Tensor, log_targe
         return torch.where(probabilities > 0, probabilities * values, torch.zeros(()).double()).sum(1)
 
     elbo = under(to_model, log_p - log_pi)
+    # Every target-weighted figure of the batch (log Z, KL(π*‖π), DPG's weights) is as trustworthy as the tail of
+    # the normalised weights P/(Ẑq), pooled over the batch: its k̂ beside the threshold for that many samples.
+    k = weights.pareto_k((log_w - log_z[:, None]).flatten())
     return {
         "reward_mean": under(to_model, r).mean().item(),
         "log_z": log_z.mean().item(),
@@ -192,4 +195,7 @@ def batch_figures(log_proposal: torch.Tensor, log_model: torch.Tensor, log_targe
         "entropy": under(to_model, -log_pi).mean().item(),
         "kl_model_prior": under(to_model, log_pi - log_0).mean().item(),
         "ess": weights.total_ess(log_w),
+        "pareto_k": k,
+        "pareto_k_threshold": weights.k_threshold(log_w.numel()),
+        "unreliable": not k <= weights.k_threshold(log_w.numel()),  # JSON writes both k̂ = ±inf as null
     }

@@ -12,11 +12,13 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+from bayeslm import weights
 from bayeslm.config import ConfigError
 from bayeslm.distributions.lm import LM
 from bayeslm.distributions.loading import resolve_device
@@ -61,6 +63,11 @@ class Trainer:
         self.model, self.target = models(config, target, device)
         self.objective = copy.deepcopy(config.objective)  # its running state is this run's, not the caller's
         self.objective.bind(self.target)
+        per_step = min(config.prompts_per_step, len(target.prompts)) * config.samples_per_prompt * config.grad_accum
+        if self.objective.proposal == "adaptive" and not weights.can_judge(per_step) and self.world.main:
+            print(f"bayeslm: warning: proposal: adaptive swaps only on a batch whose weights can be judged (at "
+                  f"least {weights.FEWEST_JUDGED} samples a step; this config draws {per_step}), so the proposal "
+                  "will stay the prior: raise samples_per_prompt, prompts_per_step or grad_accum", file=sys.stderr)
         if trainable is not None:
             for name, p in self.model.model.named_parameters():
                 p.requires_grad_(p.requires_grad and trainable(name))
@@ -218,7 +225,7 @@ class Trainer:
         record = self._figures([piece for _, piece in pieces], [produced[key] for key, _ in pieces])
         record.update(self.objective.after_step(record))
         if self.objective.proposal == "adaptive":
-            self._maybe_replace_proposal([piece for _, piece in pieces], mine)
+            record["proposal_swap"] = self._maybe_replace_proposal([piece for _, piece in pieces], mine, record)
         world.check_same("objective state", self.objective.state_dict())
         elapsed = time.perf_counter() - started
         samples = sum(len(piece) for _, piece in pieces)
@@ -266,12 +273,17 @@ class Trainer:
             len(texts) // group)
         return record
 
-    def _maybe_replace_proposal(self, pieces: list[ScoredSamples], mine: dict):
+    def _maybe_replace_proposal(self, pieces: list[ScoredSamples], mine: dict, record: dict) -> str:
         """GDC's KL-adaptive proposal: q ← π_θ when KL(π*‖π_θ) < KL(π*‖q), i.e. E_π*[log π_θ − log q] > 0.
 
         The updated model is scored on this step's samples; the gain is a self-normalised estimate per prompt,
-        averaged, and must exceed its standard error so that noise alone never swaps the proposal. Every
-        process decides on the same gathered global batch, so all make the same decision."""
+        averaged, and must exceed its standard error so that noise alone never swaps the proposal. Nor does an
+        estimate whose weights have too heavy a tail to be trusted (the batch's Pareto k̂ past its threshold,
+        `batch_figures`): its standard error would not see the noise. Every process decides on the same
+        gathered global batch, so all make the same decision. Returns what was decided: "swapped", "kept" or
+        "unreliable"."""
+        if record["unreliable"]:
+            return "unreliable"
         group = pieces[0].group
         with torch.no_grad(), self._gathered():
             scored = {key: self.model.log_prob(b.sample_prompts, b.continuations).cpu() for key, (_, b) in mine.items()}
@@ -283,6 +295,8 @@ class Trainer:
         stderr = (influence.var(1) / group).sum().sqrt() / len(gain)
         if gain.mean() > stderr:
             self._copy_proposal(f"proposal@{self.step}")
+            return "swapped"
+        return "kept"
 
     def _copy_proposal(self, name: str, state: dict | None = None):
         """The proposal becomes a frozen copy of π_θ (with `state`'s weights, on resume); sharded like it."""
