@@ -38,6 +38,7 @@ _EXPORTS = {
     "Sampler": "bayeslm.samplers.base", "Draws": "bayeslm.samplers.result",
     "Scorecard": "bayeslm.measurement.scorecard", "Exact": "bayeslm.measurement.exact",
     "Plan": "bayeslm.measurement.plan", "Estimate": "bayeslm.weights",
+    "certify": "bayeslm.measurement.certify", "Certificate": "bayeslm.measurement.certify",
     "train": "bayeslm.api", "sample": "bayeslm.api", "scorecard": "bayeslm.api",
 }
 # Public submodules: bl.rewards.sentiment(), bl.samplers.smc(...), bl.weights.log_z(...).

@@ -153,6 +153,7 @@ def pareto_k(log_w: torch.Tensor) -> float:
     tail = _tail_size(n)
     if tail < MIN_TAIL or not np.isfinite(lw[-tail:]).all():
         return math.inf
+    lw = _merge_ties(lw)
     lw = lw - lw[-1]
     if lw[-tail] == 0:  # the largest weights all equal: bounded, the best case (loo and arviz refuse to fit: inf)
         return -math.inf
@@ -163,6 +164,17 @@ def pareto_k(log_w: torch.Tensor) -> float:
     return _generalised_pareto_shape(np.exp(lw[-tail:]) - cutoff)
 
 
+def _merge_ties(lw: np.ndarray) -> np.ndarray:
+    """Sorted log-weights with those within TIE of their neighbour made equal. Log-probabilities in float32 differ
+    by ~1e-6 between a sampler and a scorer, which splits the ties of a discrete space into clusters of nearly
+    equal weights; a tail fitted to those (x − cutoff ≈ 1e-6) gives any k̂ at all (9.3 for weights bounded by e²)."""
+    finite = lw[np.isfinite(lw)]  # zero weights (−inf) come first and stay
+    gaps = np.diff(finite)
+    gaps[gaps < TIE] = 0.0
+    return np.concatenate([lw[:len(lw) - len(finite)], finite[0] + np.concatenate([[0.0], np.cumsum(gaps)])])
+
+
+TIE = 1e-5  # nats: log-weights closer than this are the same weight (a ratio of 1.00001, far below any tail)
 MIN_TAIL = 5  # the fewest largest weights a generalised Pareto fit is made from
 FEWEST_JUDGED = 21  # the fewest samples with MIN_TAIL of them in the tail
 

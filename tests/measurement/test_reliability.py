@@ -41,6 +41,16 @@ def test_bounded_weights_are_the_best_case_and_too_few_samples_cannot_be_judged(
     assert k_threshold(256) == pytest.approx(1 - 1 / math.log10(256)) and k_threshold(10**6) == 0.7
 
 
+def test_weights_tied_but_for_float32_noise_are_tied():
+    # Bounded weights of a discrete space (5 values, many repeats), as a float32 scorer returns them: equal
+    # weights differ by ~1e-6. Unmerged, the fit sees clusters of nearly equal weights and gives k̂ ≈ 9.
+    tied = torch.tensor([0.0, -0.1, -0.7, -1.2, -2.0], dtype=torch.float64).repeat_interleave(
+        torch.tensor([20, 60, 60, 60, 60]))
+    noisy = tied + 2e-6 * torch.randn(len(tied), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert math.isfinite(pareto_k(tied)) and pareto_k(tied) < 0.5
+    assert pareto_k(noisy) == pytest.approx(pareto_k(tied), abs=1e-3)
+
+
 @pytest.fixture(scope="module")
 def far_model(tmp_path_factory):
     """A toy network other than the prior: far from the target, its weights have a heavy tail."""

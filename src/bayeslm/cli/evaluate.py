@@ -9,6 +9,7 @@ from bayeslm.cli.common import models_from, positive_int, subparser
 
 EXAMPLE = """example:
   bayeslm evaluate --target examples/toy_sentiment.yaml -n 512 --exact
+  bayeslm evaluate --target examples/toy_sentiment.yaml --model runs/toy/model --certify --reward-max 1
   bayeslm evaluate --target examples/positive_sentiment.yaml --model runs/my-run/model --json"""
 
 
@@ -22,6 +23,12 @@ def add(sub, parents):
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--exact", action="store_true", help="also compute exact values by enumeration "
                                                              "(toy priors only)")
+    parser.add_argument("--certify", action="store_true",
+                        help="also bound log Z from both sides with exact samples of the target (rejection from the "
+                             "prior; needs a known bound: constraints, or --reward-max for a bounded reward)")
+    parser.add_argument("--reward-max", type=float, help="with --certify: the largest value the reward can take, so "
+                                                         "that M = exp(reward_max/β)")
+    parser.add_argument("--log-bound", type=float, help="with --certify: log M, with M ≥ max P(x)/π0(x)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(run=run)
     return parser
@@ -37,6 +44,7 @@ def run(args) -> int:
 
     with distributed.joined() as world:  # first: it picks this process's GPU
         target = load_target(args.target, **models_from(args))
+        log_bound = _certifiable(args, target)  # before any sampling: a bound that is not known fails fast
         model = target.prior if args.model is None else load_lm(args.model, chat=target.prior.chat,
                                                                 **models_from(args))
         exact = None
@@ -45,13 +53,48 @@ def run(args) -> int:
 
             exact = world.on_main(Exact, target)
         samples = pooled(model, target, args.n, seed=args.seed, world=world)
+        certificate = world.on_main(_certificate, model, target, samples, log_bound, args) if args.certify else None
     if not world.main:
         return 0
     result = card(samples, target)
     if exact is not None:
         result.exact = exact.scorecard(model)
-    print(json.dumps(result.to_json(), indent=2) if args.json else result)
+        if certificate is not None:
+            certificate.exact = {"log_z": result.exact["log_z"],
+                                 "jeffreys": result.exact["kl_model_target"] + result.exact["kl_target_model"]}
+    if args.json:
+        document = result.to_json()
+        if certificate is not None:
+            document["certified"] = certificate.to_json()
+        print(json.dumps(document, indent=2))
+    else:
+        print(result)
+        if certificate is not None:
+            print(f"\n{certificate}")
     reasons = sorted({e.unreliable for e in result.estimates.values() if e.unreliable})
     for reason in reasons:
         print(f"bayeslm: warning: unreliable estimates: {reason}", file=sys.stderr)
     return 0
+
+
+def _certifiable(args, target) -> float | None:
+    """log M for --certify: --log-bound, or the bound that follows from the target (and --reward-max)."""
+    from bayeslm.config import ConfigError
+    from bayeslm.samplers.rejection import NoBound, known_log_bound
+
+    if not args.certify:
+        if args.reward_max is not None or args.log_bound is not None:
+            raise ConfigError("--reward-max and --log-bound go with --certify")
+        return None
+    if args.log_bound is not None:
+        return args.log_bound
+    try:
+        return known_log_bound(target, reward_max=args.reward_max)
+    except NoBound as error:
+        raise ConfigError(f"--certify: {error}") from None
+
+
+def _certificate(model, target, samples, log_bound, args):
+    from bayeslm.measurement.certify import certify
+
+    return certify(model, target, args.n, log_bound=log_bound, seed=args.seed, samples=samples)
