@@ -158,3 +158,32 @@ def test_the_demo_table_says_which_way_each_figure_moved():
     lines = dict((line[:16].strip(), line) for line in table({"figures": figures}).splitlines()[1:])
     assert lines["reward E_q[r]"].endswith("better") and lines["KL(π*‖q)"].endswith("WORSE")
     assert lines["KL(q‖π*)"].endswith("(within noise)") and lines["KL(q‖π0)"].endswith("+1.000")
+
+
+def test_the_report_judges_each_change_and_says_whether_training_worked(run_dir, tmp_path):
+    from bayeslm.measurement.compare import change, summary
+
+    def figure(value, stderr=0.05, unreliable=None):
+        return {"value": value, "stderr": stderr, **({"unreliable": unreliable} if unreliable else {})}
+
+    assert change("kl_target_model", figure(1.0), figure(0.5)) == (-0.5, "better")
+    assert change("kl_target_model", figure(1.0), figure(1.5))[1] == "WORSE"
+    assert change("kl_model_target", figure(1.0), figure(1.1))[1] == "within noise"  # 0.1 < 2·√2·0.05
+    assert change("kl_model_target", figure(1.0), figure(0.2, unreliable="k̂"))[1] == "unreliable"
+    assert change("entropy", figure(3.0), figure(1.0))[1] == ""  # no direction towards the target
+    assert change("kl_model_target", figure(1.0), {"value": None, "stderr": 0.0}) == (None, "")  # infinite
+    assert summary({"kl_target_model": figure(1.0), "kl_model_target": figure(1.0)},
+                   {"kl_target_model": figure(1.5), "kl_model_target": figure(0.5)}).startswith(
+        "The trained model is further from the target")
+
+    worse = tmp_path / "worse"
+    shutil.copytree(run_dir, worse)
+    # 16 samples a prompt are too few to judge the weights' tail (every KL is marked): mark none, and put the
+    # prior far closer to the target than the model
+    for name, value in (("scorecard_prior.json", 0.1), ("scorecard.json", 1.0)):
+        card = json.loads((worse / name).read_text())
+        card["kl_target_model"] = card["kl_model_target"] = figure(value, 0.01)
+        (worse / name).write_text(json.dumps(card))
+    page = write_report(worse)[0].read_text()
+    assert "<th>change</th>" in page and "WORSE" in page
+    assert re.search(r"id=verdict><strong>The trained model is further from the target", page)

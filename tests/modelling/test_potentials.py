@@ -160,3 +160,23 @@ def test_a_reward_and_a_constraint_on_it_report_separate_statistics():
     assert stats["length"].tolist() == [2.0, 1.0] and stats["satisfied(length<=1)"].tolist() == [0.0, 1.0]
     with pytest.raises(ValueError, match="same name"):
         Exponential(length(), beta=1.0) * Exponential(length(), beta=2.0)
+
+
+def test_a_model_reward_that_scores_different_texts_alike_is_refused(tmp_path):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from bayeslm.distributions.toy import toy_tokenizer
+    from bayeslm.modelling.rewards import RewardError, classifier
+
+    tokenizer = toy_tokenizer()
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=16, n_layer=1, n_head=2, n_positions=16,
+                        pad_token_id=tokenizer.pad_token_id, num_labels=1)
+    model = GPT2ForSequenceClassification(config).eval()
+    with torch.no_grad():  # a head that ignores its input: the score is its bias, whatever the text
+        model.score.weight.zero_()
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    reward = classifier(str(tmp_path))
+    assert reward(["good movie"], [""]).tolist() == [0.0]  # one text: nothing to compare
+    with pytest.raises(RewardError, match="gave every one of 2 different texts the same score 0.0"):
+        reward(["good movie", "bad"], ["", ""])

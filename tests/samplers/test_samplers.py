@@ -11,6 +11,7 @@ import torch
 import yaml
 from conftest import PROMPTS, run
 
+from bayeslm import weights
 from bayeslm.distributions.toy import ToyConfig, toy_lm
 from bayeslm.measurement.exact import Exact
 from bayeslm.modelling.potentials import Constraint, Exponential, Forbid, StartsWith
@@ -239,6 +240,31 @@ def test_smc_without_resampling_is_importance_sampling(prior, goodness):
     assert torch.allclose(draws.log_weight, s.log_target - s.log_proposal, atol=1e-6)
     log_z = torch.logsumexp(draws.log_weight.reshape(2, -1), 1) - math.log(200)
     assert torch.allclose(draws.log_z_per_prompt, log_z)
+    # ... and Lee & Whiteley's variance, every particle its own Eve, is importance sampling's (delta method)
+    for c, group in enumerate(draws.log_weight.reshape(2, -1)):
+        assert draws.log_z_stderr_per_prompt[c].item() == pytest.approx(weights.log_z([group])[0].stderr, rel=1e-9)
+
+
+@pytest.mark.parametrize("name, proposal", [("starts_with", "prior"), ("reward_and_forbid", "other")])
+def test_one_smc_run_gives_log_z_a_standard_error_that_covers(prior, goodness, other_model, name, proposal):
+    runs = 200  # independent runs: one per (repeated) prompt
+    target = smc_targets(prior, goodness)[name].given(["the movie"] * runs, max_new_tokens=4)
+    draws = smc(target, prior if proposal == "prior" else other_model, n=64, seed=21)
+    log_z = Exact(target.given(["the movie"])).log_z.item()
+    error, stderr = draws.log_z_per_prompt - log_z, draws.log_z_stderr_per_prompt
+    assert draws.figures["resampling_steps"] > 0 and torch.isfinite(stderr).all() and not draws.log_z.unreliable
+    assert (error.abs() <= 2 * stderr).double().mean() >= 0.9  # nominal 0.95; we see 0.965 and 0.94
+    assert stderr.square().mean().sqrt().item() == pytest.approx(error.std().item(), rel=0.2)
+    assert "log Z       " in str(draws) and " ± " in str(draws).split("log Z")[1].splitlines()[0]
+
+
+def test_an_smc_run_whose_variance_cannot_be_estimated_says_so(prior, goodness):
+    # Resampling at every step with 8 particles: the genealogy collapses or the estimate's noise swamps it.
+    target = smc_targets(prior, goodness)["forbid"].given(["the movie"] * 50, max_new_tokens=4)
+    draws = smc(target, prior, n=8, ess_threshold=1.0, seed=22)
+    flagged = ~torch.isfinite(draws.log_z_stderr_per_prompt)
+    assert flagged.any() and math.isnan(draws.log_z.stderr)
+    assert "cannot tell how far log Ẑ may be off" in draws.log_z.unreliable
 
 
 # ----- best-of-n -------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bayeslm.config import load
 from bayeslm.distributions.loading import resolve_decoding
+from bayeslm.measurement.compare import change
 from bayeslm.measurement.plan import MIN_ESS, Plan, plan_json
 from bayeslm.measurement.report import write_report
 from bayeslm.modelling.target_file import parse_target
@@ -89,13 +90,10 @@ def run_demo(out: Path, *, quick: bool = False, overwrite: bool = False, quiet: 
     after = json.loads((out / "scorecard.json").read_text())
     return {"run": str(out), "report": str(report), "beta": beta, "collapse_warnings": warnings,
             "figures": {key: {"prior": _value(before, key), "model": _value(after, key),
-                              "prior_stderr": _stderr(before, key), "model_stderr": _stderr(after, key)}
+                              "prior_stderr": _stderr(before, key), "model_stderr": _stderr(after, key),
+                              "prior_unreliable": _unreliable(before, key),
+                              "model_unreliable": _unreliable(after, key)}
                         for key, _ in SHOWN}}
-
-
-# Which way each figure should move, towards the target: −1 lower is better, +1 higher, 0 neither.
-BETTER = {"reward_mean": 1, "kl_model_target": -1, "kl_target_model": -1, "kl_model_prior": 0, "entropy": 0,
-          "distinct_2": 0}
 
 
 def table(summary: dict) -> str:
@@ -111,13 +109,16 @@ def table(summary: dict) -> str:
 
 
 def _verdict(key: str, row: dict) -> str:
-    if row["prior"] is None or row["model"] is None:
+    delta, verdict = change(key, *({"value": row[side], "stderr": row[f"{side}_stderr"],
+                                    "unreliable": row.get(f"{side}_unreliable")} for side in ("prior", "model")))
+    if delta is None:
         return ""
-    change = row["model"] - row["prior"]
-    noise = 2 * ((row["prior_stderr"] or 0) ** 2 + (row["model_stderr"] or 0) ** 2) ** 0.5
-    if not BETTER[key] or abs(change) <= noise:
-        return f"{change:+.3f}" + ("  (within noise)" if BETTER[key] else "")
-    return f"{change:+.3f}  {'better' if change * BETTER[key] > 0 else 'WORSE'}"
+    return f"{delta:+.3f}" + {"": "", "within noise": "  (within noise)"}.get(verdict, f"  {verdict}")
+
+
+def _unreliable(card: dict, key: str):
+    figure = card[key]
+    return figure.get("unreliable") if isinstance(figure, dict) else None
 
 
 def _stderr(card: dict, key: str):

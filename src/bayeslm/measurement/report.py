@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from bayeslm.config import ConfigError
+from bayeslm.measurement.compare import change, summary
 from bayeslm.measurement.scorecard import FIGURES
 
 COLLAPSE_RATIO = 0.5  # entropy or distinct-2 falling below this fraction of where it started is collapse
@@ -136,14 +137,18 @@ def _scorecard_section(run: Run) -> str:
     cards = [(name, card) for name, card in (("prior π0", run.prior_card), ("trained model", run.card)) if card]
     if not cards:
         return "<h2>Scorecard</h2><p>No scorecard: the run did not finish, or eval_n was 0.</p>"
-    header = "".join(f"<th>{_e(name)}</th>" for name, _ in cards)
+    both = len(cards) == 2
+    header = "".join(f"<th>{_e(name)}</th>" for name, _ in cards) + ("<th>change</th>" if both else "")
     rows = []
     for key, label in FIGURES:
         cells = "".join(f"<td>{_estimate(card.get(key))}</td>" for _, card in cards)
+        if both:
+            cells += f"<td>{_change(*change(key, run.prior_card.get(key), run.card.get(key)))}</td>"
         rows.append(f"<tr><th>{_e(label)}</th>{cells}</tr>")
     for key, label in (("ess", "effective samples"), ("distinct_2", "distinct-2"), ("self_bleu", "self-BLEU")):
-        cells = "".join(f"<td>{_number(card.get(key))}</td>" for _, card in cards)
+        cells = "".join(f"<td>{_number(card.get(key))}</td>" for _, card in cards) + ("<td></td>" if both else "")
         rows.append(f"<tr><th>{_e(label)}</th>{cells}</tr>")
+    verdict = f"<p class=verdict id=verdict><strong>{_e(summary(run.prior_card, run.card))}</strong></p>" if both else ""
     n = cards[-1][1].get("n")
     reasons = sorted({figure["unreliable"] for _, card in cards for key, _ in FIGURES
                       if isinstance(figure := card.get(key), dict) and figure.get("unreliable")})
@@ -151,7 +156,8 @@ def _scorecard_section(run: Run) -> str:
     return ("<h2>Scorecard</h2><p>Each model q against the target, estimated from "
             f"{n} fresh samples of q (± one standard error). KL(q‖π*) = log Z − ELBO is what KL-regularised RL "
             "minimises; KL(π*‖q) = EUBO − log Z what DPG minimises. A missing value is infinite (q puts mass where "
-            "π* has none).</p>"
+            "π* has none). The change column judges each move towards the target against two standard errors "
+            f"of the difference.</p>{verdict}"
             f"<table id=scorecard><tr><th></th>{header}</tr>{''.join(rows)}</table>{note}")
 
 
@@ -216,16 +222,21 @@ def _plan_section(run: Run) -> str:
                    f"<td>{_estimate(p['kl_target_prior'])}</td><td>{_estimate(p['log_z'])}</td>"
                    f"<td>{_number(p['ess'])}</td><td>{_e(_goal(p))}</td></tr>"
                    for p in sorted(betas + chosen, key=lambda p: p["beta"]))
-    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    kl_axis = ax.twinx()  # reward and KL have their own units and scales
     x = [p["beta"] for p in betas]
-    ax.plot(x, [p["target_reward_mean"]["value"] for p in betas], marker="o", label="E_π*[r]")
-    ax.plot(x, [p["kl_target_prior"]["value"] for p in betas], marker="s", label="KL(π*‖π0)")
+    lines = ax.plot(x, [p["target_reward_mean"]["value"] for p in betas], marker="o", color="C0",
+                    label="E_π*[r], the target's reward (left)")
+    lines += kl_axis.plot(x, [p["kl_target_prior"]["value"] for p in betas], marker="s", color="C1",
+                          label="KL(π*‖π0), nats (right)")
     for p in chosen:
-        ax.axvline(p["beta"], color="grey", linestyle="--")
+        lines.append(ax.axvline(p["beta"], color="grey", linestyle="--", label=", ".join(filter(None, [f"β = {p['beta']:.3g}", _goal(p)]))))
     ax.set_xscale("log")
-    ax.set_xlabel("β")
+    ax.set_xlabel("β (the evidence is exp(r/β): smaller β, sharper target)")
+    ax.set_ylabel("E_π*[r]", color="C0")
+    kl_axis.set_ylabel("KL(π*‖π0), nats", color="C1")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(handles=lines, fontsize=8, loc="best")
     fig.tight_layout()
     return ("<h2>β plan</h2><p>What KL-regularised RL converges to for each β, predicted before training from "
             f"{_e(str(run.plan.get('n')))} prior samples per prompt (reward {_e(str(run.plan.get('reward')))}).</p>"
@@ -288,6 +299,14 @@ def _estimate(figure) -> str:
     return shown
 
 
+def _change(delta: float | None, verdict: str) -> str:
+    if delta is None:
+        return ""
+    style = {"better": "better", "WORSE": "worse"}.get(verdict)
+    shown = f"{delta:+.4f}" + (f" {_e(verdict)}" if verdict else "")
+    return f"<span class={style}>{shown}</span>" if style else shown
+
+
 def _png(fig) -> str:
     import matplotlib.pyplot as plt
 
@@ -305,7 +324,8 @@ h1 {{ margin-bottom: 0; }} .sub {{ color: #666; font-size: 0.9em; }}
 table {{ border-collapse: collapse; margin: 0.5em 0; }}
 th, td {{ border-bottom: 1px solid #ddd; padding: 0.25em 0.8em; text-align: right; }}
 th:first-child {{ text-align: left; }} .se {{ color: #888; font-size: 0.85em; }}
-.unreliable {{ color: #aaa; }}
+.unreliable {{ color: #aaa; }} .better {{ color: #1e7e34; }} .worse {{ color: #d93025; font-weight: bold; }}
+.verdict {{ font-size: 1.05em; }}
 pre {{ background: #f6f6f6; padding: 0.8em; overflow-x: auto; }}
 img {{ max-width: 100%; }}
 .warning {{ background: #fdecea; border-left: 5px solid #d93025; padding: 0.8em 1em; margin: 1em 0; }}

@@ -29,6 +29,7 @@ class Draws:
     ess: float | None = None  # effective sample size behind the figures, summed over prompts
     log_z: Estimate | None = None  # mean over prompts
     log_z_per_prompt: torch.Tensor | None = None
+    log_z_stderr_per_prompt: torch.Tensor | None = None  # where the sampler estimates it (SMC)
     figures: dict[str, float | list[float]] = field(default_factory=dict)  # method-specific
     notes: list[str] = field(default_factory=list)
 

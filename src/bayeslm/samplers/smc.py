@@ -19,9 +19,18 @@ proportion to w and their weights reset to 1. The product over these epochs of t
 
     Ẑ = Π_k mean_i w_i^(k),
 
-is an unbiased estimate of Z (Del Moral 2004); log Ẑ is biased low by Jensen's inequality, and a single run
-gives no standard error, so repeat with other seeds to get one. The final particles, with their weights,
-approximate π*. Particles run through the model (and the prior, when it differs from the proposal) with the
+is an unbiased estimate of Z (Del Moral 2004); log Ẑ is biased low by Jensen's inequality, by about half the
+relative variance of Ẑ. One run also estimates that variance (Lee & Whiteley 2018), from the genealogy of the
+particles: with E_i the initial particle that final particle i descends from (its Eve), W_i its normalised final
+weight and m the resampling events of the run,
+
+    Var(Ẑ)/Ẑ² ≈ 1 − (N/(N−1))^(m+1) · Σ_{i,j: E_i ≠ E_j} W_i W_j,
+
+unbiased for Var(Ẑ)/Z² under multinomial resampling (without resampling it is the importance-sampling
+variance); its square root is the standard error of log Ẑ (delta method). When every surviving particle
+descends from one Eve the estimate can see nothing (it is 1), and when it comes out ≤ 0 its noise exceeds what
+it estimates (resampling at almost every step with few particles): either way that log Ẑ is marked unreliable
+and given no standard error. The final particles, with their weights, approximate π*. Particles run through the model (and the prior, when it differs from the proposal) with the
 same conventions as `LM.sample`: left padding, positions counting real tokens, a KV cache whose rows are
 reordered with the particles.
 """
@@ -61,19 +70,27 @@ def smc(target: Target, proposal: LM | None = None, n: int = 256, *, ess_thresho
     sampling, decide = generators(proposal, seed)
     per_chunk = max(1, proposal.batch_size // n)  # prompts whose particles go through the model together
     C = len(target.prompts)
-    parts, log_weights, log_zs, resamplings = [], [], [], 0
+    parts, log_weights, log_zs, variances, resamplings = [], [], [], [], 0
     with progress.bar(C * target.max_new_tokens, "SMC", unit="token") as bar:
         for start in range(0, C, per_chunk):
             chunk = list(range(start, min(C, start + per_chunk)))
-            pool, log_w, log_z, count = _run(target, proposal, chunk, n, ess_threshold, sampling, decide, bar)
+            pool, log_w, log_z, variance, count = _run(target, proposal, chunk, n, ess_threshold, sampling, decide,
+                                                       bar)
             parts.append(pool)
             log_weights.append(log_w)
             log_zs.append(log_z)
+            variances.append(variance)
             resamplings += count
     pool, log_w, log_z = ScoredSamples.cat(parts), torch.cat(log_weights), torch.cat(log_zs)
+    variance = torch.cat(variances)
+    # Unbiased, the estimate can fall to 0 or below: it is then a difference of two numbers near 1 whose noise
+    # exceeds the variance it estimates, and no standard error is given.
+    stderr = torch.where(variance > 0, variance.clamp(min=0).sqrt(), math.nan)
+    warning = _unreliable(variance, target.prompts)
     finite = log_z[torch.isfinite(log_z)]
     draws = Draws("smc", pool, log_w, requested=n, proposals=torch.full((C,), n), ess=total_ess(log_w.reshape(C, n)),
-                  log_z=Estimate(log_z.mean().item(), math.nan), log_z_per_prompt=log_z,
+                  log_z=Estimate(log_z.mean().item(), stderr.square().sum().sqrt().item() / C, warning),
+                  log_z_per_prompt=log_z, log_z_stderr_per_prompt=stderr,
                   figures={"resampling_steps": float(resamplings)})
     if len(finite) < C:
         dead = [target.prompts[c] for c in (~torch.isfinite(log_z)).nonzero().flatten().tolist()]
@@ -82,8 +99,8 @@ def smc(target: Target, proposal: LM | None = None, n: int = 256, *, ess_thresho
 
 
 def _run(target, proposal, chunk, N, ess_threshold, sampling, decide, bar):
-    """SMC for the prompts `chunk`, N particles each; returns their pool, final log-weights, log Ẑ per prompt
-    and the number of resampling events."""
+    """SMC for the prompts `chunk`, N particles each; returns their pool, final log-weights, log Ẑ per prompt,
+    the estimated relative variance of Ẑ per prompt and the number of resampling events."""
     prior = target.prior
     device = proposal.device
     P, L = len(chunk), target.max_new_tokens
@@ -102,6 +119,8 @@ def _run(target, proposal, chunk, N, ess_threshold, sampling, decide, bar):
     log_psi = torch.zeros(rows, dtype=torch.float64)  # ψ before the first token is 1
     log_w = torch.zeros(rows, dtype=torch.float64)
     log_z = torch.zeros(P, dtype=torch.float64)
+    eve = torch.arange(rows)  # the initial particle each particle descends from
+    events = torch.zeros(P, dtype=torch.long)  # resampling events per prompt
     steering = steers(target.potential)
     resamplings = 0
     for t in range(L):
@@ -130,7 +149,9 @@ def _run(target, proposal, chunk, N, ess_threshold, sampling, decide, bar):
         index, log_mean_w = _resample(log_w.reshape(P, N), ess_threshold, decide)
         if index is not None:
             resamplings += int(torch.isfinite(log_mean_w).sum())
+            events += torch.isfinite(log_mean_w).long()
             log_z += log_mean_w.nan_to_num(nan=0.0)
+            eve = eve[index]
             tokens, length, finished = tokens[index.to(device)], length[index], finished[index]
             log_prior, log_q, log_psi = log_prior[index], log_q[index], log_psi[index]
             log_w = torch.where(torch.isfinite(log_mean_w).repeat_interleave(N), 0.0, log_w[index])
@@ -147,7 +168,7 @@ def _run(target, proposal, chunk, N, ess_threshold, sampling, decide, bar):
     texts = proposal.decode(continuations)
     pool = target.score(target.prompts, torch.tensor(chunk).repeat_interleave(N), continuations, texts,
                         log_proposal=log_q, log_prior=log_prior, proposal=proposal.name)
-    return pool, log_w, log_z, resamplings
+    return pool, log_w, log_z, _relative_variance(log_w.reshape(P, N), eve.reshape(P, N), events), resamplings
 
 
 def _judge(target, tokens, prompts, ends, unfinished, t, log_psi):
@@ -161,6 +182,35 @@ def _judge(target, tokens, prompts, ends, unfinished, t, log_psi):
         chosen = [prompts[i] for i in index.tolist()]
         log_psi[index] = (target.potential(texts, chosen) if whole
                           else prefix_log_phi(target.potential, texts, chosen))
+
+
+def _unreliable(variance: torch.Tensor, prompts: list[str]) -> str | None:
+    """Why the standard error of log Ẑ cannot be trusted, when it cannot: the genealogy collapsed to one Eve (the
+    estimate is then exactly 1), or the estimate is not positive."""
+    def named(mask):
+        return sorted({prompts[c] for c in mask.nonzero().flatten().tolist()})
+
+    reasons = []
+    if (collapsed := named(variance >= 1 - 1e-9)):
+        reasons.append(f"the particles of prompt(s) {collapsed} all descend from one initial particle")
+    if (negative := named(variance <= 0)):
+        reasons.append(f"the variance estimate for prompt(s) {negative} is not positive (more noise than variance)")
+    if not reasons:
+        return None
+    return ("; ".join(reasons) + ", so this run cannot tell how far log Ẑ may be off: use more particles, a lower "
+            "ess_threshold (fewer resampling steps), or repeat with other seeds")
+
+
+def _relative_variance(log_w: torch.Tensor, eve: torch.Tensor, events: torch.Tensor) -> torch.Tensor:
+    """Lee & Whiteley's estimate of Var(Ẑ)/Z² per prompt (see the module docstring) from the final log-weights
+    [P, N], the Eve of each particle [P, N] and each prompt's resampling events [P]; NaN where all particles died."""
+    P, N = log_w.shape
+    if N == 1:  # one particle: no pair to compare
+        return torch.full((P,), math.nan, dtype=torch.float64)
+    weight = torch.softmax(log_w, 1)  # NaN rows where every weight is 0
+    per_eve = torch.zeros(P, N, dtype=torch.float64).scatter_add(1, eve - eve[:, :1] // N * N, weight)
+    apart = 1 - per_eve.square().sum(1)  # Σ over pairs with different Eves of W_i W_j
+    return 1 - (N / (N - 1)) ** (events.double() + 1) * apart
 
 
 def _resample(log_w: torch.Tensor, ess_threshold: float, decide: torch.Generator):

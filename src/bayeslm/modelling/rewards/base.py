@@ -25,9 +25,12 @@ class RewardError(ValueError):
 class Reward:
     """A named, checked batch function of (texts, prompts); returns float64 values, shape [B]."""
 
-    def __init__(self, fn: Callable, name: str | None = None):
+    def __init__(self, fn: Callable, name: str | None = None, *, varies: bool = False):
+        """`varies`: the reward is a continuous score (a model's output), so the same value for different texts
+        means it is broken, and is an error."""
         self.fn = fn
         self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.varies = varies
 
     def __repr__(self) -> str:
         return f"Reward({self.name!r})"
@@ -56,6 +59,11 @@ class Reward:
             raise RewardError(f"reward {self.name!r} returned {values[i].item()} for the text {texts[i]!r} "
                               f"(prompt {prompts[i]!r}); rewards must be finite numbers: make the function return a "
                               "finite value for such texts (e.g. a floor instead of log 0)")
+        if self.varies and len(set(zip(texts, prompts))) > 1 and bool((values == values[0]).all()):
+            raise RewardError(f"reward {self.name!r} gave every one of {len(set(texts))} different texts the same "
+                              f"score {values[0].item()}: a model whose output does not depend on its input is broken "
+                              "(a classification head over one label scored by its softmax, weights that did not "
+                              "load). Check the model directory and its num_labels")
         return values
 
     def _culprit(self, texts, prompts) -> str:
