@@ -11,6 +11,7 @@ import torch
 import yaml
 from conftest import PROMPTS, run
 
+import bayeslm as bl
 from bayeslm import weights
 from bayeslm.distributions.toy import ToyConfig, toy_lm
 from bayeslm.measurement.exact import Exact
@@ -19,6 +20,7 @@ from bayeslm.modelling.rewards import keyword
 from bayeslm.samplers import NoBound, best_of_n, imh, importance, propose, qrs, rejection, sir, smc, tradeoff
 from bayeslm.samplers.best_of_n import kl_to_proposal
 from bayeslm.samplers.pool import generators
+from bayeslm.samplers.qrs import choose_beta
 
 SIGNIFICANCE = 1e-3
 
@@ -153,6 +155,21 @@ def test_qrs_estimated_tradeoff_matches_exact_values(targets, exacts):
             assert abs(estimate.value - truth[key]) <= 3 * estimate.stderr + 1e-6, (row.beta, key, estimate, truth[key])
     assert rows[-1].tv_qrs_target.value == pytest.approx(0, abs=1e-12)  # β = 8 ≥ max w = e²: exact rejection
     assert [r.tv_qrs_target.value for r in rows] == sorted((r.tv_qrs_target.value for r in rows), reverse=True)
+
+
+@pytest.mark.parametrize("goal", [{"acceptance": 0.5}, {"tv": 0.05}])
+def test_qrs_chooses_beta_for_a_stated_acceptance_or_distance(targets, exacts, goal):
+    chosen = choose_beta(targets["reward"], **goal, pool_n=2000, seed=3)
+    truth = qrs_exact(exacts["reward"], chosen.beta)
+    if "acceptance" in goal:  # the closest to π* that still accepts half: a step further accepts less than half
+        assert truth["acceptance_rate"] >= 0.5 - 3 * chosen.acceptance_rate.stderr
+        assert qrs_exact(exacts["reward"], chosen.beta * 1.1)["acceptance_rate"] < 0.5 + 3 * chosen.acceptance_rate.stderr
+    else:
+        assert truth["tv_qrs_target"] <= 0.05 + 3 * chosen.tv_qrs_target.stderr
+    draws = bl.sample(targets["reward"], "qrs", n=20, **goal, choice_pool=2000, seed=3)
+    assert draws.figures["qrs_beta"] == chosen.beta and "chosen for" in draws.notes[0]
+    with pytest.raises(ValueError, match="no β reaches an acceptance rate of 0.999"):  # only satisfying texts pass
+        choose_beta(targets["constraint"], acceptance=0.999, pool_n=200)
 
 
 def test_qrs_samples_follow_their_exact_law(targets, exacts):
@@ -350,7 +367,9 @@ def test_sample_usage_errors_exit_2(capsys, target_file):
     code, _, err = run(capsys, "sample", "--target", target_file, "--method", "rejection", "-n", "5")
     assert code == 2 and "bayeslm: error: rejection sampling needs a bound" in err and "--reward-max" in err
     code, _, err = run(capsys, "sample", "--target", target_file, "--method", "qrs", "-n", "5")
-    assert code == 2 and "--qrs-beta" in err
+    assert code == 2 and "--qrs-beta" in err and "--acceptance" in err
+    code, _, err = run(capsys, "sample", "--target", target_file, "--method", "qrs", "--qrs-beta", "2", "--tv", "0.1")
+    assert code == 2 and "exactly one of" in err
     code, _, err = run(capsys, "sample", "--target", target_file, "--method", "ancestral", "--out", "/no/such/dir/x")
     assert code == 2 and "cannot write" in err
 

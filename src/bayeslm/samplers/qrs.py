@@ -15,7 +15,9 @@ which equals π* once β ≥ max w (then QRS is rejection sampling) and moves to
 
 so one pool of proposals estimates all of them for every β (`tradeoff`, the divergence diagnostics of Eikema
 et al.), with delta-method standard errors in which Z and a(β) are themselves estimated from the pool. Pick β
-from that table, then sample with `qrs`. The pool only knows the weights it drew: for β above every pooled
+from that table, then sample with `qrs`; or state what you need and let `choose_beta` pick it from the table:
+the largest β (the closest to π*) whose acceptance rate is at least `acceptance`, or the smallest β (the most
+accepting) whose TV to π* is at most `tv`. Both a(β) and TV(β) fall as β grows. The pool only knows the weights it drew: for β above every pooled
 weight it reports TV = 0, though a rarer sequence with a larger weight may exist, so take a generous pool.
 β here is QRS's bound on w, not the β of an Exponential potential.
 """
@@ -28,7 +30,7 @@ from typing import ClassVar, Sequence
 
 import torch
 
-from bayeslm.config import field, positive
+from bayeslm.config import ConfigError, field, fraction, positive
 from bayeslm.distributions.lm import LM
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
@@ -113,15 +115,70 @@ def _at(log_w: torch.Tensor, beta: float) -> Tradeoff:
     return Tradeoff(beta, *(combine(values, influences) for values, influences in per_prompt.values()))
 
 
+CHOICE_GRID = 200  # βs tried by `choose_beta`, log-spaced over the pooled positive weights
+
+
+def choose_beta(target: Target, proposal: LM | None = None, *, acceptance: float | None = None,
+                tv: float | None = None, pool_n: int = 1024, seed: int = 0) -> Tradeoff:
+    """The trade-off row of the β that meets the stated `acceptance` (the largest β with a(β) ≥ acceptance) or
+    `tv` (the smallest β with TV(p_β, π*) ≤ tv), from `pool_n` proposals per prompt. Raises ValueError when no β
+    meets it, naming the closest one."""
+    if (acceptance is None) == (tv is None):
+        raise ValueError("give one of acceptance and tv")
+    proposal = proposal or target.prior
+    pool = propose(target, proposal, pool_n, generator=generators(proposal, seed + 7_919)[0])
+    require_support(pool, "QRS")
+    finite = pool.log_w[torch.isfinite(pool.log_w)]
+    grid = torch.linspace(finite.min().item(), finite.max().item(), CHOICE_GRID, dtype=torch.float64).exp()
+    rows = tradeoff(target, betas=sorted(set(grid.tolist())), pool=pool)
+    if acceptance is not None:
+        meeting = [row for row in rows if row.acceptance_rate.value >= acceptance]
+        if not meeting:
+            raise ValueError(f"no β reaches an acceptance rate of {acceptance}: the most accepting β "
+                             f"{rows[0].beta:.4g} accepts {rows[0].acceptance_rate.value:.4g} of the proposals "
+                             "(a proposal closer to the target accepts more)")
+        return meeting[-1]
+    meeting = [row for row in rows if row.tv_qrs_target.value <= tv]
+    if not meeting:
+        raise ValueError(f"no β brings TV(p_β, π*) to {tv} or below as far as a pool of {pool_n} proposals per "
+                         f"prompt can tell: the closest β {rows[-1].beta:.4g} has TV "
+                         f"{rows[-1].tv_qrs_target.value:.4g}")
+    return meeting[0]
+
+
 @SAMPLERS.register
 @dataclass
 class QRS(Sampler):
-    """Quasi-rejection sampling with a guessed bound β on P/q (see `tradeoff` to choose it)."""
+    """Quasi-rejection sampling with a bound β on P/q: given, or chosen for a stated acceptance rate or TV."""
 
     name: ClassVar[str] = "qrs"
-    qrs_beta: float = field(doc="the bound β on P/q (not the β of an exponential potential)", check=positive)
+    qrs_beta: float | None = field(None, doc="the bound β on P/q (not the β of an exponential potential); or give "
+                                             "acceptance or tv and let it be chosen", check=positive)
+    acceptance: float | None = field(None, doc="choose β as the closest to the target that accepts at least this "
+                                               "fraction of proposals", check=fraction)
+    tv: float | None = field(None, doc="choose β as the most accepting whose TV distance to the target is at "
+                                       "most this", check=fraction)
+    choice_pool: int = field(1024, doc="proposals per prompt from which acceptance or tv chooses β", check=positive)
     budget: int | None = field(None, doc="most proposals per prompt (null: 100·n); what was accepted is kept",
                                check=positive)
 
+    def __post_init__(self):
+        super().__post_init__()
+        if sum(x is not None for x in (self.qrs_beta, self.acceptance, self.tv)) != 1:
+            raise ConfigError("qrs needs exactly one of qrs_beta (--qrs-beta: the bound β itself), acceptance "
+                              "(--acceptance: the rate you can afford, e.g. 0.1) or tv (--tv: the distance to the "
+                              "target you accept, e.g. 0.05)")
+
     def sample(self, target, proposal=None, n=256, *, seed=0):
-        return qrs(target, proposal, n, qrs_beta=self.qrs_beta, budget=self.budget, seed=seed)
+        if self.qrs_beta is not None:
+            return qrs(target, proposal, n, qrs_beta=self.qrs_beta, budget=self.budget, seed=seed)
+        chosen = choose_beta(target, proposal, acceptance=self.acceptance, tv=self.tv, pool_n=self.choice_pool,
+                             seed=seed)
+        draws = qrs(target, proposal, n, qrs_beta=chosen.beta, budget=self.budget, seed=seed)
+        goal = f"acceptance ≥ {self.acceptance}" if self.acceptance is not None else f"TV ≤ {self.tv}"
+        draws.figures.update(predicted_acceptance=chosen.acceptance_rate.value,
+                             predicted_tv=chosen.tv_qrs_target.value)
+        draws.notes.append(f"β = {chosen.beta:.4g} chosen for {goal} from {self.choice_pool} proposals per prompt: "
+                           f"predicted acceptance {chosen.acceptance_rate}, TV to the target {chosen.tv_qrs_target}, "
+                           f"KL(π*‖p_β) {chosen.kl_target_qrs}")
+        return draws
