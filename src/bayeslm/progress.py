@@ -13,3 +13,9 @@ def bar(total: int, desc: str, unit: str = "sample", *, initial: int = 0, leave:
         hidden: bool = False) -> tqdm:
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=leave,
                 disable=hidden or quiet or not sys.stderr.isatty())
+
+
+def say(message: str):
+    """One line on stderr about what is happening (loading, choosing), unless --quiet."""
+    if not quiet:
+        print(f"bayeslm: {message}", file=sys.stderr)

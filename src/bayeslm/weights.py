@@ -126,6 +126,9 @@ def heaviest_tail(groups: Sequence[torch.Tensor] | torch.Tensor, prompts: Sequen
     if size == 0 or worst <= k_threshold(size):
         return worst, None
     prompt = f" of prompt {prompts[where]!r}" if prompts is not None else ""
+    if not can_judge(size):
+        return worst, (f"{size} samples{prompt} are too few to judge the tail of the importance weights (Pareto k̂ "
+                       f"needs at least {FEWEST_JUDGED}), so the standard error cannot be trusted; draw more samples")
     return worst, (f"Pareto k̂ = {worst:.2f} > {k_threshold(size):.2f}: the largest importance weights{prompt} "
                    f"have a tail too heavy for {size} samples, so the estimate and its standard error may be far off; "
                    "draw more samples, use a proposal closer to the target, or compare with exact samples")

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import torch
 
+from bayeslm import progress
 from bayeslm.config import ConfigError
+from bayeslm.distributions import threads
 from bayeslm.distributions.lm import DECODINGS, LM
 from bayeslm.distributions.toy import ToyConfig, toy_lm
 
@@ -101,20 +103,27 @@ def load_lm(source: str | dict = "default", *, batch_size: int = 64, chat: bool 
         if list(source) != ["toy"]:
             raise ValueError(f"a model given as a mapping must be {{toy: {{...}}}} or {{path: DIR, "
                              f"trust_remote_code: true}}, got keys {sorted(source)}")
-        lm = toy_lm(ToyConfig(**_toy_fields(source["toy"] or {})))
+        config = ToyConfig(**_toy_fields(source["toy"] or {}))
+        if config.train_steps:
+            progress.say(f"building the toy model (seed {config.seed}, {config.train_steps} training steps)")
+        lm = toy_lm(config)
     elif source == "toy":
         lm = toy_lm()
     elif source == "default":  # an instruction-tuned model: prompts are user turns unless chat=False
+        progress.say("loading the embedded prior SmolLM2-135M-Instruct")
         lm = _load_pretrained(_default_prior_dir(), chat=chat is not False, name="SmolLM2-135M-Instruct")
     elif (Path(source) / ADAPTER).is_file() and not (Path(source) / "config.json").is_file():
         lm = _load_adapter(Path(source), batch_size=batch_size, chat=chat, device=device, decoding=decoding)
     else:
+        progress.say(f"loading the model {source}")
         lm = _load_pretrained(Path(source), chat=bool(chat), name=str(source))
     # A path is kept absolute: a run records its prior's source to load an adapter's base from anywhere.
     lm.source = str(Path(source).resolve()) if isinstance(source, str) and source not in ("default", "toy") else source
     lm.batch_size = batch_size
     lm.decoding = resolve_decoding(decoding)
     lm.model.to(resolve_device(device))
+    if lm.device.type == "cpu":
+        threads.choose(sum(p.numel() for p in lm.model.parameters()))
     return lm
 
 
