@@ -25,11 +25,13 @@ from bayeslm.weights import NoSupport
 
 def train(target: Target, objective: Objective | str | dict = "klrl", *, out: str | Path | None = None,
           lora: LoRA | None = None, resume: bool = False, overwrite: bool = False, quiet: bool = False,
-          **settings) -> Run:
+          callbacks: list | None = None, **settings) -> Run:
     """Fits a model π_θ to `target` by minimising `objective` (an `Objective`, or a name or spec as in YAML);
     `settings` are the training config's keys (steps, lr, samples_per_prompt, ...: docs/config.md). With `out`,
     the run is written there (resumable, reportable); without it nothing is written. Returns the `Run`: the
-    model, its final scorecard against the target, the directory and every step's figures."""
+    model, its final scorecard against the target, the directory and every step's figures. Each of `callbacks`,
+    `f(record)`, gets every step's figures and may return True to end training after that step (early stopping:
+    the model is saved and scored as after the last step)."""
     if not isinstance(target, Target):
         raise TypeError(f"train needs a Target (prior * potential), got {type(target).__name__}")
     if "target" in settings:
@@ -38,7 +40,7 @@ def train(target: Target, objective: Objective | str | dict = "klrl", *, out: st
     if lora is not None:
         data["lora"] = to_dict(lora)
     return run_training(load_config(data), Path(out) if out is not None else None, target=target, resume=resume,
-                        overwrite=overwrite, quiet=quiet)
+                        overwrite=overwrite, quiet=quiet, callbacks=callbacks or [])
 
 
 def sample(target: Target, method: Sampler | str | dict, n: int = 256, *, proposal: LM | None = None,

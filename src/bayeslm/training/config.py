@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bayeslm.config import ConfigError, field, load, non_negative, positive
+from bayeslm.training import trackers
 from bayeslm.training.objectives import OBJECTIVES, Objective
 from bayeslm.training.objectives.klrl import KLRL
 
@@ -88,6 +89,10 @@ class TrainConfig:
     device: str = field("auto", doc="where the models run: auto (the GPU when torch sees one, else the CPU; "
                                     "$BAYESLM_DEVICE overrides), cpu, cuda or cuda:N; data-parallel "
                                     "processes each use their own GPU", check=_device)
+    report_to: list[str] = field(default_factory=list, doc="experiment trackers that also receive every step's "
+                                 "figures, each an optional package: tensorboard, wandb (offline unless "
+                                 "WANDB_MODE=online), mlflow (RUN/mlruns unless MLFLOW_TRACKING_URI), trackio; "
+                                 "metrics.jsonl is always written", check=trackers.check)
 
 
 

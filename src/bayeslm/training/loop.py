@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from bayeslm import weights
-from bayeslm.config import ConfigError
+from bayeslm.config import ConfigError, to_dict
 from bayeslm.distributions.lm import LM
 from bayeslm.distributions.loading import resolve_device
 from bayeslm.measurement.diversity import distinct_n
@@ -29,13 +29,14 @@ from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
 from bayeslm.parallel import distributed, sharding
 from bayeslm.progress import bar
-from bayeslm.training import checkpoint, heap, state
+from bayeslm.training import checkpoint, heap, model_card, state
 from bayeslm.training.config import TrainConfig
 from bayeslm.training.objectives import Step
 from bayeslm.training.run_dir import (
     save_model,
 )
 from bayeslm.training.setup import models, schedule
+from bayeslm.training.trackers import Trackers
 from bayeslm.weights import normalise, snis_mean
 
 
@@ -54,8 +55,9 @@ class Trainer:
     `world` is this process's place in data-parallel training (see `bayeslm.parallel.distributed`); one process by default."""
 
     def __init__(self, config: TrainConfig, run_dir: Path | None, target: Target, *, quiet: bool = False,
-                 trainable=None, world: distributed.World | None = None):
+                 trainable=None, world: distributed.World | None = None, callbacks: list = ()):
         self.config, self.run_dir, self.quiet = config, run_dir, quiet
+        self.callbacks = list(callbacks)  # each gets every step's figures (`trackers.Trackers`)
         self.world = world or distributed.World()
         torch.manual_seed(config.seed)
         # Data-parallel processes each hold their own device; one process uses the configured one.
@@ -81,6 +83,7 @@ class Trainer:
         self.proposal_is_copy = False
         self.step = 0
         self.stop_requested = False  # set by SIGINT/SIGTERM: the loop stops between steps, never inside one
+        self.done_early = False  # set by a callback: training ends after this step as if it were the last
         self.saved_step = None  # the step of the newest checkpoint on disk
         self.history: list[dict] = []  # every step's figures (what metrics.jsonl holds)
 
@@ -134,19 +137,19 @@ class Trainer:
         config, world = self.config, self.world
         progress = bar(config.steps, "train", unit="step", initial=self.step, leave=True,
                        hidden=self.quiet or not world.main)
-        writer = _tensorboard(self.run_dir) if world.main and self.run_dir is not None else None
+        sinks = world.on_main(Trackers, config.report_to, self.run_dir, to_dict(config), self.callbacks)
         try:
-            while self.step < config.steps and not self._stopping():
+            while self.step < config.steps and not self._stopping() and not self.done_early:
                 record = self.train_step()
-                world.on_main(self._log, record, writer)
+                self.done_early = world.any(bool(world.on_main(self._log, record, sinks)))
                 progress.update(1)
                 progress.set_postfix(reward=f"{record['reward_mean']:.3f}", kl=f"{record['kl_model_prior']:.3f}")
-                if self.step % config.checkpoint_every == 0 or self.step == config.steps:
+                if self.step % config.checkpoint_every == 0 or self.step == config.steps or self.done_early:
                     self.save_checkpoint()
         finally:
             progress.close()
-            if writer is not None:
-                writer.close()
+            if sinks is not None:
+                sinks.close()
         if self._stopping():
             if self.run_dir is None:
                 raise Interrupted(f"stopped after step {self.step}; nothing was kept (no run directory)")
@@ -160,17 +163,15 @@ class Trainer:
         self.stop_requested = self.world.any(self.stop_requested)
         return self.stop_requested
 
-    def _log(self, record: dict, writer):
+    def _log(self, record: dict, sinks: Trackers) -> bool:
+        """Keeps the step's figures (history, metrics.jsonl, trackers, callbacks); True when a callback asked to
+        end training."""
         self.history.append(record)
-        if self.run_dir is None:
-            return
-        with (self.run_dir / "metrics.jsonl").open("a") as f:  # JSON has no infinity: an infinite KL is null
-            f.write(json.dumps({k: v if not isinstance(v, float) or math.isfinite(v) else None
-                                for k, v in record.items()}) + "\n")
-        if writer is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key != "step":
-                    writer.add_scalar(key, value, record["step"])
+        if self.run_dir is not None:
+            with (self.run_dir / "metrics.jsonl").open("a") as f:  # JSON has no infinity: an infinite KL is null
+                f.write(json.dumps({k: v if not isinstance(v, float) or math.isfinite(v) else None
+                                    for k, v in record.items()}) + "\n")
+        return sinks.log(record)
 
     def train_step(self) -> dict:
         """One optimiser step (sampling, scoring, objective, update); returns its metrics record, of the global
@@ -328,14 +329,20 @@ class Trainer:
         if self.sharded:
             net = self.sharded["model"].plain(keep=self.world.main)
             model = model.view(model=net) if net is not None else None
+        saved = []
         if self.run_dir is not None:
-            self.world.on_main(lambda: save_model(model, self.run_dir / "model", merge_lora=self.config.merge_lora,
-                                                  base=self.target.prior.source))
-        if not self.config.eval_n:
-            return None
-        with self._gathered():
-            return evaluate(self.model, self.target, self.config.eval_n, seed=self.config.seed + 1,
-                            run_dir=self.run_dir, world=self.world)
+            saved = self.world.on_main(lambda: save_model(model, self.run_dir / "model",
+                                                          merge_lora=self.config.merge_lora,
+                                                          base=self.target.prior.source))
+        card = None
+        if self.config.eval_n:
+            with self._gathered():
+                card = evaluate(self.model, self.target, self.config.eval_n, seed=self.config.seed + 1,
+                                run_dir=self.run_dir, world=self.world)
+        for directory in saved or []:  # after the scorecards, which the card shows
+            model_card.write(self.run_dir, directory, self.config, self.target.prior.source,
+                             adapter=(directory / "adapter_config.json").is_file())
+        return card
 
 
 def _detached(out: Step) -> Step:
@@ -349,11 +356,3 @@ def _detached(out: Step) -> Step:
 def _cat(parts: list) -> torch.Tensor | None:
     """The parts concatenated, or None when an objective did not compute them."""
     return None if any(part is None for part in parts) else torch.cat(parts)
-
-
-def _tensorboard(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # TensorBoard is optional; metrics.jsonl is always written
-        return None
-    return SummaryWriter(str(run_dir / "tensorboard"))

@@ -1,8 +1,9 @@
 """A training run from start to end: its directory, its signals, resuming, and what it leaves (`Run`).
 
 A run directory holds `config.yaml` (resolved), `metrics.jsonl` (one line per step), `checkpoints/`, `model/`
-(the final model, a plain Hugging Face model), `target.yaml` (the target as written) and the evaluation (see
-`bayeslm.measurement.evaluation`): `scorecard.json`, `scorecard_prior.json`, `samples.jsonl`. Without a
+(the final model, a plain Hugging Face model with a model card, README.md), for a LoRA run `adapter/` (peft's
+adapter, with its card; with `merge_lora: false` it is `model/`), `target.yaml` (the target as written) and the
+evaluation (see `bayeslm.measurement.evaluation`): `scorecard.json`, `scorecard_prior.json`, `samples.jsonl`. Without a
 directory (`out=None`) nothing is written and the run lives in the returned `Run` only.
 """
 
@@ -44,10 +45,11 @@ class Run:
 
 
 def train(config: TrainConfig, out: Path | None, *, target: Target | None = None, base: Path = Path("."),
-          resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Run:
+          resume: bool = False, overwrite: bool = False, quiet: bool = False, callbacks: list = ()) -> Run:
     """Trains per `config` towards `target` (default: the config's own `target:`, resolved against `base`) into the
     run directory `out` (None: nothing written). SIGINT and SIGTERM finish the current step, checkpoint it and
-    raise `Interrupted`; `resume=True` continues exactly from there.
+    raise `Interrupted`; `resume=True` continues exactly from there. Each of `callbacks` gets every step's figures
+    (a dict, as metrics.jsonl holds them) and may return True to end training after that step.
 
     Launched with WORLD_SIZE > 1 (torchrun, accelerate launch), it trains data-parallel: see
     `bayeslm.parallel.distributed`."""
@@ -61,11 +63,12 @@ def train(config: TrainConfig, out: Path | None, *, target: Target | None = None
     if resume and not holds_run(out):
         raise ConfigError(f"{out} holds no run to resume; drop --resume to start one there")
     with distributed.joined() as world:
-        return _train(config, out, target, world, base=base, resume=resume, overwrite=overwrite, quiet=quiet)
+        return _train(config, out, target, world, base=base, resume=resume, overwrite=overwrite, quiet=quiet,
+                      callbacks=callbacks)
 
 
 def _train(config: TrainConfig, out: Path | None, target: Target | None, world: distributed.World, *, base: Path,
-           resume: bool, overwrite: bool, quiet: bool) -> Run:
+           resume: bool, overwrite: bool, quiet: bool, callbacks: list) -> Run:
     def start():  # rank 0 alone touches the run directory
         prepare_run_dir(out, resume=resume, overwrite=overwrite)
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
@@ -79,7 +82,8 @@ def _train(config: TrainConfig, out: Path | None, target: Target | None, world: 
         if world.main and not quiet:
             print("bayeslm: accelerate launched with FSDP: training with sharding: full", file=sys.stderr)
     # The target and the model load before --overwrite deletes anything: a bad new config keeps the old run.
-    trainer = Trainer(config, out, target or resolve_target(config, base), quiet=quiet, world=world)
+    trainer = Trainer(config, out, target or resolve_target(config, base), quiet=quiet, world=world,
+                      callbacks=callbacks)
     if resume:  # before anything is written: a refused resume leaves the run as it was
         trainer.resume()
     if out is not None:

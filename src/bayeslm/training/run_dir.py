@@ -41,18 +41,30 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool):
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def save_model(model: LM, path: Path, *, merge_lora: bool, base=None):
-    """Saves π_θ where transformers (and `bayeslm evaluate --model`) load it directly: a plain model, or with
-    `merge_lora: false` peft's adapter and a record of its base (`base`, the prior's source) for `load_lm`."""
+def save_model(model: LM, path: Path, *, merge_lora: bool, base=None) -> list[Path]:
+    """Saves π_θ where transformers (and `bayeslm evaluate --model`) load it directly: a plain model; for a LoRA
+    model also peft's adapter beside it (path's sibling `adapter`), or with `merge_lora: false` only the adapter,
+    at `path`. An adapter carries a record of its base (`base`, the prior's source) for `load_lm`. Returns the
+    directories written."""
     net = model.model
-    adapter = hasattr(net, "peft_config")
-    if adapter and merge_lora:
-        net = copy.deepcopy(net).merge_and_unload()
+    if not hasattr(net, "peft_config"):
+        _save(net, model, path)
+        return [path]
+    adapter = path if not merge_lora else path.with_name("adapter")
+    _save(net, model, adapter, base=base)
+    if not merge_lora:
+        return [adapter]
+    _save(copy.deepcopy(net).merge_and_unload(), model, path)
+    return [path, adapter]
+
+
+def _save(net, model: LM, path: Path, *, base=None):
+    """Writes one model directory whole or not at all (a staging directory renamed over it)."""
     staging = path.with_name(path.name + ".writing")
     shutil.rmtree(staging, ignore_errors=True)
     net.save_pretrained(staging, safe_serialization=True)
     model.tokenizer.save_pretrained(staging)
-    if adapter and not merge_lora and base is not None:
+    if base is not None:
         (staging / BASE_RECORD).write_text(json.dumps({"prior": base}), encoding="utf-8")
     if path.exists():
         shutil.rmtree(path)

@@ -75,15 +75,20 @@ def resume(trainer: Trainer) -> bool:
     return True
 
 
+WATCHING = ("report_to",)  # keys that change what watches the run, never what it computes
+
+
 def _refuse_changes(trainer: Trainer, state: dict):
     """Refuses to resume with another config (but a longer constant schedule) or towards another target."""
     saved_config = to_dict(load_config(state["config"]))  # fields added since: their defaults
     config = trainer.config
     changed = sorted(k for k, v in to_dict(config).items()
-                     if saved_config[k] != v and not (k == "steps" and config.schedule == "constant"))
+                     if saved_config[k] != v and not (k == "steps" and config.schedule == "constant")
+                     and k not in WATCHING)
     if changed:
         raise ConfigError(f"cannot resume {trainer.run_dir} with a different config: {changed} changed since the "
-                          "checkpoint (only steps may change, and only with the constant schedule)")
+                          "checkpoint (only steps may change, with the constant schedule, and where the figures "
+                          f"go: {', '.join(WATCHING)})")
     saved_target, target = state.get("target"), trainer.target.fingerprint()
     if saved_target is not None and saved_target != target:
         what = ", ".join(f"{k} was {saved_target.get(k)!r}, now {v!r}" for k, v in target.items()
