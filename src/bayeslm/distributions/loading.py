@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -76,9 +77,10 @@ def resolve_decoding(name: str | None = None) -> str:
 
 
 def resolve_source(source: str | dict, base: Path) -> str | dict:
-    """A model source as written in a file in directory `base`: its local paths resolve against that directory."""
+    """A model source as written in a file in directory `base`: its local paths resolve against that directory (a
+    Hub id, ORG/NAME, stays one unless that directory holds such a path)."""
     if isinstance(source, str) and source not in ("default", "toy"):
-        return str(base / source)
+        return source if hub_id(source) and not (base / source).exists() else str(base / source)
     if isinstance(source, dict) and isinstance(source.get("path"), str):
         return {**source, "path": str(base / source["path"])}
     return source
@@ -114,11 +116,15 @@ def load_lm(source: str | dict = "default", *, batch_size: int = 64, chat: bool 
         lm = _load_pretrained(_default_prior_dir(), chat=chat is not False, name="SmolLM2-135M-Instruct")
     elif (Path(source) / ADAPTER).is_file() and not (Path(source) / "config.json").is_file():
         lm = _load_adapter(Path(source), batch_size=batch_size, chat=chat, device=device, decoding=decoding)
+    elif hub_id(source) and not Path(source).exists():
+        progress.say(f"loading the model {source} from the Hugging Face cache")
+        lm = _load_pretrained(_from_hub(source), chat=bool(chat), name=source)
     else:
         progress.say(f"loading the model {source}")
         lm = _load_pretrained(Path(source), chat=bool(chat), name=str(source))
     # A path is kept absolute: a run records its prior's source to load an adapter's base from anywhere.
-    lm.source = str(Path(source).resolve()) if isinstance(source, str) and source not in ("default", "toy") else source
+    local = isinstance(source, str) and source not in ("default", "toy") and Path(source).exists()
+    lm.source = str(Path(source).resolve()) if local else source
     lm.batch_size = batch_size
     lm.decoding = resolve_decoding(decoding)
     lm.model.to(resolve_device(device))
@@ -154,6 +160,38 @@ def _toy_fields(fields: dict) -> dict:
     if "words" in fields:
         fields = {**fields, "words": tuple(fields["words"])}
     return fields
+
+
+def hub_id(source: str) -> bool:
+    """Whether `source` reads as a Hugging Face Hub id, ORG/NAME (a relative path of two parts reads the same: a
+    directory that exists wins)."""
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", source) is not None and ".." not in source
+
+
+# What a model directory needs: never pickled weights (.bin, .pt), which can run code.
+HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
+
+
+def _from_hub(repo_id: str) -> Path:
+    """The local snapshot of Hub model `repo_id`, as transformers resolves it: from the Hugging Face cache
+    ($HF_HUB_CACHE, $HF_HOME); downloaded (its safetensors and text files only) when it is not there and the
+    network is allowed, that is, HF_HUB_OFFLINE is not set."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=True))
+    except LocalEntryNotFoundError:
+        if constants.HF_HUB_OFFLINE:
+            raise ModelNotFound(f"{repo_id} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+                                "HF_HUB_OFFLINE forbids downloading it: download it once with `hf download "
+                                f"{repo_id}` where the network is allowed, or give a local model directory") from None
+    progress.say(f"downloading {repo_id} (safetensors and text files) into {constants.HF_HUB_CACHE}")
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
+    except Exception as error:  # noqa: BLE001 - no network, no such repository, no access: all said the same way
+        raise ModelNotFound(f"{repo_id} could not be downloaded from the Hugging Face Hub ({type(error).__name__}: "
+                            f"{error}); give a local model directory, or check the id and the network") from None
 
 
 def check_model_dir(path: Path, *, what: str = "model", trust_remote_code: bool = False, can_opt_in: bool = True):

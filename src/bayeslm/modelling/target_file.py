@@ -1,6 +1,7 @@
 """Target files: a YAML description of π* = π0·φ, validated strictly, every error naming its field.
 
     prior: default                 # default | toy | {toy: {seed: 0, train_steps: 200}} | a local model directory
+                                   # | ORG/NAME, a Hugging Face Hub id (from the local cache)
                                    # | {path: DIR, trust_remote_code: true} to run the directory's own code
     prompts: ["Write a review:"]   # or prompts_file: prompts.txt (one a line), .jsonl or .csv (prompts_column: prompt)
     max_new_tokens: 32
