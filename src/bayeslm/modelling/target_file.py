@@ -3,7 +3,7 @@
     prior: default                 # default | toy | {toy: {seed: 0, train_steps: 200}} | a local model directory
                                    # | ORG/NAME, a Hugging Face Hub id (from the local cache)
                                    # | {path: DIR, trust_remote_code: true} to run the directory's own code
-    prompts: ["Write a review:"]   # or prompts_file: prompts.txt (one a line), .jsonl or .csv (prompts_column: prompt)
+    prompts: ["Write a review:"]   # or prompts_file / prompts_dataset (`bayeslm.modelling.prompts`)
     max_new_tokens: 32
     potentials:                    # multiplied together
       - exponential: {reward: sentiment, beta: 0.1}
@@ -19,8 +19,6 @@ is one new module there); rewards, predicates and features are specs of `bayeslm
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import yaml
 from bayeslm.config import ConfigError, load_yaml, unknown_keys
 from bayeslm.distributions.loading import load_lm, resolve_source
 from bayeslm.modelling.potentials import POTENTIALS
+from bayeslm.modelling.prompts import PROMPT_KEYS, read_prompts
 from bayeslm.modelling.target import Product, Target
 
 
@@ -80,67 +79,13 @@ def _potential(where: str, entry, base: Path):
         raise ConfigError(f"{where}.{kind}: {error}") from error
 
 
-def _prompts(data: dict, base: Path) -> list[str]:
-    if ("prompts" in data) == ("prompts_file" in data):
-        raise ConfigError("prompts: give exactly one of 'prompts' (a list of strings) or 'prompts_file' (a path)")
-    if "prompts" in data:
-        prompts = data["prompts"]
-        if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ConfigError(f"prompts: expected a non-empty list of strings, got {prompts!r}; write e.g. "
-                              "prompts: [\"Write a review:\"], or prompts: [\"\"] for unconditional generation")
-        return prompts
-    path = base / str(data["prompts_file"])
-    try:
-        lines = path.read_bytes().decode("utf-8").splitlines()
-    except OSError as error:
-        raise ConfigError(f"prompts_file: cannot read {path} ({error.strerror or error})") from None
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"prompts_file: {path} is not UTF-8 text ({error}); re-save it as UTF-8") from None
-    column = data.get("prompts_column", "prompt")
-    if not isinstance(column, str):
-        raise ConfigError(f"prompts_column: expected a column name, got {column!r}")
-    if path.suffix in (".jsonl", ".csv"):
-        prompts = _table_prompts(path, lines, column)
-    else:
-        prompts = [line for line in lines if line.strip()]
-    if not prompts:
-        raise ConfigError(f"prompts_file: {path} holds no prompt (one prompt a line); add at least one non-blank "
-                          "line")
-    return prompts
-
-
-def _table_prompts(path: Path, lines: list[str], column: str) -> list[str]:
-    """The prompts of a JSON-lines file (a string per line, or an object with the field `column`) or of a CSV file
-    with a header (the column `column`), read as data rather than as raw lines."""
-    if path.suffix == ".csv":
-        rows = list(csv.DictReader(lines))
-        if rows and column not in rows[0]:
-            raise ConfigError(f"prompts_file: {path} has no column {column!r} (its columns: {list(rows[0])}); name "
-                              "the prompts' column with prompts_column")
-        return [row[column] for row in rows]
-    prompts = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"prompts_file: {path} line {number} is not JSON ({error})") from None
-        value = record.get(column) if isinstance(record, dict) else record
-        if not isinstance(value, str):
-            raise ConfigError(f"prompts_file: {path} line {number} holds no prompt: expected a string or an object "
-                              f"with the field {column!r} (prompts_column), got {line[:80]!r}")
-        prompts.append(value)
-    return prompts
-
-
 def parse_target(data, base: Path = Path("."), *, batch_size: int = 64, device: str | None = None,
                  decoding: str | None = None) -> Target:
     """A `Target` from the parsed YAML of a target file (relative paths resolve against `base`); its prior is
     loaded onto `device` and samples with `decoding` (see `load_lm`)."""
-    _fields("target", data, {"prior", "potentials"}, {"prompts", "prompts_file", "prompts_column", "max_new_tokens"})
+    _fields("target", data, {"prior", "potentials"}, {*PROMPT_KEYS, "max_new_tokens"})
     max_new_tokens = _number("max_new_tokens", data.get("max_new_tokens", 32), positive=True, integer=True)
-    prompts = _prompts(data, base)
+    prompts = read_prompts(data, base)
     entries = data["potentials"]
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"potentials: expected a non-empty list, got {entries!r}")

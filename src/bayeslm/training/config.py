@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bayeslm.config import ConfigError, field, load, non_negative, positive
+from bayeslm.modelling.prompts import PROMPT_KEYS
 from bayeslm.training import trackers
 from bayeslm.training.objectives import OBJECTIVES, Objective
 from bayeslm.training.objectives.klrl import KLRL
@@ -13,6 +14,16 @@ from bayeslm.training.objectives.klrl import KLRL
 
 def _at_least_two(value) -> str | None:
     return None if value >= 2 else "must be >= 2 (the leave-one-out baseline needs another sample of the prompt)"
+
+
+def _eval_prompts(value) -> str | None:
+    if value is None or isinstance(value, str) or (isinstance(value, list) and value
+                                                   and all(isinstance(p, str) for p in value)):
+        return None
+    if isinstance(value, dict) and set(value) <= set(PROMPT_KEYS):
+        return None
+    return (f"expected a non-empty list of prompts, a file, or a mapping with the keys {list(PROMPT_KEYS)}; got "
+            f"{value!r}")
 
 
 def _device(value) -> str | None:
@@ -74,6 +85,11 @@ class TrainConfig:
     checkpoint_every: int = field(50, doc="steps between checkpoints", check=positive)
     keep_checkpoints: int = field(2, doc="how many recent checkpoints to keep", check=positive)
     eval_n: int = field(64, doc="samples per prompt for the final scorecard; 0 skips it", check=non_negative)
+    eval_prompts: list[str] | str | dict | None = field(
+        None, doc="held-out prompts for the final scorecard (of the prior and the model) instead of the target's: a "
+                  "list, a file (as prompts_file, relative to this config), or a mapping of the target file's prompt "
+                  "keys (prompts_file, prompts_dataset, prompts_column); null: the target's prompts",
+        check=_eval_prompts)
     merge_lora: bool = field(True, doc="save the final model with the LoRA update merged (a plain HF model)")
     batch_size: int = field(64, doc="rows per forward pass", check=positive)
     backward_batch_size: int | None = field(None, doc="rows (whole prompt groups, at least one) back-propagated at "

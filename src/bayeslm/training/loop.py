@@ -55,9 +55,16 @@ class Trainer:
     `world` is this process's place in data-parallel training (see `bayeslm.parallel.distributed`); one process by default."""
 
     def __init__(self, config: TrainConfig, run_dir: Path | None, target: Target, *, quiet: bool = False,
-                 trainable=None, world: distributed.World | None = None, callbacks: list = ()):
+                 trainable=None, world: distributed.World | None = None, callbacks: list = (),
+                 eval_prompts: list[str] | None = None):
         self.config, self.run_dir, self.quiet = config, run_dir, quiet
         self.callbacks = list(callbacks)  # each gets every step's figures (`trackers.Trackers`)
+        self.eval_prompts = eval_prompts  # the final scorecard's prompts, when not the target's
+        if eval_prompts is not None:  # a held-out prompt that cannot fit fails now, not after training
+            try:
+                target.prior.check_fits(eval_prompts, target.max_new_tokens)
+            except ValueError as error:
+                raise ConfigError(f"eval_prompts: {error}") from None
         self.world = world or distributed.World()
         torch.manual_seed(config.seed)
         # Data-parallel processes each hold their own device; one process uses the configured one.
@@ -337,7 +344,8 @@ class Trainer:
         card = None
         if self.config.eval_n:
             with self._gathered():
-                card = evaluate(self.model, self.target, self.config.eval_n, seed=self.config.seed + 1,
+                held_out = self.target if self.eval_prompts is None else self.target.given(self.eval_prompts)
+                card = evaluate(self.model, held_out, self.config.eval_n, seed=self.config.seed + 1,
                                 run_dir=self.run_dir, world=self.world)
         for directory in saved or []:  # after the scorecards, which the card shows
             model_card.write(self.run_dir, directory, self.config, self.target.prior.source,

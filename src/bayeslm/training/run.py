@@ -25,7 +25,7 @@ from bayeslm.parallel import distributed
 from bayeslm.training.config import TrainConfig
 from bayeslm.training.loop import Trainer
 from bayeslm.training.run_dir import holds_run, prepare_run_dir, refuse_other_run, target_definition
-from bayeslm.training.setup import resolve_model, resolve_target
+from bayeslm.training.setup import eval_prompts, resolve_model, resolve_target
 
 
 @dataclass
@@ -82,8 +82,9 @@ def _train(config: TrainConfig, out: Path | None, target: Target | None, world: 
         if world.main and not quiet:
             print("bayeslm: accelerate launched with FSDP: training with sharding: full", file=sys.stderr)
     # The target and the model load before --overwrite deletes anything: a bad new config keeps the old run.
+    held_out = eval_prompts(config, base)  # read before any model loads: a bad file fails fast
     trainer = Trainer(config, out, target or resolve_target(config, base), quiet=quiet, world=world,
-                      callbacks=callbacks)
+                      callbacks=callbacks, eval_prompts=held_out)
     if resume:  # before anything is written: a refused resume leaves the run as it was
         trainer.resume()
     if out is not None:

@@ -15,6 +15,7 @@ import torch
 from bayeslm.config import ConfigError
 from bayeslm.distributions.lm import LM
 from bayeslm.distributions.loading import load_lm, resolve_source
+from bayeslm.modelling.prompts import read_prompts
 from bayeslm.modelling.target import Target
 from bayeslm.modelling.target_file import load_target, parse_target
 from bayeslm.training.config import TrainConfig
@@ -92,6 +93,16 @@ def schedule(config: TrainConfig):
 def resolve_model(config: TrainConfig, base: Path) -> TrainConfig:
     """The config with `model:` resolved against the config's directory, as `target:` is."""
     return config if config.model is None else replace(config, model=resolve_source(config.model, base))
+
+
+def eval_prompts(config: TrainConfig, base: Path) -> list[str] | None:
+    """The held-out prompts of the final scorecard (`eval_prompts`, relative paths against `base`); None: the
+    target's own."""
+    spec = config.eval_prompts
+    if spec is None:
+        return None
+    data = {"prompts": spec} if isinstance(spec, list) else {"prompts_file": spec} if isinstance(spec, str) else spec
+    return read_prompts(data, base, where="eval_prompts.")
 
 
 def resolve_target(config: TrainConfig, base: Path) -> Target:
