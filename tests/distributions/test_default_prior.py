@@ -82,3 +82,12 @@ def test_gguf_is_converted_once_into_the_cache(tmp_path, monkeypatch):
     assert "quantization_config" not in json.loads((cached / "config.json").read_text())
     assert [p.name for p in tmp_path.iterdir()] == [cached.name]  # no staging directory left behind
     assert lm.chat and lm.sample(["Hi"], n=1, max_new_tokens=3, seed=0).length.item() >= 1
+
+
+def test_the_default_prior_s_own_system_prompt_is_shown_and_can_be_replaced(default_prior):
+    seen = default_prior.render(["Say hello."])[0]
+    assert "You are a helpful AI assistant named SmolLM" in seen and seen.endswith("<|im_start|>assistant\n")
+    mine = default_prior.view(system="You answer in French.").render(["Say hello."])[0]
+    assert "You answer in French." in mine and "SmolLM" not in mine
+    raw = default_prior.view(chat=False).render(["Say hello."])[0]
+    assert raw == "Say hello."

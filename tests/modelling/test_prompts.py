@@ -16,7 +16,7 @@ ROWS = {"id": [1, 2, 3], "question": ["the movie", "not good", ""]}
 def test_a_parquet_file_gives_its_column(tmp_path):
     pyarrow, parquet = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
     parquet.write_table(pyarrow.table(ROWS), tmp_path / "p.parquet")
-    assert read_prompts({"prompts_file": "p.parquet", "prompts_column": "question"}, tmp_path) == ROWS["question"]
+    assert read_prompts({"prompts_file": "p.parquet", "prompts_column": "question"}, tmp_path) == (ROWS["question"], None)
     with pytest.raises(ConfigError, match=r"has no column 'prompt' \(its columns: \['id', 'question'\]\)"):
         read_prompts({"prompts_file": "p.parquet"}, tmp_path)
     with pytest.raises(ConfigError, match="holds int values such as 1, not text"):
@@ -26,11 +26,11 @@ def test_a_parquet_file_gives_its_column(tmp_path):
 def test_a_saved_dataset_and_a_dataset_by_path_give_their_column(tmp_path):
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_dict(ROWS).save_to_disk(str(tmp_path / "saved"))
-    assert read_prompts({"prompts_file": "saved", "prompts_column": "question"}, tmp_path) == ROWS["question"]
+    assert read_prompts({"prompts_file": "saved", "prompts_column": "question"}, tmp_path) == (ROWS["question"], None)
     (tmp_path / "data").mkdir()  # a local dataset of data files, loaded as load_dataset loads a Hub one
     (tmp_path / "data" / "test.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
     spec = {"path": str(tmp_path / "data"), "split": "test"}
-    assert read_prompts({"prompts_dataset": spec}, tmp_path) == PROMPTS
+    assert read_prompts({"prompts_dataset": spec}, tmp_path) == (PROMPTS, None)
     with pytest.raises(ConfigError, match="prompts_dataset: cannot load .* split 'validation'"):
         read_prompts({"prompts_dataset": {**spec, "split": "validation"}}, tmp_path)
     with pytest.raises(ConfigError, match="give exactly one of"):

@@ -7,6 +7,8 @@ import sys
 
 from bayeslm.cli.common import models_from, positive_int, subparser
 
+SHOWN_PROMPTS = 3  # prompts shown templated in the text output (--json has all)
+
 EXAMPLE = """example:
   bayeslm evaluate --target examples/toy_sentiment.yaml -n 512 --exact
   bayeslm evaluate --target examples/toy_sentiment.yaml --model runs/toy/model --certify --reward-max 1
@@ -45,7 +47,7 @@ def run(args) -> int:
     with distributed.joined() as world:  # first: it picks this process's GPU
         target = load_target(args.target, **models_from(args))
         log_bound = _certifiable(args, target)  # before any sampling: a bound that is not known fails fast
-        model = target.prior if args.model is None else load_lm(args.model, chat=target.prior.chat,
+        model = target.prior if args.model is None else load_lm(args.model, chat=target.prior.chat_spec,
                                                                 **models_from(args))
         exact = None
         if args.exact:  # enumerate first: a target too large to enumerate fails before sampling
@@ -62,8 +64,10 @@ def run(args) -> int:
         if certificate is not None:
             certificate.exact = {"log_z": result.exact["log_z"],
                                  "jeffreys": result.exact["kl_model_target"] + result.exact["kl_target_model"]}
+    rendered = target.prior.render(target.prompts)  # what the model is actually given: the template's work shows
     if args.json:
         document = result.to_json()
+        document["prompts_as_seen"] = rendered
         if certificate is not None:
             document["certified"] = certificate.to_json()
         print(json.dumps(document, indent=2))
@@ -71,6 +75,9 @@ def run(args) -> int:
         print(result)
         if certificate is not None:
             print(f"\n{certificate}")
+        shown = ", ".join(repr(text) for text in rendered[:SHOWN_PROMPTS])
+        more = f" and {len(rendered) - SHOWN_PROMPTS} more" if len(rendered) > SHOWN_PROMPTS else ""
+        print(f"\nprompts as the model sees them: {shown}{more}")
     reasons = sorted({e.unreliable for e in result.estimates.values() if e.unreliable})
     for reason in reasons:
         print(f"bayeslm: warning: unreliable estimates: {reason}", file=sys.stderr)

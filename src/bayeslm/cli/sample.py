@@ -106,7 +106,7 @@ def run(args) -> int:
         raise ConfigError("--tradeoff goes with --method qrs")
     target = load_target(args.target, **models_from(args))
     proposal = (target.prior if args.proposal is None
-                else load_lm(args.proposal, chat=target.prior.chat, **models_from(args)))
+                else load_lm(args.proposal, chat=target.prior.chat_spec, **models_from(args)))
     if args.tradeoff is not None:
         return _tradeoff(args, samplers.tradeoff(target, proposal, floats("--tradeoff", args.tradeoff) or None,
                                                  n=args.n, seed=args.seed))

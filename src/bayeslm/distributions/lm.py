@@ -74,18 +74,24 @@ class LM:
     """A Hugging Face causal LM and its tokenizer, as a distribution over continuations of prompts.
 
     `chat=True` wraps each prompt as a user turn with the tokenizer's chat template, so an instruction-tuned
-    model answers it. `warp` sets the distribution sampled and scored (see `Warp`). `batch_size` bounds how
-    many sequences go through the model at once.
+    model answers it; `system` is the system message put before it (None: whatever the template does without
+    one, which for some models is a default system prompt of their own; `render` shows the text the model sees).
+    `warp` sets the distribution sampled and scored (see `Warp`). `batch_size` bounds how many sequences go through
+    the model at once.
     """
 
-    def __init__(self, model, tokenizer, *, chat: bool = False, warp: Warp = Warp(), batch_size: int = 64,
-                 name: str = "model", autocast: torch.dtype | None = None, decoding: str = "eager"):
+    def __init__(self, model, tokenizer, *, chat: bool = False, system: str | None = None, warp: Warp = Warp(),
+                 batch_size: int = 64, name: str = "model", autocast: torch.dtype | None = None,
+                 decoding: str = "eager"):
         if tokenizer.eos_token_id is None:
             raise ValueError(f"the tokenizer of {name} has no EOS token: set tokenizer.eos_token before use, "
                              "since sequences are only complete when they end with EOS")
         self.model = model
         self.tokenizer = tokenizer
+        if system is not None and not chat:
+            raise ValueError("a system message needs the chat template: give chat=True with system")
         self.chat = chat
+        self.system = system
         self.warp = warp
         self.batch_size = batch_size
         self.name = name
@@ -126,7 +132,7 @@ class LM:
         """Whether both run the very same forward pass (a LoRA model and its adapter-off prior share weights,
         not a forward pass)."""
         return (self.model is other.model and self.adapter_disabled == other.adapter_disabled
-                and self.chat == other.chat and self.autocast == other.autocast)
+                and self.chat == other.chat and self.system == other.system and self.autocast == other.autocast)
 
     def same_distribution(self, other: LM) -> bool:
         return self.shares_forward(other) and self.warp == other.warp
@@ -164,7 +170,8 @@ class LM:
         for p in dict.fromkeys(prompts):  # each distinct prompt once: scoring repeats them per sample
             self._check_prompt(p)
             if self.chat:
-                ids = self.tokenizer.apply_chat_template([{"role": "user", "content": p}],
+                system = [{"role": "system", "content": self.system}] if self.system is not None else []
+                ids = self.tokenizer.apply_chat_template([*system, {"role": "user", "content": p}],
                                                          add_generation_prompt=True, tokenize=True,
                                                          return_dict=True)["input_ids"]
             else:
@@ -174,6 +181,15 @@ class LM:
                 ids = [start if start is not None else self.eos_id]
             encoded[p] = list(ids)
         return [encoded[p] for p in prompts]
+
+    @property
+    def chat_spec(self) -> bool | dict:
+        """This LM's prompt format as `load_lm`'s `chat` takes it: load another model with it to compare the two."""
+        return {"system": self.system} if self.system is not None else self.chat
+
+    def render(self, prompts: Sequence[str]) -> list[str]:
+        """The text the model sees for each prompt: the chat template applied, special tokens included."""
+        return [self.tokenizer.decode(ids) for ids in self.encode_prompts(prompts)]
 
     def _check_prompt(self, prompt: str):
         """Refuses a prompt that the tokenizer would silently change: a special token written as text (an EOS string
@@ -284,9 +300,9 @@ class LM:
         if self.tokenizer.get_vocab() != other.tokenizer.get_vocab():
             raise ValueError(f"{self.name} and {other.name} use different tokenizers; scoring one's token ids under "
                              "the other needs one vocabulary")
-        if self.chat != other.chat:
-            raise ValueError(f"{self.name} has chat={self.chat} but {other.name} has chat={other.chat}: both must "
-                             "format prompts the same way")
+        if (self.chat, self.system) != (other.chat, other.system):
+            raise ValueError(f"{self.name} has chat={self.chat}, system={self.system!r} but {other.name} has "
+                             f"chat={other.chat}, system={other.system!r}: both must format prompts the same way")
 
 @contextlib.contextmanager
 def _adapter_off(model):

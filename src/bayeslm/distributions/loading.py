@@ -91,8 +91,9 @@ def load_lm(source: str | dict = "default", *, batch_size: int = 64, chat: bool 
     """An `LM` from `"default"`, `"toy"`, `{"toy": {...ToyConfig fields}}`, a local model directory, or
     `{"path": DIR, "trust_remote_code": true}` for a directory whose own model code may run (off by default).
 
-    `chat` wraps prompts in the tokenizer's chat template (on by default for the default prior only; toy
-    tokenizers have no template). The model goes to `device` (see `resolve_device`: the GPU when there is one)
+    `chat` wraps prompts as user turns in the tokenizer's chat template: None (the default) when the tokenizer
+    has one (toy tokenizers have none), True, False, or {"system": TEXT} for the template with that system message
+    (`LM.render` shows what the model sees). The model goes to `device` (see `resolve_device`: the GPU when there is one)
     and samples with `decoding` (None: $BAYESLM_DECODING, else eager; see `bayeslm.distributions.decoding`)."""
     if isinstance(source, dict) and "path" in source:
         unknown = set(source) - {"path", "trust_remote_code"}
@@ -100,7 +101,7 @@ def load_lm(source: str | dict = "default", *, batch_size: int = 64, chat: bool 
         if unknown or not isinstance(source["path"], str) or not isinstance(trust, bool):
             raise ValueError(f"a model given by path must be {{path: DIR, trust_remote_code: true/false}}, got "
                              f"{source!r}")
-        lm = _load_pretrained(Path(source["path"]), chat=bool(chat), name=source["path"], trust_remote_code=trust)
+        lm = _load_pretrained(Path(source["path"]), chat=chat, name=source["path"], trust_remote_code=trust)
     elif isinstance(source, dict):
         if list(source) != ["toy"]:
             raise ValueError(f"a model given as a mapping must be {{toy: {{...}}}} or {{path: DIR, "
@@ -113,15 +114,15 @@ def load_lm(source: str | dict = "default", *, batch_size: int = 64, chat: bool 
         lm = toy_lm()
     elif source == "default":  # an instruction-tuned model: prompts are user turns unless chat=False
         progress.say("loading the embedded prior SmolLM2-135M-Instruct")
-        lm = _load_pretrained(_default_prior_dir(), chat=chat is not False, name="SmolLM2-135M-Instruct")
+        lm = _load_pretrained(_default_prior_dir(), chat=chat, name="SmolLM2-135M-Instruct")
     elif (Path(source) / ADAPTER).is_file() and not (Path(source) / "config.json").is_file():
         lm = _load_adapter(Path(source), batch_size=batch_size, chat=chat, device=device, decoding=decoding)
     elif hub_id(source) and not Path(source).exists():
         progress.say(f"loading the model {source} from the Hugging Face cache")
-        lm = _load_pretrained(_from_hub(source), chat=bool(chat), name=source)
+        lm = _load_pretrained(_from_hub(source), chat=chat, name=source)
     else:
         progress.say(f"loading the model {source}")
-        lm = _load_pretrained(Path(source), chat=bool(chat), name=str(source))
+        lm = _load_pretrained(Path(source), chat=chat, name=str(source))
     # A path is kept absolute: a run records its prior's source to load an adapter's base from anywhere.
     local = isinstance(source, str) and source not in ("default", "toy") and Path(source).exists()
     lm.source = str(Path(source).resolve()) if local else source
@@ -219,7 +220,23 @@ def check_model_dir(path: Path, *, what: str = "model", trust_remote_code: bool 
                                 f"run by default; {fix}")
 
 
-def _load_pretrained(path: Path, *, chat: bool, name: str, trust_remote_code: bool = False) -> LM:
+def chat_settings(chat, tokenizer, name: str) -> tuple[bool, str | None]:
+    """(chat, system) for `LM` from load_lm's `chat`: None, True, False or {"system": TEXT}."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if isinstance(chat, dict):
+        if set(chat) != {"system"} or not isinstance(chat["system"], str):
+            raise ValueError(f"chat: expected true, false or {{system: TEXT}}, got {chat!r}")
+        on, system = True, chat["system"]
+    elif chat is None or isinstance(chat, bool):
+        on, system = has_template if chat is None else chat, None
+    else:
+        raise ValueError(f"chat: expected true, false or {{system: TEXT}}, got {chat!r}")
+    if on and not has_template:
+        raise ValueError(f"chat: the tokenizer of {name} has no chat template; set chat: false for plain prompts")
+    return on, system
+
+
+def _load_pretrained(path: Path, *, chat, name: str, trust_remote_code: bool = False) -> LM:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     check_model_dir(path, trust_remote_code=trust_remote_code)
@@ -229,7 +246,8 @@ def _load_pretrained(path: Path, *, chat: bool, name: str, trust_remote_code: bo
                             "one and save it: tokenizer.eos_token = '...'; tokenizer.save_pretrained(path)")
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype="auto", use_safetensors=True,
                                                  trust_remote_code=trust_remote_code).eval()
-    return LM(model, tokenizer, chat=chat, name=name)
+    on, system = chat_settings(chat, tokenizer, name)
+    return LM(model, tokenizer, chat=on, system=system, name=name)
 
 
 def _default_prior_dir() -> Path:

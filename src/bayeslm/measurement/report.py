@@ -24,6 +24,7 @@ from bayeslm.measurement.compare import change, summary
 from bayeslm.measurement.scorecard import FIGURES
 
 COLLAPSE_RATIO = 0.5  # entropy or distinct-2 falling below this fraction of where it started is collapse
+SHOWN_PROMPTS = 5  # prompts shown as the prior sees them
 SMOOTH_FROM = 20  # steps from which the curves get a trailing mean drawn over the raw per-batch values
 
 CURVES = [  # (title, [(metrics key, legend)])
@@ -51,6 +52,7 @@ class Run:
     prior_card: dict | None
     samples: list[dict]
     plan: dict | None
+    prompts: list[dict] | None = None  # each prompt as the prior sees it (prompts.json)
 
 
 def load_run(path: Path) -> Run:
@@ -69,7 +71,7 @@ def load_run(path: Path) -> Run:
 
     return Run(path, yaml.safe_load(text("config.yaml")), text("target.yaml"), lines("metrics.jsonl"),
                document("scorecard.json"), document("scorecard_prior.json"), lines("samples.jsonl"),
-               document("plan.json"))
+               document("plan.json"), document("prompts.json"))
 
 
 def collapse_warnings(run: Run) -> list[str]:
@@ -129,8 +131,15 @@ def _target_section(run: Run) -> str:
         text = target if isinstance(target, str) else yaml.safe_dump(target, sort_keys=False, allow_unicode=True)
     else:
         text = run.target_text
+    seen = ""
+    if run.prompts:
+        rows = "".join(f"<tr><td>{_e(repr(p['prompt']))}</td><td><pre>{_e(p['as_seen'])}</pre></td></tr>"
+                       for p in run.prompts[:SHOWN_PROMPTS])
+        more = f"<p class=sub>and {len(run.prompts) - SHOWN_PROMPTS} more</p>" if len(run.prompts) > SHOWN_PROMPTS else ""
+        seen = ("<h3>Prompts as the prior sees them</h3><p>With the chat template and its system message, if "
+                f"any: what every figure below is conditioned on.</p><table id=prompts>{rows}</table>{more}")
     return ("<h2>Target</h2><p>The distribution the run approximates: π*(x|c) = π0(x|c)·φ(x,c)/Z(c).</p>"
-            f"<pre>{_e(text)}</pre>")
+            f"<pre>{_e(text)}</pre>{seen}")
 
 
 def _scorecard_section(run: Run) -> str:

@@ -9,6 +9,10 @@
     prompts_dataset: {path: imdb, split: test}   # `datasets.load_dataset` (from its cache when offline)
     prompts_column: prompt                  # default "prompt"
 
+A prompt may also be a conversation in the chat format of transformers and TRL, a list of messages
+[{role: system, content: ...}, {role: user, content: ...}]: its user message is the prompt and its system message
+the chat template's (every prompt must then have the same one, or none). Longer histories are refused.
+
 Parquet and datasets are read by the libraries made for them (pyarrow, Hugging Face datasets), each optional:
 `pip install bayeslm[data]`. The same keys give a training config's held-out evaluation prompts
 (`eval_prompts`).
@@ -28,9 +32,36 @@ PROMPT_KEYS = ("prompts", "prompts_file", "prompts_dataset", "prompts_column")
 SOURCES = ("prompts", "prompts_file", "prompts_dataset")
 
 
-def read_prompts(data: dict, base: Path, where: str = "") -> list[str]:
-    """The prompts a mapping with PROMPT_KEYS names (relative paths resolve against `base`); `where` prefixes the
-    keys in errors (e.g. "eval_prompts.")."""
+def read_prompts(data: dict, base: Path, where: str = "") -> tuple[list[str], str | None]:
+    """The prompts a mapping with PROMPT_KEYS names (relative paths resolve against `base`), and the system message
+    their conversations share (None when they are plain text or have none); `where` prefixes the keys in errors
+    (e.g. "eval_prompts.")."""
+    return conversations(_values(data, base, where), where)
+
+
+def conversations(values: list, where: str = "") -> tuple[list[str], str | None]:
+    """Plain prompts as they are; conversations [system?, user] as their user message, with their shared system
+    message."""
+    texts, systems = [], set()
+    for value in values:
+        if isinstance(value, str):
+            texts.append(value)
+            systems.add(None)
+            continue
+        roles = [m.get("role") if isinstance(m, dict) else None for m in value]
+        if roles not in (["user"], ["system", "user"]) or not all(isinstance(m.get("content"), str) for m in value):
+            raise ConfigError(f"{where}prompts: a conversation prompt must be [{{role: system, content: ...}}, "
+                              f"{{role: user, content: ...}}] (the system message optional), got {value!r}; longer "
+                              "histories are not supported")
+        texts.append(value[-1]["content"])
+        systems.add(value[0]["content"] if roles[0] == "system" else None)
+    if len(systems) > 1:
+        raise ConfigError(f"{where}prompts: every prompt must have the same system message (or none), found "
+                          f"{sorted(systems, key=str)}; split them into separate targets")
+    return texts, next(iter(systems))
+
+
+def _values(data: dict, base: Path, where: str) -> list:
     given = [key for key in SOURCES if key in data]
     if len(given) != 1:
         raise ConfigError(f"{where}prompts: give exactly one of 'prompts' (a list of strings), 'prompts_file' (a "
@@ -40,9 +71,10 @@ def read_prompts(data: dict, base: Path, where: str = "") -> list[str]:
         raise ConfigError(f"{where}prompts_column: expected a column name, got {column!r}")
     if "prompts" in data:
         prompts = data["prompts"]
-        if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ConfigError(f"{where}prompts: expected a non-empty list of strings, got {prompts!r}; write e.g. "
-                              "prompts: [\"Write a review:\"], or prompts: [\"\"] for unconditional generation")
+        if not isinstance(prompts, list) or not prompts or not all(isinstance(p, (str, list)) for p in prompts):
+            raise ConfigError(f"{where}prompts: expected a non-empty list of strings (or conversations), got "
+                              f"{prompts!r}; write e.g. prompts: [\"Write a review:\"], or prompts: [\"\"] for "
+                              "unconditional generation")
         return prompts
     if "prompts_dataset" in data:
         prompts, origin = _dataset(data["prompts_dataset"], column, where), "prompts_dataset"
@@ -53,7 +85,7 @@ def read_prompts(data: dict, base: Path, where: str = "") -> list[str]:
         key = "prompts_dataset" if origin == "prompts_dataset" else "prompts_file"
         how = " (one prompt a line)" if origin.endswith(".txt") else ""
         raise ConfigError(f"{where}{key}: {origin} holds no prompt{how}; add at least one")
-    bad = next((p for p in prompts if not isinstance(p, str)), None)
+    bad = next((p for p in prompts if not isinstance(p, (str, list))), None)
     if bad is not None:
         raise ConfigError(f"{where}prompts_column: {column!r} of {origin} holds {type(bad).__name__} values such as "
                           f"{bad!r}, not text; name the column of prompts")
@@ -100,7 +132,7 @@ def _json_lines(path: Path, lines: list[str], column: str, where: str) -> list[s
         except json.JSONDecodeError as error:
             raise ConfigError(f"{where}prompts_file: {path} line {number} is not JSON ({error})") from None
         value = record.get(column) if isinstance(record, dict) else record
-        if not isinstance(value, str):
+        if not isinstance(value, (str, list)):
             raise ConfigError(f"{where}prompts_file: {path} line {number} holds no prompt: expected a string or an "
                               f"object with the field {column!r} (prompts_column), got {line[:80]!r}")
         prompts.append(value)

@@ -5,6 +5,7 @@
                                    # | {path: DIR, trust_remote_code: true} to run the directory's own code
     prompts: ["Write a review:"]   # or prompts_file / prompts_dataset (`bayeslm.modelling.prompts`)
     max_new_tokens: 32
+    chat: {system: "Be brief."}    # the prior's chat template: true/false/{system: ...}; absent: the tokenizer's
     potentials:                    # multiplied together
       - exponential: {reward: sentiment, beta: 0.1}
       - constraint: {predicate: {keyword: [movie]}}            # optional at_least / at_most bounds
@@ -79,13 +80,28 @@ def _potential(where: str, entry, base: Path):
         raise ConfigError(f"{where}.{kind}: {error}") from error
 
 
+def _chat(chat, system: str | None):
+    """The prior's `chat` setting: the file's `chat:` (true, false or {system: TEXT}; absent: the tokenizer
+    decides), or the system message the prompts' conversations carry."""
+    if chat is not None and not (isinstance(chat, bool) or (isinstance(chat, dict) and list(chat) == ["system"]
+                                                             and isinstance(chat["system"], str))):
+        raise ConfigError(f"chat: expected true, false or {{system: TEXT}}, got {chat!r}")
+    if system is None:
+        return chat
+    if chat is False or (isinstance(chat, dict) and chat["system"] != system):
+        raise ConfigError(f"chat: the prompts' conversations carry the system message {system!r}, which chat: "
+                          f"{chat!r} contradicts; keep one of them")
+    return {"system": system}
+
+
 def parse_target(data, base: Path = Path("."), *, batch_size: int = 64, device: str | None = None,
                  decoding: str | None = None) -> Target:
     """A `Target` from the parsed YAML of a target file (relative paths resolve against `base`); its prior is
     loaded onto `device` and samples with `decoding` (see `load_lm`)."""
-    _fields("target", data, {"prior", "potentials"}, {*PROMPT_KEYS, "max_new_tokens"})
+    _fields("target", data, {"prior", "potentials"}, {*PROMPT_KEYS, "max_new_tokens", "chat"})
     max_new_tokens = _number("max_new_tokens", data.get("max_new_tokens", 32), positive=True, integer=True)
-    prompts = read_prompts(data, base)
+    prompts, system = read_prompts(data, base)
+    chat = _chat(data.get("chat"), system)
     entries = data["potentials"]
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"potentials: expected a non-empty list, got {entries!r}")
@@ -93,7 +109,7 @@ def parse_target(data, base: Path = Path("."), *, batch_size: int = 64, device: 
     potentials = [_potential(f"potentials[{i}]", e, base) for i, e in enumerate(entries)]
     try:
         prior = load_lm(resolve_source(data["prior"], base), batch_size=batch_size, device=device,
-                        decoding=decoding)
+                        decoding=decoding, chat=chat)
     except (ValueError, TypeError, FileNotFoundError) as error:
         raise ConfigError(f"prior: {error}") from error
     for i, built in enumerate(potentials):

@@ -56,13 +56,17 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, run_dir: Path | None, target: Target, *, quiet: bool = False,
                  trainable=None, world: distributed.World | None = None, callbacks: list = (),
-                 eval_prompts: list[str] | None = None):
+                 eval_prompts: tuple[list[str], str | None] | None = None):
         self.config, self.run_dir, self.quiet = config, run_dir, quiet
         self.callbacks = list(callbacks)  # each gets every step's figures (`trackers.Trackers`)
-        self.eval_prompts = eval_prompts  # the final scorecard's prompts, when not the target's
+        self.eval_prompts = None  # the final scorecard's prompts, when not the target's
         if eval_prompts is not None:  # a held-out prompt that cannot fit fails now, not after training
+            self.eval_prompts, system = eval_prompts
+            if system is not None and system != target.prior.system:
+                raise ConfigError(f"eval_prompts: their system message {system!r} is not the target's "
+                                  f"({target.prior.system!r}); a held-out set must be formatted as the target is")
             try:
-                target.prior.check_fits(eval_prompts, target.max_new_tokens)
+                target.prior.check_fits(self.eval_prompts, target.max_new_tokens)
             except ValueError as error:
                 raise ConfigError(f"eval_prompts: {error}") from None
         self.world = world or distributed.World()

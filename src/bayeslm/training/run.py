@@ -9,6 +9,7 @@ directory (`out=None`) nothing is written and the run lives in the returned `Run
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
@@ -73,6 +74,10 @@ def _train(config: TrainConfig, out: Path | None, target: Target | None, world: 
         prepare_run_dir(out, resume=resume, overwrite=overwrite)
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
         (out / "target.yaml").write_text(target_definition(config, base) if target is None else f"# {target!r}\n")
+        prior = trainer.target.prior  # what the prior is given for each prompt, template and system message included
+        (out / "prompts.json").write_text(json.dumps(
+            [{"prompt": p, "as_seen": seen} for p, seen in zip(trainer.target.prompts,
+                                                               prior.render(trainer.target.prompts))], indent=1))
 
     if out is not None:
         refuse_other_run(out, resume=resume, overwrite=overwrite)

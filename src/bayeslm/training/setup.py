@@ -28,7 +28,7 @@ def models(config: TrainConfig, target: Target, device: torch.device) -> tuple[L
     prior.model.requires_grad_(False)
     prior.model.to(device)
     if config.model is not None:
-        start = load_lm(config.model, batch_size=config.batch_size, chat=prior.chat, device=str(device)).model
+        start = load_lm(config.model, batch_size=config.batch_size, chat=prior.chat_spec, device=str(device)).model
     elif config.lora is not None:
         start = prior.model  # the adapter goes on the prior's own weights: no second copy in memory
     else:
@@ -43,8 +43,8 @@ def models(config: TrainConfig, target: Target, device: torch.device) -> tuple[L
         start = get_peft_model(start, lora)  # only the adapter is trainable
     else:
         start.requires_grad_(True)
-    model = LM(start, prior.tokenizer, chat=prior.chat, warp=prior.warp, batch_size=config.batch_size,
-               name="model", decoding=config.decoding)
+    model = LM(start, prior.tokenizer, chat=prior.chat, system=prior.system, warp=prior.warp,
+               batch_size=config.batch_size, name="model", decoding=config.decoding)
     if config.lora is not None and config.model is None:
         # get_peft_model injected the adapter into the prior's own modules, so the prior object itself becomes
         # the adapter-off view: every holder of it (the caller's target too) keeps scoring π0.
@@ -95,9 +95,9 @@ def resolve_model(config: TrainConfig, base: Path) -> TrainConfig:
     return config if config.model is None else replace(config, model=resolve_source(config.model, base))
 
 
-def eval_prompts(config: TrainConfig, base: Path) -> list[str] | None:
-    """The held-out prompts of the final scorecard (`eval_prompts`, relative paths against `base`); None: the
-    target's own."""
+def eval_prompts(config: TrainConfig, base: Path) -> tuple[list[str], str | None] | None:
+    """The held-out prompts of the final scorecard (`eval_prompts`, relative paths against `base`) with the system
+    message of their conversations; None: the target's own."""
     spec = config.eval_prompts
     if spec is None:
         return None
