@@ -1,7 +1,13 @@
-"""Regenerates docs/config.md from the config dataclasses and the registries: `.venv/bin/python docs/generate.py`."""
+"""Regenerates docs/config.md and src/bayeslm/schema.json (what `bayeslm.preflight` checks configs against before
+any heavy import) from the config dataclasses and the registries: `.venv/bin/python docs/generate.py`."""
 
+import dataclasses
+import json
+import types
+import typing
 from pathlib import Path
 
+from bayeslm import config
 from bayeslm.config import document
 from bayeslm.modelling.potentials import POTENTIALS
 from bayeslm.modelling.rewards import REWARDS
@@ -71,5 +77,54 @@ def config_reference() -> str:
     return text
 
 
+def _type_text(tp) -> str:
+    """A type as text that `bayeslm.preflight` evaluates back: builtins, None, Literal, list, dict, the nested
+    sections by name; anything else (an object built by code) is Any."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_text(a) for a in args)
+    if origin is typing.Literal:
+        return f"Literal[{', '.join(map(repr, args))}]"
+    if origin is list:
+        return f"list[{_type_text(args[0])}]" if args else "list"
+    if tp is dict or origin is dict:
+        return "dict"
+    if tp is type(None):
+        return "None"
+    if tp in (int, float, str, bool):
+        return tp.__name__
+    if dataclasses.is_dataclass(tp):
+        return tp.__name__
+    return "Any"
+
+
+def _fields(cls) -> dict:
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        check = f.metadata.get("check")
+        out[f.name] = {
+            "type": "Any" if f.metadata.get("convert") else _type_text(hints[f.name]),
+            "required": f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+            "check": check.__name__ if check is not None and getattr(config, check.__name__, None) is check else None,
+            "doc": f.metadata.get("doc", "")}
+    return out
+
+
+def schema() -> dict:
+    from bayeslm.training.config import LoRA
+
+    return {"train": _fields(TrainConfig), "section": {"LoRA": _fields(LoRA)},
+            **{kind: {name: _fields(entry) for name, entry in registry.entries().items()
+                      if dataclasses.is_dataclass(entry)}
+               for kind, registry in (("objective", OBJECTIVES), ("sampler", SAMPLERS), ("potential", POTENTIALS))}}
+
+
+SCHEMA = Path(__file__).parent.parent / "src" / "bayeslm" / "schema.json"
+
+
 if __name__ == "__main__":
     (Path(__file__).parent / "config.md").write_text(config_reference())
+    SCHEMA.write_text(json.dumps(schema(), indent=1, sort_keys=True) + "\n")

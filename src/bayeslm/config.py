@@ -54,6 +54,20 @@ def unknown_keys(where: str, unknown, allowed) -> str:
     return f"{where}: unknown key(s) {unknown}{hint}; remove or rename them; allowed keys: {allowed}"
 
 
+def mapping_with(where: str, data, required: set[str], optional: set[str]) -> dict:
+    """`data`, checked to be a mapping with every `required` key and no key outside `required | optional`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping with keys {sorted(required | optional)}, got {data!r}")
+    unknown = set(data) - required - optional
+    if unknown:
+        raise ConfigError(unknown_keys(where, unknown, required | optional))
+    missing = required - set(data)
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {sorted(missing)}; add them (allowed keys: "
+                          f"{sorted(required | optional)})")
+    return data
+
+
 def field(default=dataclasses.MISSING, *, doc: str = "", check=None, default_factory=dataclasses.MISSING,
           convert=None, serialise=None, kind: str | None = None):
     """A dataclass field with a documentation line and an optional check `(value) -> error text or None`.

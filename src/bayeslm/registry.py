@@ -21,6 +21,12 @@ from bayeslm.config import ConfigError, load, to_dict
 DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*|\.[A-Za-z_]\w*)")
 
 
+def unknown_entry(kind: str, name, names) -> str:
+    """The message for a name no registry entry has (shared with `bayeslm.preflight`)."""
+    return (f"unknown {kind} {name!r}; expected one of {', '.join(names)}, or a dotted path 'package.module:Name' to "
+            "your own")
+
+
 def import_dotted(dotted: str, what: str):
     """The object named by an explicit dotted path, 'package.module:name' (or 'package.module.name').
 
@@ -91,8 +97,7 @@ class Registry:
             return entries[name]
         if isinstance(name, str) and DOTTED.fullmatch(name):
             return import_dotted(name, self.kind)
-        raise ConfigError(f"unknown {self.kind} {name!r}; expected one of {', '.join(entries)}, or a dotted path "
-                          f"'package.module:Name' to your own")
+        raise ConfigError(unknown_entry(self.kind, name, entries))
 
     def build(self, spec, where: str | None = None):
         """An entry with its options from a spec as written in YAML: `name`, `{name: {option: value}}` (or either

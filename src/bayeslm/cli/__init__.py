@@ -38,14 +38,20 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(next((a for a in argv if not a.startswith("-")), None)).parse_args(argv)
     from bayeslm import progress
+    from bayeslm.config import ConfigError
 
     progress.quiet = args.quiet
+    try:  # what can be checked without torch is checked first: a typo costs well under a second
+        if hasattr(args, "preflight"):
+            args.preflight(args)
+    except ConfigError as error:
+        print(f"bayeslm: error: {error}", file=sys.stderr)
+        return 2
     # Deprecation notices from inside transformers (peft calls them) are for library authors, not our users.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # stderr is for diagnostics, not weight-loading bars
-    from bayeslm.config import ConfigError
     from bayeslm.distributions.loading import ModelNotFound, resolve_device
     from bayeslm.modelling.rewards import RewardError
     from bayeslm.training.checkpoint import CheckpointError

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import sys
-import typing
 from pathlib import Path
 
 from bayeslm.cli.common import floats, models_from, positive_int, subparser
@@ -28,16 +27,17 @@ to stdout and the summary to stderr."""
 
 
 def _options() -> dict[str, tuple[type, list[str], str]]:
-    """Every option of the registered samplers: its type, the samplers that take it, and its documentation."""
-    from bayeslm.samplers import SAMPLERS
+    """Every option of the built-in samplers: its type, the samplers that take it, and its documentation, read
+    from the schema (`bayeslm.preflight`) so that the flags exist without importing the samplers and torch."""
+    from bayeslm.preflight import schema
 
     options = {}
-    for name, entry in SAMPLERS.entries().items():
-        hints = typing.get_type_hints(entry)
-        for f in dataclasses.fields(entry):
-            kind = next(t for t in typing.get_args(hints[f.name]) or (hints[f.name],) if t is not type(None))
-            _, owners, doc = options.get(f.name, (kind, [], f.metadata.get("doc", "")))
-            options[f.name] = (kind, owners + [name], doc)
+    for name, fields in schema()["sampler"].items():
+        for option, spec in fields.items():
+            first = next(t for t in spec["type"].split(" | ") if t != "None")
+            kind = {"int": int, "float": float}.get(first, str)
+            _, owners, doc = options.get(option, (kind, [], spec["doc"]))
+            options[option] = (kind, owners + [name], doc)
     return options
 
 
@@ -59,7 +59,7 @@ def add(sub, parents):
                         help="qrs: estimate acceptance, TV and KL to the target for each bound β (comma-separated; "
                              "default: spread over the pooled weights), without sampling")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, preflight=preflight)
     return parser
 
 
@@ -143,3 +143,10 @@ def _tradeoff(args, rows) -> int:
         print(f"{row.beta:10.4g} " + " ".join(f"{e.value:8.4f} ± {e.stderr:5.4f}" for e in (
             row.acceptance_rate, row.tv_qrs_target, row.kl_target_qrs, row.kl_qrs_target)))
     return 0
+
+
+def preflight(args):
+    """The target file checked before torch is imported (`bayeslm.preflight`)."""
+    from bayeslm.preflight import check_target_file
+
+    check_target_file(Path(args.target))

@@ -25,7 +25,7 @@ def add(sub, parents):
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     parser.add_argument("--json", action="store_true", help="print the final scorecard as JSON")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, preflight=preflight)
     return parser
 
 
@@ -69,3 +69,10 @@ def run(args) -> int:
         if key in card and card[key]["value"] is not None:
             print(f"  {key:18s} {card[key]['value']:.4f} ± {card[key]['stderr']:.4f}")
     return 0
+
+
+def preflight(args):
+    """The config (with --set) and its target checked before torch is imported (`bayeslm.preflight`)."""
+    from bayeslm.preflight import check_train
+
+    check_train(load_data(Path(args.config), args.set), Path(args.config).parent)

@@ -25,24 +25,12 @@ from pathlib import Path
 
 import yaml
 
-from bayeslm.config import ConfigError, load_yaml, unknown_keys
+from bayeslm.config import ConfigError, load_yaml, mapping_with
 from bayeslm.distributions.loading import load_lm, resolve_source
 from bayeslm.modelling.potentials import POTENTIALS
-from bayeslm.modelling.prompts import PROMPT_KEYS, read_prompts
+from bayeslm.modelling.prompts import read_prompts
 from bayeslm.modelling.target import Product, Target
-
-
-def _fields(where: str, data, required: set[str], optional: set[str]) -> dict:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping with keys {sorted(required | optional)}, got {data!r}")
-    unknown = set(data) - required - optional
-    if unknown:
-        raise ConfigError(unknown_keys(where, unknown, required | optional))
-    missing = required - set(data)
-    if missing:
-        raise ConfigError(f"{where}: missing required key(s) {sorted(missing)}; add them (allowed keys: "
-                          f"{sorted(required | optional)})")
-    return data
+from bayeslm.preflight import TARGET_KEYS
 
 
 def _number(where: str, value, *, positive: bool = False, integer: bool = False):
@@ -98,7 +86,7 @@ def parse_target(data, base: Path = Path("."), *, batch_size: int = 64, device: 
                  decoding: str | None = None) -> Target:
     """A `Target` from the parsed YAML of a target file (relative paths resolve against `base`); its prior is
     loaded onto `device` and samples with `decoding` (see `load_lm`)."""
-    _fields("target", data, {"prior", "potentials"}, {*PROMPT_KEYS, "max_new_tokens", "chat"})
+    mapping_with("target", data, {"prior", "potentials"}, TARGET_KEYS - {"prior", "potentials"})
     max_new_tokens = _number("max_new_tokens", data.get("max_new_tokens", 32), positive=True, integer=True)
     prompts, system = read_prompts(data, base)
     chat = _chat(data.get("chat"), system)

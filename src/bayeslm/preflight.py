@@ -1,0 +1,132 @@
+"""Config errors in well under a second: target files and training configs checked before torch, transformers or
+any model is imported.
+
+The full validation (`bayeslm.config.load` over the registries' dataclasses) needs the modules that declare
+them, and those import torch: seconds before a typo could be reported. So `schema.json`, generated from the same
+dataclasses by docs/generate.py (a test keeps it in step), describes every section, and this module rebuilds
+light stand-ins of those dataclasses from it and runs the very same `load` on them: the messages are the full
+validation's own. What needs code to check (a reward's options, your own entries named by dotted path, model
+directories) is left to the full validation that follows.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import json
+import operator
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from bayeslm import config
+from bayeslm.config import ConfigError, load, load_yaml, mapping_with
+from bayeslm.registry import unknown_entry
+
+SCHEMA = Path(__file__).with_name("schema.json")
+# A target file's keys (the prompt keys are `bayeslm.modelling.prompts.PROMPT_KEYS`)
+TARGET_KEYS = {"prior", "potentials", "prompts", "prompts_file", "prompts_dataset", "prompts_column",
+               "max_new_tokens", "chat"}
+
+
+def check_target(data) -> None:
+    """Raises ConfigError for what a target file's data gets wrong that can be told without code."""
+    mapping_with("target", data, {"prior", "potentials"}, TARGET_KEYS - {"prior", "potentials"})
+    entries = data["potentials"]
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"potentials: expected a non-empty list, got {entries!r}")
+    for i, entry in enumerate(entries):
+        _entry("potential", entry, f"potentials[{i}]")
+
+
+def check_train(data: dict, base: Path) -> None:
+    """Raises ConfigError for what a training config's data (and its target file) gets wrong that can be told
+    without code."""
+    load(_section("train"), data)
+    objective = data.get("objective")
+    if objective is not None:
+        _entry("objective", objective, "objective")
+    target = data.get("target")
+    if isinstance(target, dict):
+        check_target(target)
+    elif isinstance(target, str) and (base / target).is_file():
+        check_target_file(base / target)
+
+
+def check_target_file(path: Path) -> None:
+    try:
+        data = load_yaml(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return  # the full loader says what is wrong with reading it
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    check_target(data)
+
+
+def _entry(kind: str, spec, where: str):
+    """A registry entry written as NAME or {NAME: {options}}: a known name (or a dotted path, left to the full
+    validation) and, for a known one, its options."""
+    names = schema()[kind]
+    if isinstance(spec, str) and kind != "potential":  # a potential is always {kind: options}
+        name, options = spec, {}
+    elif isinstance(spec, dict) and len(spec) == 1:
+        name, options = next(iter(spec.items()))
+    else:
+        return  # an object built in Python, or a shape the full validation explains
+    if ":" in str(name):
+        return
+    if name not in names:
+        raise ConfigError(f"{where}: {unknown_entry(kind, name, names)}")
+    if isinstance(options, dict):
+        load(_section(f"{kind}:{name}"), options, f"{where}.{name}")
+
+
+@cache
+def schema() -> dict:
+    """Every section's fields: type (as text), whether required, range check and doc (docs/generate.py)."""
+    return json.loads(SCHEMA.read_text(encoding="utf-8"))
+
+
+@cache
+def _section(key: str):
+    """A stand-in dataclass for a section of the schema ("train", "objective:dpg", ...): its fields' names,
+    types, whether each is required and its range check when that is one of bayeslm.config's."""
+    kind, _, name = key.partition(":")
+    fields = schema()["train"] if kind == "train" else schema()[kind][name]
+    made = []
+    for field_name, spec in fields.items():
+        check = getattr(config, spec["check"]) if spec.get("check") else None
+        tp = _type(spec["type"], {} if kind == "section" else _nested())  # sections (LoRA) hold no sections
+        metadata = {"doc": spec["doc"], "check": check, "convert": None, "serialise": None, "kind": None}
+        default = dataclasses.MISSING if spec["required"] else None
+        made.append((field_name, tp, dataclasses.field(default=default, metadata=metadata)))
+    label = {"train": "TrainConfig", "section": name}.get(kind, name)  # as the full validation names it in errors
+    return dataclasses.make_dataclass(label, made, kw_only=True)
+
+
+@cache
+def _nested() -> dict:
+    """The sections a type may name (LoRA in TrainConfig)."""
+    return {name: _section(f"section:{name}") for name in schema().get("section", {})}
+
+
+def _type(text: str, sections: dict):
+    """A type from its text in the schema (docs/generate.py writes it): int, float, str, bool, None, Any, dict,
+    list[T], Literal[...], a section's name, or a union of them with " | "."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if depth == 0 and text.startswith(" | ", i):
+            parts.append(text[start:i])
+            start = i + 3
+    parts.append(text[start:])
+    if len(parts) > 1:
+        return functools.reduce(operator.or_, [_type(part, sections) for part in parts])
+    if text.startswith("Literal["):
+        return Literal[tuple(ast.literal_eval(text[len("Literal"):]))]  # a list of plain literals, no code
+    if text.startswith("list["):
+        return list[_type(text[5:-1], sections)]
+    simple = {"int": int, "float": float, "str": str, "bool": bool, "None": type(None), "Any": Any, "dict": dict,
+              "list": list}
+    return simple.get(text) or sections.get(text, Any)

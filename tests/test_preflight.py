@@ -1,0 +1,83 @@
+"""Config errors before any heavy import: the preflight check (`bayeslm.preflight`) accepts every valid file,
+refuses mistakes with the full validation's own message, and imports neither torch nor transformers."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bayeslm.cli import main
+from bayeslm.config import ConfigError, load_yaml
+from bayeslm.modelling.target_file import parse_target
+from bayeslm.preflight import check_target, check_target_file, check_train
+from bayeslm.training.config import load_config
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+TARGET = {"prior": {"toy": {"seed": 0}}, "prompts": [""], "max_new_tokens": 2,
+          "potentials": [{"exponential": {"reward": "length", "beta": 1.0}}]}
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_passes(path):
+    data = load_yaml(path.read_text())
+    if "potentials" in data:
+        check_target_file(path)
+    else:
+        check_train(data, path.parent)
+
+
+@pytest.mark.parametrize("change, full", [
+    (lambda t: t["potentials"][0]["exponential"].update(betta=1), "target"),
+    (lambda t: t["potentials"][0]["exponential"].update(beta=float("nan")), "target"),
+    (lambda t: t["potentials"][0]["exponential"].update(beta=-1.0), "target"),
+    (lambda t: t["potentials"].append({"forbid": {}}), "target"),
+    (lambda t: t["potentials"].append({"exponentail": {}}), "target"),
+    (lambda t: t.update(max_new_tokns=3), "target"),
+])
+def test_a_mistake_in_a_target_is_refused_as_the_full_validation_refuses_it(change, full):
+    target = yaml.safe_load(yaml.safe_dump(TARGET))
+    change(target)
+    with pytest.raises(ConfigError) as early:
+        check_target(target)
+    with pytest.raises(ConfigError) as late:
+        parse_target(target)
+    assert str(early.value) == str(late.value)
+
+
+@pytest.mark.parametrize("settings", [{"stpes": 3}, {"lr": "fast"}, {"lora": {"r": 0}},
+                                      {"objective": {"dpg": {"propsal": "prior"}}}, {"objective": "ppo"},
+                                      {"schedule": "cosin"}, {"lr": float("inf")}])
+def test_a_mistake_in_a_training_config_is_refused_as_the_full_validation_refuses_it(settings, tmp_path):
+    data = {"target": TARGET, **settings}
+    with pytest.raises(ConfigError) as early:
+        check_train(data, tmp_path)
+    with pytest.raises(ConfigError) as late:
+        load_config(data)
+    assert str(early.value) == str(late.value)
+
+
+def test_the_check_imports_neither_torch_nor_transformers(tmp_path):
+    code = ("import sys; from pathlib import Path; from bayeslm.preflight import check_target_file; "
+            f"check_target_file(Path({str(EXAMPLES / 'toy_sentiment.yaml')!r})); "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_the_commands_stop_at_a_typo_with_exit_2(tmp_path, capsys):
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump({**TARGET, "potentials": [{"exponential": {"betta": 1}}]}))
+    for command in (["evaluate"], ["sample", "--method", "smc"], ["plan"]):
+        assert main([*command, "--target", str(tmp_path / "t.yaml")]) == 2
+        assert "did you mean 'beta' for 'betta'" in capsys.readouterr().err
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"target": "t.yaml", "steps": 2}))
+    assert main(["train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")]) == 2
+    assert "did you mean 'beta' for 'betta'" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_the_target_keys_are_the_loader_s():
+    from bayeslm.modelling.prompts import PROMPT_KEYS
+    from bayeslm.preflight import TARGET_KEYS
+
+    assert set(PROMPT_KEYS) <= TARGET_KEYS
