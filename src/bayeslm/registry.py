@@ -37,11 +37,20 @@ def import_dotted(dotted: str, what: str):
                           "evaluated from a config: put it in a module and name it")
     module_name, _, attr = dotted.partition(":") if ":" in dotted else dotted.rpartition(".")
     try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as error:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
         raise ConfigError(f"cannot import the {what} {dotted!r} ({type(error).__name__}: {error}); install the "
                           "package that holds it or add its directory to PYTHONPATH, and name it as "
                           "'package.module:name'") from error
+    except Exception as error:  # noqa: BLE001 - the user's module failed while it was imported (or did not parse)
+        raise ConfigError(f"the module {module_name!r} of the {what} {dotted!r} failed while it was imported: "
+                          f"{type(error).__name__}: {error}; fix the module (run `python -c 'import "
+                          f"{module_name}'` to see where)") from error
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ConfigError(f"the module {module_name!r} has no {attr!r} for the {what} {dotted!r}; name an object "
+                          "it defines") from None
 
 
 class Registry:

@@ -209,7 +209,7 @@ def test_misbehaving_reward_is_a_runtime_error_and_keeps_old_samples(tmp_path, c
     ({"function": "no_such_package.rewards:score"},
      ["cannot import the reward function 'no_such_package.rewards:score'", "No module named 'no_such_package'",
       "install the package that holds it or add its directory to PYTHONPATH"]),
-    ({"function": "reward_fixtures:missing"}, ["AttributeError", "reward_fixtures"]),
+    ({"function": "reward_fixtures:missing"}, ["the module 'reward_fixtures' has no 'missing'"]),
     ({"function": "reward_fixtures:not_a_function"}, ["is a float, not a function f(texts, prompts)"]),
     ({"classifier": {"path": "no/such/classifier"}}, ["no classifier at", "no/such/classifier",
                                                       "models are never downloaded"]),

@@ -161,3 +161,40 @@ def test_a_lora_run_saved_unmerged_evaluates_from_its_directory(tmp_path, capsys
     (model / "bayeslm_base.json").unlink()
     code, _, err = run(capsys, "evaluate", "--target", tmp_path / "target.yaml", "--model", model, "-n", 8)
     assert code == 2 and "holds a LoRA adapter but not its base model" in err
+
+
+@pytest.mark.parametrize("source, message", [
+    ("def f(:\n", "failed while it was imported: SyntaxError: invalid syntax"),
+    ("raise RuntimeError('no GPU here')\n", "failed while it was imported: RuntimeError: no GPU here"),
+    ("g = 1\n", "has no 'f' for the reward"),
+])
+def test_a_reward_module_that_cannot_be_imported_is_a_config_error(tmp_path, capsys, monkeypatch, source, message):
+    (tmp_path / "user_rewards.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, _, err = run(capsys, "evaluate", "--target",
+                       target(tmp_path, potentials=[{"exponential": {"reward": "user_rewards:f", "beta": 1}}]))
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("config", "config.json is not a readable JSON file"),
+    ("truncate", "cannot be loaded (SafetensorError"),
+    ("shape", "its weights do not have the shapes its config.json describes"),
+])
+def test_a_damaged_model_directory_is_a_config_error(tmp_path, capsys, damage, message):
+    import bayeslm as bl
+
+    model = bl.load_lm({"toy": {"seed": 0, "train_steps": 0}})
+    path = tmp_path / "model"
+    model.model.save_pretrained(path)
+    model.tokenizer.save_pretrained(path)
+    if damage == "config":
+        (path / "config.json").write_text("{not json")
+    elif damage == "truncate":
+        weights = (path / "model.safetensors").read_bytes()
+        (path / "model.safetensors").write_bytes(weights[:len(weights) // 2])
+    else:
+        config = json.loads((path / "config.json").read_text())
+        (path / "config.json").write_text(json.dumps({**config, "n_embd": 2 * config["n_embd"]}))
+    code, _, err = run(capsys, "evaluate", "--target", target(tmp_path), "--model", path)
+    assert code == 2 and message in err and "Traceback" not in err

@@ -201,6 +201,11 @@ def check_model_dir(path: Path, *, what: str = "model", trust_remote_code: bool 
     if not (path / "config.json").is_file():
         raise ModelNotFound(f"no {what} at {path}: expected a local Hugging Face model directory with config.json "
                             "(models are never downloaded; save one with model.save_pretrained(path))")
+    try:
+        json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise UnusableModel(f"{path / 'config.json'} is not a readable JSON file ({error}); re-save the {what} "
+                            "with save_pretrained(path)") from None
     if not any(path.glob("*.safetensors")) and not any(path.glob("*.safetensors.index.json")):
         raise UnusableModel(f"{path} holds no .safetensors weights: bayeslm loads weights only from safetensors, "
                             "never from pickles (.bin, .pt) that can run code; convert it with "
@@ -244,8 +249,15 @@ def _load_pretrained(path: Path, *, chat, name: str, trust_remote_code: bool = F
     if tokenizer.eos_token_id is None:  # checked before the weights load: a sequence could never end
         raise UnusableModel(f"the tokenizer in {path} has no EOS token, so no continuation could ever end; set "
                             "one and save it: tokenizer.eos_token = '...'; tokenizer.save_pretrained(path)")
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype="auto", use_safetensors=True,
-                                                 trust_remote_code=trust_remote_code).eval()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype="auto", use_safetensors=True,
+                                                     trust_remote_code=trust_remote_code).eval()
+    except Exception as error:  # noqa: BLE001 - a truncated file, weights of another shape: one clear message
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        if "mismatched_sizes" in str(error) or "size mismatch" in str(error):
+            reason = "its weights do not have the shapes its config.json describes"
+        raise UnusableModel(f"the model in {path} cannot be loaded ({type(error).__name__}: {reason}); its files "
+                            "may be truncated or from another model: re-save it with save_pretrained(path)") from None
     on, system = chat_settings(chat, tokenizer, name)
     return LM(model, tokenizer, chat=on, system=system, name=name)
 
