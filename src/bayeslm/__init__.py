@@ -34,6 +34,7 @@ _EXPORTS = {
     "Objective": "bayeslm.training.objectives.base", "Step": "bayeslm.training.objectives.base",
     "KLRL": "bayeslm.training.objectives.klrl", "RL": "bayeslm.training.objectives.rl",
     "DPG": "bayeslm.training.objectives.dpg", "FDPG": "bayeslm.training.objectives.fdpg",
+    "TB": "bayeslm.training.objectives.tb",
     "LoRA": "bayeslm.training.config", "TrainConfig": "bayeslm.training.config", "Run": "bayeslm.training.run",
     "Sampler": "bayeslm.samplers.base", "Draws": "bayeslm.samplers.result",
     "Scorecard": "bayeslm.measurement.scorecard", "Exact": "bayeslm.measurement.exact",

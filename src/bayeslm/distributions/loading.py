@@ -107,10 +107,12 @@ def load_lm(source: str | dict = "default", *, batch_size: int = 64, chat: bool 
             raise ValueError(f"a model given as a mapping must be {{toy: {{...}}}} or {{path: DIR, "
                              f"trust_remote_code: true}}, got keys {sorted(source)}")
         config = ToyConfig(**_toy_fields(source["toy"] or {}))
+        threads.choose(0)  # before the toy trains: a toy built under another thread count differs in its last bits
         if config.train_steps:
             progress.say(f"building the toy model (seed {config.seed}, {config.train_steps} training steps)")
         lm = toy_lm(config)
     elif source == "toy":
+        threads.choose(0)
         lm = toy_lm()
     elif source == "default":  # an instruction-tuned model: prompts are user turns unless chat=False
         progress.say("loading the embedded prior SmolLM2-135M-Instruct")

@@ -88,7 +88,10 @@ class Trainer:
         self.world.broadcast_parameters(self.params)  # every process starts from rank 0's weights
         self.sharded = self._shard() if config.sharding == "full" and self.world.size > 1 else {}
         self.params = [p for p in self.model.model.parameters() if p.requires_grad]  # sharding replaced them
-        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        groups = self.objective.parameter_groups()  # fitted with the model, clipped apart from it
+        self.own_params = [p for group in groups for p in group["params"]]
+        self.optimizer = torch.optim.AdamW([{"params": self.params}, *groups], lr=config.lr,
+                                           weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule(config))
         self.proposal = self.target.prior  # off-policy objectives sample from here (see Objective.proposal)
         self.proposal_is_copy = False
@@ -213,7 +216,7 @@ class Trainer:
                     outputs[key] = out
                 else:  # another process's piece: running estimates see it as that process's loss does
                     self.objective.observe(piece)
-            world.sum_gradients(self.params)
+            world.sum_gradients(self.params + self.own_params)
             clip = sharding.clip_grad_norm_ if self.sharded else torch.nn.utils.clip_grad_norm_
             norm = clip(self.params, config.max_grad_norm or float("inf"))
             loss = world.sum(local) / config.grad_accum

@@ -25,6 +25,7 @@ from bayeslm.modelling.target import Target
 from bayeslm.parallel import distributed
 from bayeslm.training.config import TrainConfig
 from bayeslm.training.loop import Trainer
+from bayeslm.training.objectives import Objective
 from bayeslm.training.run_dir import holds_run, prepare_run_dir, refuse_other_run, target_definition
 from bayeslm.training.setup import eval_prompts, resolve_model, resolve_target
 
@@ -32,13 +33,15 @@ from bayeslm.training.setup import eval_prompts, resolve_model, resolve_target
 @dataclass
 class Run:
     """What a training run leaves: the trained model π_θ, its final scorecard against the target (None with
-    eval_n: 0), its directory (None when nothing was written), every step's figures and the config."""
+    eval_n: 0), its directory (None when nothing was written), every step's figures, the config and the trained
+    objective with its state (e.g. trajectory balance's learned log Z)."""
 
     model: LM
     scorecard: Scorecard | None
     directory: Path | None
     metrics: list[dict] = field(repr=False)
     config: TrainConfig = field(repr=False)
+    objective: Objective | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         where = f" in {self.directory}" if self.directory else ""
@@ -110,4 +113,4 @@ def _train(config: TrainConfig, out: Path | None, target: Target | None, world: 
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-    return Run(trainer.model, card, out, trainer.history, config)
+    return Run(trainer.model, card, out, trainer.history, config, trainer.objective)

@@ -58,6 +58,11 @@ class Objective:
         """Called once before training (and before a resume loads the state): reads what it needs of the target
         and sets up its running state."""
 
+    def parameter_groups(self) -> list[dict]:
+        """Parameters of its own that training fits with the model's (e.g. a learned log Z), as AdamW parameter
+        groups with their own options; called after `bind`."""
+        return []
+
     def loss(self, model: LM, prior: LM, batch: ScoredSamples) -> Step:
         raise NotImplementedError
 
