@@ -186,7 +186,7 @@ def test_reproduce_shows_the_papers_claims_on_exact_numbers(tmp_path):
     assert all(report["claims"].values()), report["claims"]
     assert report["identity_error"] < 1e-5
     assert (tmp_path / "curves.png").stat().st_size > 10_000
-    for method in ("rl", "klrl", "dpg", "fdpg-js"):
+    for method in ("rl", "klrl", "dpg", "fdpg-js", "tb", "tb-prior"):
         curve = report["methods"][method]["curve"]
         assert len(curve) == 301 and set(curve[0]) >= {"kl_model_target", "kl_target_model", "entropy"}
 

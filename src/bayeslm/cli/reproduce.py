@@ -28,10 +28,11 @@ def run(args) -> int:
         print(json.dumps(report, indent=2))
         return 0 if all(report["claims"].values()) else 1
     print(f"{'method':10s} {'KL(π‖π*)':>10s} {'KL(π*‖π)':>10s} {'entropy':>9s} {'prior H':>9s} {'reward':>8s} "
-          f"{'KL(π‖π0)':>9s}")
+          f"{'KL(π‖π0)':>9s} {'|Δ log Z|':>10s}")
     for name, m in report["methods"].items():
+        learned = f"{m['log_z_error']:10.4f}" if "log_z_error" in m else f"{'':10s}"  # tb's learned log Z
         print(f"{name:10s} {m['kl_model_target']:10.4f} {m['kl_target_model']:10.4f} {m['entropy']:9.4f} "
-              f"{m['prior_entropy']:9.4f} {m['reward_mean']:8.4f} {m['kl_model_prior']:9.4f}")
+              f"{m['prior_entropy']:9.4f} {m['reward_mean']:8.4f} {m['kl_model_prior']:9.4f} {learned}")
     mass = report["bimodal"]["mass"]
     print(f"\nbimodal target, mass on {report['bimodal']['modes']}: target {_pair(mass['target'])}, "
           f"reverse KL (klrl) {_pair(mass['klrl'])}, forward KL (dpg) {_pair(mass['dpg'])}")
