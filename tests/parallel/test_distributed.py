@@ -119,6 +119,17 @@ def test_two_processes_train_like_one_holding_the_global_batch(tmp_path):
     assert sorted(p.name for p in (tmp_path / "two/checkpoints").iterdir()) == ["step-000002", "step-000003"]
 
 
+def test_a_learned_log_z_is_fitted_alike_by_two_processes(tmp_path):
+    # tb: the objective's own parameter (a log Z per prompt) is started from the same piece and its gradient summed
+    # across processes like the model's.
+    settings = {**SETTINGS, "objective": {"tb": {"proposal": "model"}}, "grad_accum": 2, "eval_n": 0}
+    _train(tmp_path, "one", settings, 1)
+    _train(tmp_path, "two", settings, 2)
+    for a, b in zip(_metrics(tmp_path / "one"), _metrics(tmp_path / "two"), strict=True):
+        for key in a.keys() - TIMING:
+            assert _same(a[key], b[key], rel=RTOL, abs=1e-12), (a["step"], key)
+
+
 def test_evaluate_shares_the_sampling_between_processes(tmp_path):
     target_file = tmp_path / "target.yaml"
     target_file.write_text(yaml.safe_dump(TOY_TARGET))
