@@ -29,7 +29,7 @@ _EXPORTS = {
     "Exponential": "bayeslm.modelling.potentials", "Constraint": "bayeslm.modelling.potentials",
     "ExponentialFamily": "bayeslm.modelling.potentials", "constrain": "bayeslm.modelling.potentials",
     "PrefixPotential": "bayeslm.modelling.potentials", "Forbid": "bayeslm.modelling.potentials",
-    "StartsWith": "bayeslm.modelling.potentials",
+    "StartsWith": "bayeslm.modelling.potentials", "best_of": "bayeslm.modelling.potentials",
     "Reward": "bayeslm.modelling.rewards", "ScoredSamples": "bayeslm.modelling.scored",
     "Objective": "bayeslm.training.objectives.base", "Step": "bayeslm.training.objectives.base",
     "KLRL": "bayeslm.training.objectives.klrl", "RL": "bayeslm.training.objectives.rl",

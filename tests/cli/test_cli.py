@@ -63,7 +63,7 @@ def test_prompts_file_and_a_saved_model(tmp_path, capsys, prior):
     ({"prior": TOY, "prompts": [""], "potentials": [{"exponential": {"reward": "happiness", "beta": 1}}]},
      "potentials[0].exponential.reward: unknown reward 'happiness'"),
     ({"prior": TOY, "prompts": [""], "potentials": [{"gaussian": {}}]},
-     "potentials[0]: unknown potential 'gaussian'; expected one of constraint, exponential"),
+     "potentials[0]: unknown potential 'gaussian'; expected one of best_of, constraint, exponential"),
     ({"prior": TOY, "prompts": [], "potentials": [{"exponential": {"reward": "length", "beta": 1}}]},
      "prompts: expected a non-empty list"),
     ({"prior": TOY, "prompts": [""], "max_new_tokens": "ten",

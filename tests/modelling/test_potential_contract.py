@@ -16,6 +16,7 @@ EXAMPLES = {
     "moments": {"features": [{"keyword": ["good"]}], "moments": [0.5], "n": 256},
     "forbid": {"strings": ["bad"]},
     "starts_with": {"text": "the"},
+    "best_of": {"reward": {"keyword": ["good"]}, "n": 4},
 }
 
 

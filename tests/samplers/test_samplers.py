@@ -380,3 +380,39 @@ def test_sample_reports_the_qrs_tradeoff(capsys, target_file):
     rows = json.loads(stdout)["tradeoff"]
     assert code == 0 and [r["beta"] for r in rows] == [1, 3, 10]
     assert rows[0]["acceptance_rate"]["value"] >= rows[-1]["acceptance_rate"]["value"]
+
+
+# ----- best-of-n as a target --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_best_of_n_draws_the_best_of_n_posterior(prior, n):
+    """π_BoN ∝ π0·φ_n is normalised (Z = 1), within the KL bound of Beirami et al., and what best-of-n draws."""
+    from bayeslm.modelling.potentials import best_of
+
+    potential = best_of(prior, keyword(["good"]), n, prompts=PROMPTS, max_new_tokens=3)
+    target = (prior * potential).given(PROMPTS, max_new_tokens=3)
+    exact = Exact(target)
+    assert torch.allclose(exact.log_z, torch.zeros(2, dtype=torch.float64), atol=1e-6)
+    posterior = exact.log_posterior.exp()
+    kl = (posterior * (exact.log_posterior - exact.log_prior)).sum(1)
+    assert (kl <= math.log(n) - (n - 1) / n + 1e-9).all() and (n == 1 or (kl > 0.1).all())
+    draws = best_of_n(target, n=3000, candidates=n, seed=31)
+    for c in range(2):
+        assert chi_square_p(rows_of(draws, c), posterior[c], exact.sequences) > SIGNIFICANCE
+
+
+def test_best_of_n_from_sampled_rewards_says_so_and_approaches_the_exact_target(prior, tmp_path):
+    from bayeslm.modelling.potentials import best_of
+    from bayeslm.modelling.target_file import parse_target
+
+    sampled = best_of(prior, keyword(["good"]), 4, prompts=PROMPTS, max_new_tokens=3, m=20000)
+    assert "CDF from 20000 prior samples per prompt" in repr(sampled)
+    exact = Exact((prior * best_of(prior, keyword(["good"]), 4, prompts=PROMPTS, max_new_tokens=3)).given(
+        PROMPTS, max_new_tokens=3))
+    approximate = Exact((prior * sampled).given(PROMPTS, max_new_tokens=3))
+    tv = 0.5 * (exact.log_posterior.exp() - approximate.log_posterior.exp()).abs().sum(1)
+    assert (tv < 0.02).all()
+    target = parse_target({"prior": {"toy": {"seed": 0, "train_steps": 200}}, "prompts": PROMPTS,
+                           "max_new_tokens": 3, "potentials": [{"best_of": {"reward": {"keyword": ["good"]}, "n": 4,
+                                                                            "m": 500}}]})
+    assert "BestOf(keyword:good, n=4, CDF from 500 prior samples per prompt)" in repr(target)

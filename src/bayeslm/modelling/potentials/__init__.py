@@ -9,10 +9,12 @@ beta=0.1)`; in a target file, `exponential: {reward: sentiment, beta: 0.1}`), re
     moments              constrain(prior, f, μ)      λ fitted so that E_π*[f] = μ  (GDC's moment constraints)
     forbid               Forbid(strings)             no string occurs               prefix-aware (SMC steers by it)
     starts_with          StartsWith(text)            the text starts so             prefix-aware
+    best_of              best_of(prior, r, n)        φ_n from the prior's CDF of r  the law of the best of n samples
 
 The protocol (`Potential`) and the product of potentials live with the target, in `bayeslm.modelling.target`.
 """
 
+from bayeslm.modelling.potentials.best_of import BestOf, BestOfN, best_of
 from bayeslm.modelling.potentials.constraint import Constraint, HardConstraint
 from bayeslm.modelling.potentials.exponential import Exponential
 from bayeslm.modelling.potentials.exponential_family import ExponentialFamily
@@ -22,5 +24,5 @@ from bayeslm.modelling.potentials.prefix import PrefixPotential, prefix_log_phi,
 from bayeslm.modelling.potentials.starts_with import StartsWith
 from bayeslm.modelling.target import POTENTIALS
 
-__all__ = ["POTENTIALS", "Constraint", "Exponential", "ExponentialFamily", "Forbid", "HardConstraint", "Moments",
+__all__ = ["POTENTIALS", "BestOf", "BestOfN", "best_of", "Constraint", "Exponential", "ExponentialFamily", "Forbid", "HardConstraint", "Moments",
            "PrefixPotential", "StartsWith", "constrain", "fit_coefficients", "prefix_log_phi", "steers"]
