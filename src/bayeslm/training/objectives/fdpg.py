@@ -28,6 +28,7 @@ DIVERGENCES = {
     "js": lambda log_t: 0.5 * (math.log(2) + log_t - F.softplus(log_t)),  # Jensen–Shannon: ½ log(2t/(1+t))
     "tv": lambda log_t: 0.5 * torch.sign(log_t),  # f(t) = ½|t − 1|: total variation
     "chi2": lambda log_t: 2 * torch.expm1(log_t),  # f(t) = (t − 1)²: Pearson χ²
+    "jeffreys": lambda log_t: log_t + 1 - torch.exp(-log_t),  # f(t) = (t − 1) log t: KL both ways (BOND)
 }
 MAX_LOG_T = 30.0  # where π* is 0 (a violated constraint) t is infinite; capped so f′ stays finite
 
@@ -40,7 +41,8 @@ class FDPG(LogZObjective):
     name: ClassVar[str] = "fdpg"
 
     proposal: Literal["prior", "model", "adaptive"] = proposal_option()
-    divergence: Literal["kl", "rkl", "js", "tv", "chi2"] = field("js", doc="which f-divergence D_f(π_θ‖π*)")
+    divergence: Literal["kl", "rkl", "js", "tv", "chi2", "jeffreys"] = field("js", doc="which f-divergence "
+                                                                                     "D_f(π_θ‖π*)")
 
     def bind(self, target):
         super().bind(target)
