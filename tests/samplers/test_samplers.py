@@ -396,6 +396,9 @@ def test_best_of_n_draws_the_best_of_n_posterior(prior, n):
     posterior = exact.log_posterior.exp()
     kl = (posterior * (exact.log_posterior - exact.log_prior)).sum(1)
     assert (kl <= math.log(n) - (n - 1) / n + 1e-9).all() and (n == 1 or (kl > 0.1).all())
+    reported = potential.kl_to_prior()  # from the reward table alone, as `evaluate` reports it with the bound's gap
+    assert list(reported["per_prompt"].values()) == pytest.approx(kl.tolist(), abs=1e-6)
+    assert reported["gap"] == pytest.approx(math.log(n) - (n - 1) / n - kl.mean().item(), abs=1e-6)
     draws = best_of_n(target, n=3000, candidates=n, seed=31)
     for c in range(2):
         assert chi_square_p(rows_of(draws, c), posterior[c], exact.sequences) > SIGNIFICANCE

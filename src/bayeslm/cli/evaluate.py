@@ -42,6 +42,7 @@ def run(args) -> int:
     from bayeslm.distributions.loading import load_lm
     from bayeslm.measurement.evaluation import pooled
     from bayeslm.measurement.scorecard import card
+    from bayeslm.modelling.target import factors
     from bayeslm.modelling.target_file import load_target
     from bayeslm.parallel import distributed
 
@@ -66,9 +67,12 @@ def run(args) -> int:
             certificate.exact = {"log_z": result.exact["log_z"],
                                  "jeffreys": result.exact["kl_model_target"] + result.exact["kl_target_model"]}
     rendered = target.prior.render(target.prompts)  # what the model is actually given: the template's work shows
+    best = [f.kl_to_prior() for f in factors(target.potential) if hasattr(f, "kl_to_prior")]  # best_of targets
     if args.json:
         document = result.to_json()
         document["prompts_as_seen"] = rendered
+        if best:
+            document["best_of"] = best
         if certificate is not None:
             document["certified"] = certificate.to_json()
         print(json.dumps(document, indent=2))
@@ -79,6 +83,9 @@ def run(args) -> int:
         shown = ", ".join(repr(text) for text in rendered[:SHOWN_PROMPTS])
         more = f" and {len(rendered) - SHOWN_PROMPTS} more" if len(rendered) > SHOWN_PROMPTS else ""
         print(f"\nprompts as the model sees them: {shown}{more}")
+        for b in best:
+            print(f"best of {b['n']}: KL(π_BoN‖π0) = {b['kl_to_prior']:.4f} (exact from the prior's reward CDF, mean "
+                  f"over prompts) ≤ log n − (n−1)/n = {b['bound']:.4f}, gap {b['gap']:.4f}")
     reasons = sorted({e.unreliable for e in result.estimates.values() if e.unreliable})
     for reason in reasons:
         print(f"bayeslm: warning: unreliable estimates: {reason}", file=sys.stderr)

@@ -81,6 +81,19 @@ class BestOfN(Potential):
             below[rows] = _mass(values, cumulative, torch.searchsorted(values, r[rows], right=False))
         return {self._names[0]: r, self._names[1]: at, self._names[2]: below}
 
+    def kl_to_prior(self) -> dict:
+        """KL(π_BoN‖π0) per prompt, exactly from the reward table (a sum over reward values, no sampling), beside
+        the bound log n − (n−1)/n that is exact for continuous rewards (Beirami et al. 2024) and the gap."""
+        out = {}
+        for prompt, (values, cumulative) in self.tables.items():
+            below = torch.cat([torch.zeros(1, dtype=torch.float64), cumulative[:-1]])
+            mass = cumulative ** self.n - below ** self.n  # P(the best of n has reward r)
+            stats = {self._names[1]: cumulative, self._names[2]: below}
+            out[prompt] = torch.where(mass > 0, mass * self.log_phi(stats), 0.0).sum().item()
+        bound = math.log(self.n) - (self.n - 1) / self.n
+        mean = sum(out.values()) / len(out)
+        return {"n": self.n, "kl_to_prior": mean, "per_prompt": out, "bound": bound, "gap": bound - mean}
+
     def log_phi(self, stats):
         f, f_below = stats[self._names[1]], stats[self._names[2]]
         n = self.n
