@@ -164,7 +164,10 @@ def pareto_k(log_w: torch.Tensor) -> float:
     # cutoff would leave a handful of exceedances (loo and arviz then give up: inf), so the whole block stays in.
     below = lw[lw < lw[-tail]]
     cutoff = np.exp(below[-1]) if len(below) else 0.0
-    return _generalised_pareto_shape(np.exp(lw[-tail:]) - cutoff)
+    exceedances = np.exp(lw[-tail:]) - cutoff
+    if not (exceedances > 0).all():  # tail weights over ~745 nats below the largest underflow: as heavy as tails get
+        return math.inf
+    return _generalised_pareto_shape(exceedances)
 
 
 def _merge_ties(lw: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@ Vehtari et al. 2024) against its sample-size threshold."""
 
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -39,6 +40,13 @@ def test_bounded_weights_are_the_best_case_and_too_few_samples_cannot_be_judged(
     assert pareto_k(torch.randn(FEWEST_JUDGED - 1, dtype=torch.float64)) == math.inf  # 4 tail samples: too few
     assert math.isfinite(pareto_k(torch.randn(FEWEST_JUDGED, dtype=torch.float64)))
     assert k_threshold(256) == pytest.approx(1 - 1 / math.log10(256)) and k_threshold(10**6) == 0.7
+
+
+def test_weights_spanning_more_than_floats_hold_are_the_heaviest_tail():
+    log_w = torch.cat([torch.zeros(1), -1000.0 - torch.arange(59.0)]).double()  # e^-1000 underflows to 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no numpy warning on the way
+        assert pareto_k(log_w) == math.inf
 
 
 def test_weights_tied_but_for_float32_noise_are_tied():
