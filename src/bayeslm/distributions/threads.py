@@ -6,9 +6,11 @@ torch starts with a thread per core. That is a poor choice in two common cases:
 - Cores that other work keeps busy: threads that wait for a core stall each other at every synchronisation. With
   2 threads on 2 busy cores a toy run took 13× longer than with 1.
 
-So: one thread below SMALL parameters; otherwise one per core this process may use, less the cores the load
-average says are busy (at least one). OMP_NUM_THREADS is the user's choice and is kept; from Python,
-`torch.set_num_threads` after the models are loaded also wins.
+So: one thread below SMALL parameters; otherwise one per core this process may use. The count is never lowered
+for a busy machine on its own, since the rounding of every sum depends on it and a resumed run must compute bit for
+bit as the run it continues; when the load average says cores are busy, the message says so and how to choose.
+OMP_NUM_THREADS is the user's choice and is kept; from Python, `torch.set_num_threads` after the models are loaded
+also wins.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ def choose(parameters: int) -> int:
     else:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         busy = math.floor(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
-        wanted = max(1, cores - busy)
-        why = f"{cores} core(s), {busy} busy by the load average"
+        wanted, why = cores, f"{cores} core(s)"
+        if busy:
+            why += (f"; the load average says {busy} are busy: if other work keeps them so, "
+                    f"OMP_NUM_THREADS={max(1, cores - busy)} will run faster")
     if _chosen is not None and wanted <= _chosen:
         return _chosen
     _chosen = wanted
