@@ -154,7 +154,7 @@ def pareto_k(log_w: torch.Tensor) -> float:
     lw = np.sort(log_w.detach().double().cpu().numpy())
     n = len(lw)
     tail = _tail_size(n)
-    if tail < MIN_TAIL or not np.isfinite(lw[-tail:]).all():
+    if not can_judge(n) or not np.isfinite(lw[-tail:]).all():
         return math.inf
     lw = _merge_ties(lw)
     lw = lw - lw[-1]
@@ -182,7 +182,6 @@ def _merge_ties(lw: np.ndarray) -> np.ndarray:
 
 TIE = 1e-5  # nats: log-weights closer than this are the same weight (a ratio of 1.00001, far below any tail)
 MIN_TAIL = 5  # the fewest largest weights a generalised Pareto fit is made from
-FEWEST_JUDGED = 21  # the fewest samples with MIN_TAIL of them in the tail
 
 
 def _tail_size(n: int) -> int:
@@ -191,7 +190,10 @@ def _tail_size(n: int) -> int:
 
 def can_judge(n: int) -> bool:
     """Whether n weights have a tail large enough for `pareto_k` to judge (else k̂ is inf: unreliable)."""
-    return n >= FEWEST_JUDGED
+    return _tail_size(n) >= MIN_TAIL
+
+
+FEWEST_JUDGED = next(n for n in range(1, 1000) if can_judge(n))  # 21: for messages
 
 
 def _generalised_pareto_shape(x: np.ndarray) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from bayeslm.config import ConfigError
 
@@ -45,3 +46,10 @@ def parent_parser() -> argparse.ArgumentParser:
 def subparser(sub, name: str, parents, help: str, example: str) -> argparse.ArgumentParser:
     return sub.add_parser(name, parents=parents, help=help, epilog=example,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def preflight_target(args):
+    """The --target file checked before torch is imported (`bayeslm.preflight`): evaluate, sample and plan."""
+    from bayeslm.preflight import check_target_file
+
+    check_target_file(Path(args.target))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
-from bayeslm.cli.common import models_from, positive_int, subparser
+from bayeslm.cli.common import models_from, positive_int, preflight_target, subparser
 
 SHOWN_PROMPTS = 3  # prompts shown templated in the text output (--json has all)
 
@@ -33,7 +32,7 @@ def add(sub, parents):
                                                          "that M = exp(reward_max/β)")
     parser.add_argument("--log-bound", type=float, help="with --certify: log M, with M ≥ max P(x)/π0(x)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.set_defaults(run=run, preflight=preflight)
+    parser.set_defaults(run=run, preflight=preflight_target)
     return parser
 
 
@@ -113,10 +112,3 @@ def _certificate(model, target, samples, log_bound, args):
     from bayeslm.measurement.certify import certify
 
     return certify(model, target, args.n, log_bound=log_bound, seed=args.seed, samples=samples)
-
-
-def preflight(args):
-    """The target file checked before torch is imported (`bayeslm.preflight`)."""
-    from bayeslm.preflight import check_target_file
-
-    check_target_file(Path(args.target))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
-from bayeslm.cli.common import floats, models_from, positive_int, subparser
+from bayeslm.cli.common import floats, models_from, positive_int, preflight_target, subparser
 from bayeslm.config import ConfigError
 
 EXAMPLE = """example:
@@ -26,7 +25,7 @@ def add(sub, parents):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.set_defaults(run=run, preflight=preflight)
+    parser.set_defaults(run=run, preflight=preflight_target)
     return parser
 
 
@@ -65,10 +64,3 @@ def run(args) -> int:
         print(f"{label:14s} {p.beta:9.4g} " + " ".join(f"{e.value:9.4f} ± {e.stderr:6.4f}" for e in (
             p.target_reward_mean, p.kl_target_prior, p.log_z)) + f" {p.ess:8.1f}")
     return 0
-
-
-def preflight(args):
-    """The target file checked before torch is imported (`bayeslm.preflight`)."""
-    from bayeslm.preflight import check_target_file
-
-    check_target_file(Path(args.target))

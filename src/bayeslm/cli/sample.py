@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from bayeslm.cli.common import floats, models_from, positive_int, subparser
+from bayeslm.cli.common import floats, models_from, positive_int, preflight_target, subparser
 from bayeslm.config import ConfigError, override
 
 EXAMPLE = """example:
@@ -59,7 +59,7 @@ def add(sub, parents):
                         help="qrs: estimate acceptance, TV and KL to the target for each bound β (comma-separated; "
                              "default: spread over the pooled weights), without sampling")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.set_defaults(run=run, preflight=preflight)
+    parser.set_defaults(run=run, preflight=preflight_target)
     return parser
 
 
@@ -143,10 +143,3 @@ def _tradeoff(args, rows) -> int:
         print(f"{row.beta:10.4g} " + " ".join(f"{e.value:8.4f} ± {e.stderr:5.4f}" for e in (
             row.acceptance_rate, row.tv_qrs_target, row.kl_target_qrs, row.kl_qrs_target)))
     return 0
-
-
-def preflight(args):
-    """The target file checked before torch is imported (`bayeslm.preflight`)."""
-    from bayeslm.preflight import check_target_file
-
-    check_target_file(Path(args.target))

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 
 from bayeslm.config import field, positive, validate
-from bayeslm.distributions.enumeration import MAX_SEQUENCES, continuations
+from bayeslm.distributions.enumeration import MAX_SEQUENCES, continuations, count
 from bayeslm.modelling.rewards import as_reward
 from bayeslm.modelling.target import POTENTIALS, Potential
 
@@ -115,10 +115,8 @@ def best_of(prior, reward, n: int, *, prompts: Sequence[str], max_new_tokens: in
             seed: int = 0) -> BestOfN:
     """The best-of-n potential of `reward` under `prior` for these prompts: `prior * best_of(...)` is π_BoN."""
     reward = as_reward(reward)
-    words = prior.model.config.vocab_size - len(prior.eos_ids)
-    count = sum(words ** k * len(prior.eos_ids) for k in range(max_new_tokens)) + words ** max_new_tokens
     tables = {}
-    if m is None and count <= MAX_SEQUENCES:
+    if m is None and count(prior.model.config.vocab_size, prior.eos_ids.tolist(), max_new_tokens) <= MAX_SEQUENCES:
         sequences = continuations(prior.model.config.vocab_size, prior.eos_ids.tolist(), max_new_tokens)
         texts = prior.decode(sequences)
         for prompt in dict.fromkeys(prompts):
