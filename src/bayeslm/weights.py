@@ -92,10 +92,11 @@ def combine(per_prompt, influences) -> Estimate:
     return Estimate(value, math.sqrt(variance) / len(per_prompt))
 
 
-def mean(values: torch.Tensor) -> Estimate:
-    """The plain Monte Carlo mean of values [C, n] (per prompt, then over prompts)."""
-    per_prompt = values.mean(-1)
-    return combine(per_prompt, values - per_prompt[..., None])
+def mean(values: Sequence[torch.Tensor] | torch.Tensor) -> Estimate:
+    """The plain Monte Carlo mean of values [C, n], or of C one-dimensional tensors (per prompt, then over
+    prompts)."""
+    per_prompt = [v.mean() for v in values]
+    return combine(per_prompt, [v - m for v, m in zip(values, per_prompt)])
 
 
 def log_z(groups: Sequence[torch.Tensor] | torch.Tensor, prompts: Sequence[str] | None = None

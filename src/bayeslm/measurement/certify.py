@@ -28,7 +28,7 @@ from bayeslm.measurement.scorecard import pool
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
 from bayeslm.samplers.rejection import known_log_bound, rejection
-from bayeslm.weights import Estimate, combine, json_float
+from bayeslm.weights import Estimate, json_float
 
 # (key, side, label) in the order tables show them; side: what the figure bounds
 BOUNDS = [("elbo", "lower", "ELBO = E_q[log w]"), ("log_z_lower", "lower", "log mean w over q"),
@@ -98,7 +98,7 @@ def certify(model: LM, target: Target, n: int = 256, *, reward_max: float | None
     from_q = [samples.log_w[samples.prompt_index == c] for c in range(C)]
     from_target = [(exact.log_target - log_q)[exact.prompt_index == c] for c in range(C)]
     counts = [len(lw) for lw in from_target]
-    bounds = {"elbo": _mean(from_q), "log_z_lower": weights.log_z(from_q, target.prompts)[0]}
+    bounds = {"elbo": weights.mean(from_q), "log_z_lower": weights.log_z(from_q, target.prompts)[0]}
     notes = []
     if min(counts) < 2:
         short = [p for p, k in zip(target.prompts, counts) if k < 2]
@@ -109,13 +109,8 @@ def certify(model: LM, target: Target, n: int = 256, *, reward_max: float | None
     else:
         reverse = weights.log_z([-lw for lw in from_target], target.prompts)[0]
         bounds["log_z_upper"] = Estimate(-reverse.value, reverse.stderr, reverse.unreliable)
-        bounds["eubo"] = _mean(from_target)
+        bounds["eubo"] = weights.mean(from_target)
         lower, upper = bounds["elbo"], bounds["eubo"]
         bounds["jeffreys"] = Estimate(upper.value - lower.value, math.hypot(upper.stderr, lower.stderr))
     return Certificate(samples.proposal, n, counts, log_bound, {key: bounds[key] for key, *_ in BOUNDS}, notes)
 
-
-def _mean(groups: list[torch.Tensor]) -> Estimate:
-    """The plain mean of each prompt's values, averaged over prompts (−inf/inf when any value is)."""
-    means = [g.mean() for g in groups]
-    return combine(means, [g - m for g, m in zip(groups, means)])
