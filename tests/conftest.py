@@ -3,6 +3,8 @@ import os
 from pathlib import Path
 
 import pytest
+import scipy.stats
+import torch
 import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -59,3 +61,23 @@ def write(path: Path, data) -> str:
 def snapshot(directory: Path) -> dict:
     """Every file under a directory and its bytes: equal snapshots mean nothing was touched."""
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def chi_square_p(continuations, probabilities, sequences) -> float:
+    """p-value of Pearson's χ² test that the continuations are independent draws from `probabilities` over
+    `sequences`; cells expected to hold fewer than 5 draws are pooled into one."""
+    index = {tuple(s): i for i, s in enumerate(sequences)}
+    counts = torch.bincount(torch.tensor([index[tuple(c)] for c in continuations]),
+                            minlength=len(sequences)).double()
+    expected = probabilities * len(continuations)
+    small = expected < 5
+    observed = torch.cat([counts[~small], counts[small].sum()[None]])
+    expected = torch.cat([expected[~small], expected[small].sum()[None]])
+    keep = expected > 0
+    if (observed[~keep] > 0).any():
+        return 0.0  # a draw where the law puts no mass at all
+    return scipy.stats.chisquare(observed[keep], expected[keep] * observed.sum() / expected[keep].sum()).pvalue
+
+
+def rows_of(draws, c):
+    return [x for x, i in zip(draws.samples.continuations, draws.samples.prompt_index.tolist()) if i == c]

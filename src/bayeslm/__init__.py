@@ -40,6 +40,8 @@ _EXPORTS = {
     "Scorecard": "bayeslm.measurement.scorecard", "Exact": "bayeslm.measurement.exact",
     "Plan": "bayeslm.measurement.plan", "Estimate": "bayeslm.weights",
     "certify": "bayeslm.measurement.certify", "Certificate": "bayeslm.measurement.certify",
+    "guarded": "bayeslm.measurement.guard", "Guarded": "bayeslm.measurement.guard",
+    "guard": "bayeslm.experiments.guard", "Guard": "bayeslm.experiments.guard",
     "train": "bayeslm.api", "sample": "bayeslm.api", "scorecard": "bayeslm.api",
 }
 # Public submodules: bl.rewards.sentiment(), bl.samplers.smc(...), bl.weights.log_z(...).

@@ -74,6 +74,14 @@ def snis_mean(values: torch.Tensor, ratio: torch.Tensor) -> tuple[torch.Tensor, 
     return mean, influence
 
 
+def forward_kl(log_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """KL(π*‖q) = E_π*[log w] − log Z per prompt of log_w [..., n] (samples of q), with each sample's influence
+    [..., n] on it: the SNIS mean of log w's and log Ẑ's, log Ẑ counted as estimated."""
+    log_z, ratio = normalise(log_w)
+    eubo, influence = snis_mean(log_w, ratio)
+    return eubo - log_z, influence - (ratio - 1)
+
+
 def effective_sample_size(log_w: torch.Tensor) -> torch.Tensor:
     """(Σw)²/Σw² per prompt of log_w [C, n] (or [n]), from the log-weights; 0 where every weight is 0."""
     ess = torch.exp(2 * torch.logsumexp(log_w, -1) - torch.logsumexp(2 * log_w, -1))
@@ -140,8 +148,6 @@ def total_ess(groups: Sequence[torch.Tensor] | torch.Tensor) -> float:
     return sum(effective_sample_size(lw).item() for lw in groups)
 
 
-
-
 def pareto_k(log_w: torch.Tensor) -> float:
     """The Pareto k̂ of one prompt's importance weights [n]: the shape of a generalised Pareto distribution fitted
     to their largest M = ⌈min(n/5, 3√n)⌉ values (Pareto-smoothed importance sampling: Vehtari, Simpson, Gelman, Yao &
@@ -150,22 +156,28 @@ def pareto_k(log_w: torch.Tensor) -> float:
     The variance of w is finite only for k < 1/2 and its mean only for k < 1; past `k_threshold(n)` a self-normalised
     estimate and its standard error are not to be trusted, however small the standard error looks, because the
     samples have not seen the tail that dominates the expectation. −inf when the largest weights are all equal
-    (bounded weights, e.g. a constraint under the prior); inf when fewer than 5 tail samples, or a zero weight
-    among the largest, leave nothing to fit."""
+    (bounded weights, e.g. a constraint under the prior, met by at least 5 samples); inf when too few samples leave
+    nothing to judge (of the non-zero weights, when zeros reach into the tail)."""
     lw = np.sort(log_w.detach().double().cpu().numpy())
     n = len(lw)
     tail = _tail_size(n)
-    if not can_judge(n) or not np.isfinite(lw[-tail:]).all():
+    if not can_judge(n) or not np.isfinite(lw[-1]):
         return math.inf
     lw = _merge_ties(lw)
     lw = lw - lw[-1]
-    if lw[-tail] == 0:  # the largest weights all equal: bounded, the best case (loo and arviz refuse to fit: inf)
+    top = lw[-tail:]
+    if not np.isfinite(top).all():  # fewer non-zero weights than the tail: the zeros change no moment's finiteness,
+        positive = lw[np.isfinite(lw)]  # so judge the non-zero ones (a constraint met rarely, say)
+        if len(positive) >= MIN_TAIL and (positive == 0).all():
+            return -math.inf
+        return pareto_k(torch.from_numpy(positive))
+    if top[0] == 0:  # the largest weights all equal: bounded, the best case (loo and arviz refuse to fit: inf)
         return -math.inf
     # The cutoff is the largest weight below the tail. Weights of discrete sequences tie; a tie block straddling the
     # cutoff would leave a handful of exceedances (loo and arviz then give up: inf), so the whole block stays in.
     below = lw[lw < lw[-tail]]
     cutoff = np.exp(below[-1]) if len(below) else 0.0
-    exceedances = np.exp(lw[-tail:]) - cutoff
+    exceedances = np.exp(top) - cutoff
     if not (exceedances > 0).all():  # tail weights over ~745 nats below the largest underflow: as heavy as tails get
         return math.inf
     return _generalised_pareto_shape(exceedances)

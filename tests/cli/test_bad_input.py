@@ -245,15 +245,17 @@ def test_unsatisfiable_constraint_stops_evaluate(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("objective, message", [
-    ("dpg", "no sample so far has non-zero target weight for prompt(s) ['the']"),
+    ("dpg", "none of 256 samples so far has non-zero target weight for prompt(s) ['the']"),
     ("klrl", "Use the dpg objective (forward KL) for constraint targets"),
 ])
 def test_unsatisfiable_constraint_stops_training(tmp_path, capsys, objective, message):
-    config = train_config(tmp_path, objective=objective)
+    config = train_config(tmp_path, objective=objective, samples_per_prompt=128, steps=3)
     write(tmp_path / "target.yaml", yaml.safe_load(Path(target(tmp_path, potentials=ZEBRA)).read_text()))
     code, _, err = run(capsys, "train", config, "--out", tmp_path / "run", "--quiet")
     assert code == 1 and message in err
     assert not (tmp_path / "run" / "model").exists()
+    if objective == "dpg":  # the first step's 128 samples met nothing and went on; the second's made 256
+        assert "no sample yet satisfies the target for prompt(s) ['the']" in err
 
 
 # ----- models: missing, pickled, without EOS, with their own code -----------------------------------------------

@@ -37,6 +37,14 @@ def test_pareto_k_recovers_the_shape_of_a_pareto_tail(xi):
 
 def test_bounded_weights_are_the_best_case_and_too_few_samples_cannot_be_judged():
     assert pareto_k(torch.tensor([0.0] * 60 + [float("-inf")] * 40)) == -math.inf  # a constraint under the prior
+    assert pareto_k(torch.tensor([0.0] * 13 + [float("-inf")] * 115)) == -math.inf  # ... met by fewer than the tail
+    assert pareto_k(torch.tensor([0.0] * 4 + [float("-inf")] * 124)) == math.inf  # 4 are too few to say bounded
+    assert pareto_k(torch.tensor([0.0] * 1 + [float("-inf")] * 31)) == math.inf  # one alone, above all
+    assert pareto_k(torch.tensor([0.0] * 13 + [-1.0] * 5 + [float("-inf")] * 110)) == math.inf  # 18 < 21: too few
+    # Zeros reaching into the tail: the tail of the non-zero weights is judged (zeros change no moment's finiteness).
+    u = torch.rand(60, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    heavy = -0.3 * u.log()  # log-weights of a Pareto tail of shape 0.3
+    assert pareto_k(torch.cat([heavy, torch.full((2000,), float("-inf"))])) == pareto_k(heavy)
     assert pareto_k(torch.randn(FEWEST_JUDGED - 1, dtype=torch.float64)) == math.inf  # 4 tail samples: too few
     assert math.isfinite(pareto_k(torch.randn(FEWEST_JUDGED, dtype=torch.float64)))
     assert k_threshold(256) == pytest.approx(1 - 1 / math.log10(256)) and k_threshold(10**6) == 0.7

@@ -6,10 +6,9 @@ import json
 import math
 
 import pytest
-import scipy.stats
 import torch
 import yaml
-from conftest import PROMPTS, run
+from conftest import PROMPTS, chi_square_p, rows_of, run
 
 import bayeslm as bl
 from bayeslm import weights
@@ -23,26 +22,6 @@ from bayeslm.samplers.pool import generators
 from bayeslm.samplers.qrs import choose_beta
 
 SIGNIFICANCE = 1e-3
-
-
-def chi_square_p(continuations, probabilities, sequences) -> float:
-    """p-value of Pearson's χ² test that the continuations are independent draws from `probabilities` over
-    `sequences`; cells expected to hold fewer than 5 draws are pooled into one."""
-    index = {tuple(s): i for i, s in enumerate(sequences)}
-    counts = torch.bincount(torch.tensor([index[tuple(c)] for c in continuations]),
-                            minlength=len(sequences)).double()
-    expected = probabilities * len(continuations)
-    small = expected < 5
-    observed = torch.cat([counts[~small], counts[small].sum()[None]])
-    expected = torch.cat([expected[~small], expected[small].sum()[None]])
-    keep = expected > 0
-    if (observed[~keep] > 0).any():
-        return 0.0  # a draw where the law puts no mass at all
-    return scipy.stats.chisquare(observed[keep], expected[keep] * observed.sum() / expected[keep].sum()).pvalue
-
-
-def rows_of(draws, c):
-    return [x for x, i in zip(draws.samples.continuations, draws.samples.prompt_index.tolist()) if i == c]
 
 
 @pytest.fixture(scope="module")
@@ -395,7 +374,7 @@ def test_best_of_n_draws_the_best_of_n_posterior(prior, n):
     assert torch.allclose(exact.log_z, torch.zeros(2, dtype=torch.float64), atol=1e-6)
     posterior = exact.log_posterior.exp()
     kl = (posterior * (exact.log_posterior - exact.log_prior)).sum(1)
-    assert (kl <= math.log(n) - (n - 1) / n + 1e-9).all() and (n == 1 or (kl > 0.1).all())
+    assert (kl <= math.log(n) - (n - 1) / n + 1e-6).all() and (n == 1 or (kl > 0.1).all())  # log Z is 0 to 1e-6
     reported = potential.kl_to_prior()  # from the reward table alone, as `evaluate` reports it with the bound's gap
     assert list(reported["per_prompt"].values()) == pytest.approx(kl.tolist(), abs=1e-6)
     assert reported["gap"] == pytest.approx(math.log(n) - (n - 1) / n - kl.mean().item(), abs=1e-6)

@@ -314,3 +314,14 @@ def test_klrl_takes_log_prior_from_its_own_prior_pass(tmp_path, estimator):
             assert math.isfinite(with_own[key]) == math.isfinite(scored_before[key]), key
             if math.isfinite(with_own[key]):
                 assert with_own[key] == pytest.approx(scored_before[key], rel=1e-5, abs=1e-6), key
+
+
+def test_a_rare_constraint_unmet_by_the_first_batches_gives_zero_weights_not_a_stop(capsys):
+    from bayeslm.training.objectives.log_z import RunningLogZ
+
+    running = RunningLogZ()
+    unmet = running.update(torch.full((4,), -math.inf, dtype=torch.float64), ["a"] * 4)
+    assert torch.exp(torch.full((4,), -math.inf, dtype=torch.float64) - unmet).eq(0).all()  # P/(Ẑq) = 0, not NaN
+    assert "no sample yet satisfies the target for prompt(s) ['a']" in capsys.readouterr().err
+    met = running.update(torch.tensor([-math.inf, 0.0, -math.inf, -math.inf], dtype=torch.float64), ["a"] * 4)
+    assert met.tolist() == pytest.approx([math.log(1 / 8)] * 4)  # one weight of 1 among the 8 samples seen

@@ -12,10 +12,10 @@ import os
 import sys
 import warnings
 
-from bayeslm.cli import demo, evaluate, plan, report, reproduce, sample, train
+from bayeslm.cli import demo, evaluate, guard, plan, report, reproduce, sample, train
 from bayeslm.cli.common import parent_parser
 
-COMMANDS = (evaluate, sample, plan, train, reproduce, demo, report)
+COMMANDS = (evaluate, sample, plan, train, guard, reproduce, demo, report)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

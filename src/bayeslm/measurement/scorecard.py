@@ -134,7 +134,7 @@ def card(pooled: ScoredSamples, target: Target) -> Scorecard:
     eubo, eubo_influence = snis_mean(log_w, ratio)
     est["eubo"] = combine(eubo, eubo_influence)
     est["kl_model_target"] = combine(log_z - elbo, (ratio - 1) - (log_w - elbo[:, None]))
-    est["kl_target_model"] = combine(eubo - log_z, eubo_influence - (ratio - 1))
+    est["kl_target_model"] = combine(*weights.forward_kl(log_w))
     gap = 0.5 * (1 - ratio).abs()
     tv = gap.mean(1)
     # Ẑ is estimated too: d TV / d log Ẑ = E_q[r·1{r<1}] − ½, times log Ẑ's influence r − 1.

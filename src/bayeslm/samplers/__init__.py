@@ -5,6 +5,7 @@ Each sampler is one module and takes a `Target`, a proposal `LM` and n samples p
 
     ancestral, importance, sir    importance.py   weigh the proposal's samples, or resample them
     rejection                     rejection.py    exact, given a bound M ≥ P/q
+    filter                        filter.py       keep what satisfies the constraints (GUARD), KL(g‖g′) measured
     qrs, tradeoff                 qrs.py          quasi-rejection: a guessed bound, its cost measured first
     imh                           imh.py          independent Metropolis–Hastings chains
     smc                           smc.py          sequential Monte Carlo over tokens, steered by prefix potentials
@@ -15,6 +16,7 @@ Every sampler is also registered in `SAMPLERS` under its name, with its options 
 
 from bayeslm.samplers.base import SAMPLERS, Sampler
 from bayeslm.samplers.best_of_n import best_of_n
+from bayeslm.samplers.filter import filtered
 from bayeslm.samplers.imh import imh
 from bayeslm.samplers.importance import ancestral, importance, sir
 from bayeslm.samplers.pool import propose
@@ -23,5 +25,5 @@ from bayeslm.samplers.rejection import NoBound, known_log_bound, rejection
 from bayeslm.samplers.result import Draws
 from bayeslm.samplers.smc import smc
 
-__all__ = ["SAMPLERS", "Draws", "NoBound", "Sampler", "Tradeoff", "ancestral", "best_of_n", "imh", "importance",
-           "known_log_bound", "propose", "qrs", "rejection", "sir", "smc", "tradeoff"]
+__all__ = ["SAMPLERS", "Draws", "NoBound", "Sampler", "Tradeoff", "ancestral", "best_of_n", "filtered", "imh",
+           "importance", "known_log_bound", "propose", "qrs", "rejection", "sir", "smc", "tradeoff"]

@@ -30,7 +30,7 @@ class Draws:
     log_z: Estimate | None = None  # mean over prompts
     log_z_per_prompt: torch.Tensor | None = None
     log_z_stderr_per_prompt: torch.Tensor | None = None  # where the sampler estimates it (SMC)
-    figures: dict[str, float | list[float]] = field(default_factory=dict)  # method-specific
+    figures: dict[str, float | list[float] | Estimate] = field(default_factory=dict)  # method-specific
     notes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -74,8 +74,8 @@ class Draws:
             out["ess"] = self.ess
         if self.log_z is not None:
             out["log_z"] = self.log_z.to_json()
-        out.update({k: [json_float(x) for x in v] if isinstance(v, list) else json_float(v)
-                    for k, v in self.figures.items()})
+        out.update({k: v.to_json() if isinstance(v, Estimate) else [json_float(x) for x in v]
+                    if isinstance(v, list) else json_float(v) for k, v in self.figures.items()})
         out["notes"] = self.notes
         return out
 
@@ -93,7 +93,8 @@ class Draws:
             if self.log_z.unreliable:
                 lines.append(f"            unreliable: {self.log_z.unreliable}")
         for key, value in self.figures.items():
-            shown = ", ".join(f"{x:.3f}" for x in value) if isinstance(value, list) else f"{value:.4f}"
+            shown = (str(value) if isinstance(value, Estimate) else ", ".join(f"{x:.3f}" for x in value)
+                     if isinstance(value, list) else f"{value:.4f}")
             lines.append(f"{key:11s} {shown}")
         lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)

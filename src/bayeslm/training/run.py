@@ -33,8 +33,8 @@ from bayeslm.training.setup import eval_prompts, resolve_model, resolve_target
 @dataclass
 class Run:
     """What a training run leaves: the trained model π_θ, its final scorecard against the target (None with
-    eval_n: 0), its directory (None when nothing was written), every step's figures, the config and the trained
-    objective with its state (e.g. trajectory balance's learned log Z)."""
+    eval_n: 0), its directory (None when nothing was written), every step's figures, the config, the trained
+    objective with its state (e.g. trajectory balance's learned log Z) and the target (whose prior is π0)."""
 
     model: LM
     scorecard: Scorecard | None
@@ -42,6 +42,7 @@ class Run:
     metrics: list[dict] = field(repr=False)
     config: TrainConfig = field(repr=False)
     objective: Objective | None = field(default=None, repr=False)
+    target: Target | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         where = f" in {self.directory}" if self.directory else ""
@@ -76,7 +77,8 @@ def _train(config: TrainConfig, out: Path | None, target: Target | None, world: 
     def start():  # rank 0 alone touches the run directory
         prepare_run_dir(out, resume=resume, overwrite=overwrite)
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-        (out / "target.yaml").write_text(target_definition(config, base) if target is None else f"# {target!r}\n")
+        (out / "target.yaml").write_text(target_definition(config, base) if config.target is not None
+                                          else f"# {target!r}\n")
         prior = trainer.target.prior  # what the prior is given for each prompt, template and system message included
         (out / "prompts.json").write_text(json.dumps(
             [{"prompt": p, "as_seen": seen} for p, seen in zip(trainer.target.prompts,
@@ -113,4 +115,4 @@ def _train(config: TrainConfig, out: Path | None, target: Target | None, world: 
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-    return Run(trainer.model, card, out, trainer.history, config, trainer.objective)
+    return Run(trainer.model, card, out, trainer.history, config, trainer.objective, trainer.target)

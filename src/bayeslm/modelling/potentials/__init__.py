@@ -15,7 +15,7 @@ The protocol (`Potential`) and the product of potentials live with the target, i
 """
 
 from bayeslm.modelling.potentials.best_of import BestOf, BestOfN, best_of
-from bayeslm.modelling.potentials.constraint import Constraint, HardConstraint
+from bayeslm.modelling.potentials.constraint import Constraint, HardConstraint, only_constraints
 from bayeslm.modelling.potentials.exponential import Exponential
 from bayeslm.modelling.potentials.exponential_family import ExponentialFamily
 from bayeslm.modelling.potentials.forbid import Forbid
@@ -24,5 +24,6 @@ from bayeslm.modelling.potentials.prefix import PrefixPotential, prefix_log_phi,
 from bayeslm.modelling.potentials.starts_with import StartsWith
 from bayeslm.modelling.target import POTENTIALS
 
-__all__ = ["POTENTIALS", "BestOf", "BestOfN", "best_of", "Constraint", "Exponential", "ExponentialFamily", "Forbid", "HardConstraint", "Moments",
-           "PrefixPotential", "StartsWith", "constrain", "fit_coefficients", "prefix_log_phi", "steers"]
+__all__ = ["POTENTIALS", "BestOf", "BestOfN", "best_of", "Constraint", "Exponential", "ExponentialFamily", "Forbid",
+           "HardConstraint", "Moments", "PrefixPotential", "StartsWith", "constrain", "fit_coefficients",
+           "only_constraints", "prefix_log_phi", "steers"]

@@ -7,9 +7,9 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
-from bayeslm.config import field, validate
+from bayeslm.config import ConfigError, field, validate
 from bayeslm.modelling.rewards import as_reward
-from bayeslm.modelling.target import POTENTIALS, Potential
+from bayeslm.modelling.target import POTENTIALS, Potential, factors
 
 
 class HardConstraint(Potential):
@@ -68,3 +68,13 @@ class Constraint(HardConstraint):
         if self.at_most is not None:
             holds &= value <= self.at_most
         return holds
+
+
+def only_constraints(potential: Potential, purpose: str) -> None:
+    """Stops unless `potential` is made only of hard constraints (what filtering by them needs: then keeping the
+    samples with φ > 0 keeps them in proportion to the proposal)."""
+    others = [factor for factor in factors(potential) if not isinstance(factor, HardConstraint)]
+    if others:
+        raise ConfigError(f"{purpose} needs a target made only of hard constraints (constraint, forbid, starts_with), "
+                          f"but it also has {', '.join(map(repr, others))}: filtering keeps a sample or not, it "
+                          "cannot weigh it. Sample such a target with importance, sir, qrs, imh or smc")

@@ -4,6 +4,7 @@
     klrl   KL-regularised RL = reverse KL(π_θ‖π*), i.e. −β·ELBO     (variational inference)
     dpg    forward KL(π*‖π_θ) by importance-weighted likelihood     (distributional policy gradient)
     fdpg   any f-divergence D_f(π_θ‖π*) through its f′ pseudo-reward
+    tb     trajectory balance, with a learned log Z per prompt       (fits from any proposal's samples)
 
 Each is a dataclass of its options registered in `OBJECTIVES` (see `bayeslm.registry`); the protocol the loop
 calls is `Objective` in `base.py`.

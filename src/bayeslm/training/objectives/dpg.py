@@ -38,7 +38,9 @@ class DPG(LogZObjective):
         log_model = model.log_prob(batch.sample_prompts, batch.continuations)
         log_q = batch.log_proposal
         log_w = batch.log_target - log_q
-        weight = torch.exp(log_w - self.log_z.update(log_w, batch.sample_prompts))  # π*(x|c)/q(x|c)
+        log_z = self.log_z.update(log_w, batch.sample_prompts)
+        weight = torch.exp(log_w - log_z)  # π*(x|c)/q(x|c)
         if self.baseline:
             weight = weight - torch.exp(log_model.detach().double() - log_q)
+        weight = weight.masked_fill(torch.isinf(log_z), 0.0)  # a prompt not yet met: no signal, not the baseline alone
         return Step(-(weight.float() * log_model).mean(), log_model.detach().double())

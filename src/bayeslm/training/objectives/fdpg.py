@@ -59,4 +59,5 @@ class FDPG(LogZObjective):
             weighted = (rho * f_prime.reshape(-1, batch.group))
             others = (weighted.sum(1, keepdim=True) - weighted) / (rho.sum(1, keepdim=True) - rho).clamp(min=1e-30)
             coefficient = (rho * (f_prime.reshape(-1, batch.group) - others)).reshape(-1)
+            coefficient = coefficient.masked_fill(torch.isinf(log_z), 0.0)  # a prompt not yet met: no signal
         return Step((coefficient.float() * log_model).mean(), log_model.detach().double())

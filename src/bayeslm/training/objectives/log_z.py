@@ -7,6 +7,7 @@ gradient by Z(c)/Z̄ and ignore the prompts where the target is rare.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Sequence
 
 import torch
@@ -16,16 +17,26 @@ from bayeslm.training.objectives.base import Objective
 
 
 class NoTargetMass(ValueError):
-    """No sample of some prompt has had non-zero target weight yet: its log Z estimate is −inf."""
+    """No sample of some prompt has had non-zero target weight in `GIVE_UP` samples."""
+
+
+# Samples of a prompt, none of them with non-zero target weight, after which training stops: the proposal then meets
+# the target less than 3/256 ≈ 1.2% of the time (the rule of three, at 95% confidence) and learns nothing from it.
+GIVE_UP = 256
 
 
 class RunningLogZ:
     def __init__(self):
         self.log_sum: dict[str, float] = {}
         self.count: dict[str, int] = {}
+        self.warned = False
 
     def update(self, log_weights: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        """Adds log(P(x|c)/q(x|c)) of new samples; returns each row's pooled estimate log Ẑ(c) [B] (float64)."""
+        """Adds log(P(x|c)/q(x|c)) of new samples; returns each row's pooled estimate log Ẑ(c) [B] (float64).
+
+        A rare constraint may go unmet by a first batch: until some sample of a prompt has non-zero weight, its
+        log Ẑ is returned as +inf (the objectives give its rows no weight at all: they carry no signal about the
+        target yet); after `GIVE_UP` such samples training stops with `NoTargetMass`."""
         log_weights = log_weights.double()
         for prompt in dict.fromkeys(prompts):
             rows = torch.tensor([p == prompt for p in prompts])
@@ -34,20 +45,27 @@ class RunningLogZ:
                                                          torch.tensor(batch)))
             self.count[prompt] = self.count.get(prompt, 0) + int(rows.sum())
         values = torch.tensor([self.value(p) for p in prompts], dtype=torch.float64)
-        if torch.isneginf(values).any():
-            empty = sorted({p for p, v in zip(prompts, values.tolist()) if v == -math.inf})
-            raise NoTargetMass(f"no sample so far has non-zero target weight for prompt(s) {empty}: the proposal "
-                               "never satisfies the target's constraints there. Use more samples per prompt or a "
-                               "proposal closer to the target")
-        return values.to(log_weights.device)
+        empty = sorted({p for p, v in zip(prompts, values.tolist()) if v == -math.inf})
+        hopeless = [p for p in empty if self.count[p] >= GIVE_UP]
+        if hopeless:
+            raise NoTargetMass(f"none of {min(self.count[p] for p in hopeless)} samples so far has non-zero target "
+                               f"weight for prompt(s) {hopeless}: the proposal (almost) never satisfies the target's "
+                               "constraints there. Use a proposal closer to the target, or a target that is met more "
+                               "often")
+        if empty and not self.warned:
+            self.warned = True
+            print(f"bayeslm: warning: no sample yet satisfies the target for prompt(s) {empty}: their samples give "
+                  f"no target signal until one does (training stops after {GIVE_UP} without one)", file=sys.stderr)
+        return values.masked_fill(torch.isneginf(values), math.inf).to(log_weights.device)
 
     def value(self, prompt: str) -> float:
         return self.log_sum[prompt] - math.log(self.count[prompt])
 
     @property
     def mean(self) -> float:
-        """The mean of log Ẑ(c) over the prompts seen (what the metrics report)."""
-        return sum(self.value(p) for p in self.log_sum) / len(self.log_sum) if self.log_sum else float("nan")
+        """The mean of log Ẑ(c) over the prompts seen with some target mass (what the metrics report)."""
+        values = [v for v in map(self.value, self.log_sum) if v > -math.inf]
+        return sum(values) / len(values) if values else float("nan")
 
     def state_dict(self) -> dict:
         return {"log_sum": dict(self.log_sum), "count": dict(self.count)}
