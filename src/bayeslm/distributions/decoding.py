@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 from transformers import Cache, DynamicLayer, StaticLayer
 
+from bayeslm.distributions import masking
 from bayeslm.distributions.tokens import distinct, draw, pad, positions
 
 if TYPE_CHECKING:
@@ -51,13 +52,18 @@ def ancestral(lm: LM, prompt_rows: Sequence[Sequence[int]], max_new_tokens: int,
     # Asking whether every row has ended waits for the GPU; asked every step, it stops the host from queueing
     # the next step's kernels while the GPU works. On a GPU ask every 8 steps (at most 7 steps of padding).
     check_every = 1 if device.type == "cpu" else 8
+    masks = masking.Masks(lm.languages, batch) if lm.languages else None
     with contextlib.closing(lm.decoder(prompt_rows, max_new_tokens)) as decoder:
         for t in range(max_new_tokens):
             log_probs = lm.warp.log_probs(decoder.logits)
+            if masks is not None:
+                log_probs = masks.apply(log_probs)
             token = draw(log_probs, generator)
             token_logp = log_probs.gather(-1, token[:, None]).squeeze(-1)
             tokens[:, t] = torch.where(finished, lm.pad_id, token)
             logps[:, t] = torch.where(finished, 0.0, token_logp)
+            if masks is not None:
+                masks.advance(token.cpu(), (~finished).cpu())
             finished |= torch.isin(token, eos_ids)
             if t + 1 == max_new_tokens or ((t + 1) % check_every == 0 and bool(finished.all())):
                 break

@@ -100,6 +100,7 @@ class LM:
             raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
         self.decoding = decoding  # how sampling runs (see bayeslm.distributions.decoding), never what it draws
         self.adapter_disabled = False  # a PEFT model with its adapter switched off is its own prior
+        self.languages = ()  # masked to these languages' viable tokens (`masked`; `bayeslm.distributions.masking`)
         self.source = None  # what `load_lm` loads it from again (None: built in code)
         eos = {tokenizer.eos_token_id}
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -135,7 +136,15 @@ class LM:
                 and self.chat == other.chat and self.system == other.system and self.autocast == other.autocast)
 
     def same_distribution(self, other: LM) -> bool:
-        return self.shares_forward(other) and self.warp == other.warp
+        return self.shares_forward(other) and self.warp == other.warp and self.languages == other.languages
+
+    def masked(self, languages) -> LM:
+        """The same model sampling only tokens that keep its continuation viable in every one of `languages`,
+        renormalised (locally constrained decoding, with exact log-probabilities: `bayeslm.distributions.masking`)."""
+        languages = tuple(languages)
+        if not languages:
+            raise ValueError("masked needs at least one language (a regex, grammar or json_schema potential's)")
+        return self.view(languages=self.languages + languages, name=f"{self.name} masked")
 
     def view(self, **changes) -> LM:
         """The same model (shared weights) with other settings: `lm.view(decoding="compiled")`."""

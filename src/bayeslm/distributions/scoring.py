@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 import torch.nn.functional as F
 
-from bayeslm.distributions import head
+from bayeslm.distributions import head, masking
 from bayeslm.distributions.tokens import distinct, pad, positions
 
 if TYPE_CHECKING:
@@ -90,10 +90,10 @@ def fused_heads(lm, kl_to: LM | None = None) -> tuple[head.Head, head.Head | Non
 
 def output_head(lm) -> head.Head | None:
     """The output head as a `head.Head`, when the warped logits are exactly the head applied to the decoder's
-    final hidden states: a temperature-only warp, a plain linear head, no soft-capping or scaling."""
+    final hidden states: a temperature-only warp, no masks, a plain linear head, no soft-capping or scaling."""
     model = _causal_lm(lm)
     output = model.get_output_embeddings()
-    if (lm.warp.top_k is not None or lm.warp.top_p is not None or type(output) is not torch.nn.Linear
+    if (lm.languages or lm.warp.top_k is not None or lm.warp.top_p is not None or type(output) is not torch.nn.Linear
             or output.bias is not None or not hasattr(model, "get_decoder")
             or any(getattr(model.config, k, None) is not None for k in _LOGIT_TRANSFORMS)
             or not _head_reproduces_logits(model)):
@@ -152,7 +152,11 @@ def _log_dists(lm, chunk, padding_side):
     Returns log_dists [B, L, V] (position j predicts continuation token j), targets [B, L] and valid [B, L].
     """
     logits, targets, valid = scored_states(lm, chunk, padding_side, hidden=False)
-    return lm.warp.log_probs(logits), targets, valid
+    log_dists = lm.warp.log_probs(logits)
+    if lm.languages:  # the masks sampling applied, replayed along each continuation
+        log_dists = masking.masked(log_dists, masking.along(lm.languages, chunk[1], log_dists.shape[1],
+                                                            log_dists.shape[2]))
+    return log_dists, targets, valid
 
 
 def scored_states(lm, chunk, padding_side, hidden: bool):

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from bayeslm.distributions.lm import LM
@@ -28,16 +28,25 @@ class ToyConfig:
     seed: int = 0
     words: tuple[str, ...] = WORDS
     train_steps: int = 0
+    byte_level: bool = False  # each word a byte-level token, " good" (as BPE tokenizers have): texts decode with a
+    # leading space, and the structured potentials (regex, grammar, json_schema), which work on bytes, apply
     n_embd: int = 32
     n_layer: int = 2
     n_head: int = 2
     n_positions: int = 32
 
 
-def toy_tokenizer(words=WORDS) -> PreTrainedTokenizerFast:
+def toy_tokenizer(words=WORDS, byte_level: bool = False) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer; `byte_level`: its words are byte-level tokens ("Ġgood", decoded " good")."""
+    if byte_level:
+        words = ["Ġ" + w for w in words]  # Ġ is how byte-level BPE writes the space byte
     vocab = {w: i for i, w in enumerate([EOS, BOS, *words])}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=EOS))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    if byte_level:
+        core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True)
+        core.decoder = decoders.ByteLevel()
+    else:
+        core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     core.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, vocab[BOS])])
     return PreTrainedTokenizerFast(tokenizer_object=core, bos_token=BOS, eos_token=EOS, pad_token=EOS,
                                    unk_token=EOS)
@@ -45,7 +54,7 @@ def toy_tokenizer(words=WORDS) -> PreTrainedTokenizerFast:
 
 def toy_lm(config: ToyConfig = ToyConfig(), *, name: str = "toy") -> LM:
     """A deterministic toy prior built from `config` (same seed, same weights)."""
-    tokenizer = toy_tokenizer(config.words)
+    tokenizer = toy_tokenizer(config.words, config.byte_level)
     gpt2 = GPT2Config(vocab_size=len(tokenizer), n_positions=config.n_positions, n_embd=config.n_embd,
                       n_layer=config.n_layer, n_head=config.n_head, bos_token_id=tokenizer.bos_token_id,
                       # No dropout: a model scored in training mode must give the log-probs it sampled with.

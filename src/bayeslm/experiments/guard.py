@@ -104,7 +104,8 @@ def measure_and_sample(target: Target, model: LM, run: Run | None, *, n: int, co
     trained = guarded(model, target, n, seed=seed, exact=enumeration)
     draws = sample(target, "filter", n, proposal=model, seed=seed)
     kept = draws.samples
-    satisfied = torch.isfinite(target.potential(kept.texts, kept.sample_prompts)).double().mean().item()
+    satisfied = torch.isfinite(target.potential(kept.texts, kept.sample_prompts, kept.continuations)).double()
+    satisfied = satisfied.mean().item()
     corrected = sample(target, correct, n, proposal=model, seed=seed) if correct is not None else None
     result = Guard(model, run, prior, trained, draws, satisfied, corrected)
     if out is not None:

@@ -12,7 +12,7 @@ import torch
 
 from bayeslm.distributions.enumeration import continuations
 from bayeslm.distributions.lm import LM
-from bayeslm.modelling.target import Target
+from bayeslm.modelling.target import Target, statistics_of
 
 
 class Exact:
@@ -31,7 +31,7 @@ class Exact:
         self.stats = {}
         log_phi = []
         for prompt in target.prompts:
-            stats = target.potential.statistics(self.texts, [prompt] * len(self.texts))
+            stats = statistics_of(target.potential, self.texts, [prompt] * len(self.texts), self.sequences)
             log_phi.append(target.potential.log_phi(stats))
             for name, value in stats.items():
                 self.stats.setdefault(name, []).append(value)

@@ -27,7 +27,13 @@ POTENTIALS = Registry("potential", "bayeslm.modelling.potentials")
 
 class Potential:
     """Evidence φ(x, c) ≥ 0, held in log space. A potential reports named *statistics* of a batch (the reward, a
-    constraint's satisfaction, features) and computes log φ from them, so a reward is evaluated once per sample."""
+    constraint's satisfaction, features) and computes log φ from them, so a reward is evaluated once per sample.
+
+    Most potentials judge the decoded text. One that `reads_tokens` (a language, judged on bytes and EOS) is also
+    given the token ids of each continuation, EOS included where it ended: `statistics(texts, prompts, tokens)`;
+    `statistics_of` calls any potential the right way."""
+
+    reads_tokens: bool = False
 
     @property
     def names(self) -> list[str]:
@@ -42,8 +48,8 @@ class Potential:
         """log φ [B] (float64, may be -inf) from the statistics."""
         raise NotImplementedError
 
-    def __call__(self, texts: Sequence[str], prompts: Sequence[str]) -> torch.Tensor:
-        return self.log_phi(self.statistics(texts, prompts))
+    def __call__(self, texts: Sequence[str], prompts: Sequence[str], tokens=None) -> torch.Tensor:
+        return self.log_phi(statistics_of(self, texts, prompts, tokens))
 
     def __mul__(self, other: Potential) -> Product:
         if not isinstance(other, Potential):
@@ -58,6 +64,17 @@ class Potential:
 def factors(p: Potential) -> list[Potential]:
     """The factors of a product, or the potential itself."""
     return p.factors if isinstance(p, Product) else [p]
+
+
+def statistics_of(potential: Potential, texts: Sequence[str], prompts: Sequence[str], tokens=None) -> Statistics:
+    """The potential's statistics of continuations given as texts and, for a potential that reads them, as token
+    ids (`tokens`, one list per text)."""
+    if not potential.reads_tokens:
+        return potential.statistics(texts, prompts)
+    if tokens is None:
+        raise ValueError(f"{potential!r} judges token ids (bytes and EOS), not text alone: pass the continuations' "
+                         "tokens")
+    return potential.statistics(texts, prompts, tokens)
 
 
 class Product(Potential):
@@ -77,8 +94,13 @@ class Product(Potential):
     def names(self):
         return [name for factor in self.factors for name in factor.names]
 
-    def statistics(self, texts, prompts):
-        return {name: value for factor in self.factors for name, value in factor.statistics(texts, prompts).items()}
+    @property
+    def reads_tokens(self):
+        return any(factor.reads_tokens for factor in self.factors)
+
+    def statistics(self, texts, prompts, tokens=None):
+        return {name: value for factor in self.factors
+                for name, value in statistics_of(factor, texts, prompts, tokens).items()}
 
     def log_phi(self, stats):
         return sum(factor.log_phi(stats) for factor in self.factors)
@@ -132,7 +154,7 @@ class Target:
         if log_prior is None:
             with torch.no_grad():
                 log_prior = self.prior.log_prob(sample_prompts, continuations)
-        stats = self.potential.statistics(texts, sample_prompts)
+        stats = statistics_of(self.potential, texts, sample_prompts, continuations)
         return ScoredSamples(list(prompts), prompt_index.cpu(), [list(c) for c in continuations], list(texts),
                              log_proposal.detach().double().cpu(), log_prior.detach().double().cpu(),
                              self.potential.log_phi(stats), stats, self.reward_name, token_log_probs=token_log_probs,

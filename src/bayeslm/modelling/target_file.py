@@ -45,6 +45,8 @@ def _number(where: str, value, *, positive: bool = False, integer: bool = False)
 def _relative_paths(args, base: Path):
     """The options as written, with each local classifier's path resolved against the file's directory."""
     if isinstance(args, dict):
+        if isinstance(args.get("file"), str):  # a grammar's or a schema's file
+            args = {**args, "file": str(base / args["file"])}
         if isinstance(args.get("classifier"), dict) and isinstance(args["classifier"].get("path"), str):
             return {**args, "classifier": {**args["classifier"], "path": str(base / args["classifier"]["path"])}}
         return {k: _relative_paths(v, base) for k, v in args.items()}

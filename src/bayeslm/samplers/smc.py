@@ -45,6 +45,7 @@ import torch
 
 from bayeslm import progress
 from bayeslm.config import field, unit_interval
+from bayeslm.distributions import masking
 from bayeslm.distributions.lm import LM
 from bayeslm.distributions.tokens import draw
 from bayeslm.modelling.potentials import prefix_log_phi, steers
@@ -122,11 +123,15 @@ def _run(target, proposal, chunk, N, ess_threshold, sampling, decide, bar):
     eve = torch.arange(rows)  # the initial particle each particle descends from
     events = torch.zeros(P, dtype=torch.long)  # resampling events per prompt
     steering = steers(target.potential)
+    masks = masking.Masks(proposal.languages, rows) if proposal.languages else None  # a masked proposal's matchers
     resamplings = 0
     for t in range(L):
         q_dist = proposal.warp.log_probs(q_run.logits)
+        if masks is not None:
+            q_dist = masks.apply(q_dist)
         token = draw(q_dist, sampling)
-        p_dist = q_dist if p_run is q_run and prior.warp == proposal.warp else prior.warp.log_probs(p_run.logits)
+        p_dist = (q_dist if p_run is q_run and prior.same_distribution(proposal)
+                  else prior.warp.log_probs(p_run.logits))
         live = ~finished
         tokens[:, t] = torch.where(live.to(device), token, proposal.pad_id)
         step_q = q_dist.gather(-1, token[:, None]).squeeze(-1).double().cpu()
@@ -140,6 +145,8 @@ def _run(target, proposal, chunk, N, ess_threshold, sampling, decide, bar):
         step = torch.where(live, step_p - step_q + new_psi - log_psi, torch.zeros((), dtype=torch.float64))
         log_w = torch.where(torch.isneginf(log_psi), NEG_INF, log_w + step)
         log_prior, log_q = log_prior + torch.where(live, step_p, 0.0), log_q + torch.where(live, step_q, 0.0)
+        if masks is not None:
+            masks.advance(token.cpu(), live)
         finished |= ends
         log_psi = new_psi
         bar.update(P)
@@ -156,6 +163,8 @@ def _run(target, proposal, chunk, N, ess_threshold, sampling, decide, bar):
             log_prior, log_q, log_psi = log_prior[index], log_q[index], log_psi[index]
             log_w = torch.where(torch.isfinite(log_mean_w).repeat_interleave(N), 0.0, log_w[index])
             q_run.reorder(index)
+            if masks is not None:
+                masks.reorder(index)
             if p_run is not q_run:
                 p_run.reorder(index)
         q_run.feed(tokens[:, t])
@@ -178,10 +187,11 @@ def _judge(target, tokens, prompts, ends, unfinished, t, log_psi):
         if rows is None or not rows.any():
             continue
         index = rows.nonzero().flatten()
-        texts = target.prior.decode(tokens[index.to(tokens.device), :t + 1].cpu().tolist())
+        prefixes = tokens[index.to(tokens.device), :t + 1].cpu().tolist()
+        texts = target.prior.decode(prefixes)
         chosen = [prompts[i] for i in index.tolist()]
-        log_psi[index] = (target.potential(texts, chosen) if whole
-                          else prefix_log_phi(target.potential, texts, chosen))
+        log_psi[index] = (target.potential(texts, chosen, prefixes) if whole
+                          else prefix_log_phi(target.potential, texts, chosen, prefixes))
 
 
 def _unreliable(variance: torch.Tensor, prompts: list[str]) -> str | None:

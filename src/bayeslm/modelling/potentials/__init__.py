@@ -10,6 +10,9 @@ beta=0.1)`; in a target file, `exponential: {reward: sentiment, beta: 0.1}`), re
     forbid               Forbid(strings)             no string occurs               prefix-aware (SMC steers by it)
     starts_with          StartsWith(text)            the text starts so             prefix-aware
     best_of              best_of(prior, r, n)        φ_n from the prior's CDF of r  the law of the best of n samples
+    regex                regex(prior, pattern)       x ended by EOS matches it      judged on bytes; prefix-aware
+    grammar              grammar(prior, lark)        x is a sentence of it          a context-free grammar (Lark)
+    json_schema          json_schema(prior, schema)  x is JSON valid under it
 
 The protocol (`Potential`) and the product of potentials live with the target, in `bayeslm.modelling.target`.
 """
@@ -19,11 +22,16 @@ from bayeslm.modelling.potentials.constraint import Constraint, HardConstraint, 
 from bayeslm.modelling.potentials.exponential import Exponential
 from bayeslm.modelling.potentials.exponential_family import ExponentialFamily
 from bayeslm.modelling.potentials.forbid import Forbid
+from bayeslm.modelling.potentials.grammar import Grammar, grammar
+from bayeslm.modelling.potentials.json_schema import JSONSchema, json_schema
+from bayeslm.modelling.potentials.language import InLanguage, masked
 from bayeslm.modelling.potentials.moments import Moments, constrain, fit_coefficients
 from bayeslm.modelling.potentials.prefix import PrefixPotential, prefix_log_phi, steers
+from bayeslm.modelling.potentials.regex import Regex, regex
 from bayeslm.modelling.potentials.starts_with import StartsWith
 from bayeslm.modelling.target import POTENTIALS
 
 __all__ = ["POTENTIALS", "BestOf", "BestOfN", "best_of", "Constraint", "Exponential", "ExponentialFamily", "Forbid",
-           "HardConstraint", "Moments", "PrefixPotential", "StartsWith", "constrain", "fit_coefficients",
-           "only_constraints", "prefix_log_phi", "steers"]
+           "Grammar", "HardConstraint", "InLanguage", "JSONSchema", "Moments", "PrefixPotential", "Regex",
+           "StartsWith", "constrain", "fit_coefficients", "grammar", "json_schema", "masked", "only_constraints",
+           "prefix_log_phi", "regex", "steers"]

@@ -1,0 +1,143 @@
+"""Formal languages over a model's tokens: whether a continuation is in a language, whether a prefix can still
+get there, and which next tokens keep it so. The machinery under the structured potentials (`regex`, `grammar`,
+`json_schema`) and the masked proposal.
+
+A language L is a set of strings, given as a regular expression, a context-free grammar (Lark syntax) or a JSON
+schema. A continuation x (token ids, ending in EOS or cut at max_new_tokens) is *in* L when it ended with EOS
+and the bytes of its tokens before EOS spell a string of L: an output is complete only when the model ends it.
+A prefix is *viable* when its bytes begin some string of L. Both are decided on bytes, so a token may cross
+several states of the language or end inside a multi-byte character, and EOS is allowed exactly where the
+string is complete.
+
+Why llguidance (Microsoft; 3 MB, no dependencies): one library compiles all three kinds of language and
+computes, for a byte-level tokenizer, the exact set of next tokens that keep a prefix viable, every spelling of
+a string allowed, not only its canonical tokenization, in tens of microseconds for a 49k vocabulary.
+outlines-core has no context-free grammars and turns JSON schemas into regular expressions (no recursion);
+xgrammar pulls in triton and TVM; a pure-Python automaton (interegular, lark) would walk 49k tokens a step.
+Two of llguidance's defaults are changed: `no_forcing` (by default, bytes the grammar forces are tokenized
+canonically, so that other spellings, which the model may well sample, are refused), and the EOS bit, which it
+also sets as a forced stop in a dead end: here EOS is allowed only where the matcher accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from bayeslm.config import ConfigError
+
+KINDS = ("regex", "lark", "json_schema")
+NO_FORCING = '%llguidance {"no_forcing": true}\n'
+_TOKENIZERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # HF tokenizer -> llguidance's
+
+
+def grammar(kind: str, source) -> str:
+    """The Lark grammar (llguidance's dialect) of a regular expression, a Lark grammar or a JSON schema."""
+    import llguidance
+
+    if kind == "regex":
+        return NO_FORCING + "start: /" + llguidance.regex_to_lark(source, "") + "/\n"
+    if kind == "lark":
+        return NO_FORCING + source
+    if kind == "json_schema":  # a JSON text: the value, with whitespace allowed around it (RFC 8259)
+        return NO_FORCING + "start: /[ \\t\\n\\r]*/ value /[ \\t\\n\\r]*/\nvalue: %json " + json.dumps(source) + "\n"
+    raise ValueError(f"unknown kind of language {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+class Language:
+    """A language compiled for one model's tokenizer: membership of continuations, viability of prefixes, and
+    the masks of viable next tokens."""
+
+    def __init__(self, kind: str, source, lm):
+        import llguidance
+
+        self.kind, self.source = kind, source
+        self.tokenizer = _tokenizer(lm)
+        self.grammar = grammar(kind, source)
+        error = llguidance.LLMatcher.validate_grammar(self.grammar, self.tokenizer)
+        if error:  # llguidance's message, without its echo of the grammar wrapped as above
+            raise ConfigError(f"{kind}: {error.split(chr(10) + '   1 |')[0].strip()}")
+        self.eos_ids = lm.eos_ids.tolist()
+        self.width = lm.model.config.vocab_size  # the logits' width (may exceed the tokenizer's vocabulary)
+
+    def matcher(self):
+        """A matcher at the start of a continuation (advance it with `consume_token`, copy it with `deep_copy`)."""
+        import llguidance
+
+        return llguidance.LLMatcher(self.tokenizer, self.grammar, log_level=0)
+
+    def accepts(self, continuations: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Whether each continuation is in the language: it ends with EOS and its bytes before it spell a string of
+        the language, [B] bool."""
+        out = torch.zeros(len(continuations), dtype=torch.bool)
+        for i, tokens in enumerate(continuations):
+            if tokens and tokens[-1] in self.eos_ids:
+                m = self.matcher()
+                out[i] = _consumed(m, tokens[:-1]) and m.is_accepting()
+        return out
+
+    def viable(self, prefixes: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Whether each prefix (no EOS) begins some string of the language, [B] bool."""
+        out = torch.zeros(len(prefixes), dtype=torch.bool)
+        for i, tokens in enumerate(prefixes):
+            m = self.matcher()
+            out[i] = _consumed(m, tokens) and _alive(m, self)
+        return out
+
+    def masks(self, matchers) -> torch.Tensor:
+        """[B, width] bool: the next tokens that keep each matcher's prefix viable, EOS where it accepts."""
+        out = torch.zeros(len(matchers), self.width, dtype=torch.bool)
+        for i, m in enumerate(matchers):
+            out[i] = self.mask(m)
+        return out
+
+    def mask(self, m) -> torch.Tensor:
+        """[width] bool for one matcher (see `masks`)."""
+        allowed = torch.zeros(self.width, dtype=torch.bool)
+        if m.is_error():
+            return allowed
+        bits = np.unpackbits(np.frombuffer(m.compute_bitmask(), dtype=np.uint8), bitorder="little")
+        size = min(self.width, len(bits))
+        allowed[:size] = torch.from_numpy(bits[:size].astype(bool))
+        allowed[self.eos_ids] = m.is_accepting()  # llguidance also sets EOS as a forced stop in a dead end
+        return allowed
+
+    def __repr__(self) -> str:
+        text = self.source if isinstance(self.source, str) else json.dumps(self.source, sort_keys=True)
+        return f"{self.kind}:{text}"
+
+
+def _consumed(m, tokens: Sequence[int]) -> bool:
+    """Advances the matcher by every token; False when one of them leaves the language."""
+    return not tokens or (m.try_consume_tokens(list(tokens)) == len(tokens) and not m.is_error())
+
+
+def _alive(m, language: Language) -> bool:
+    """Whether a matcher's prefix can still be completed: it accepts, or some token other than EOS is viable."""
+    if m.is_error():
+        return False
+    if m.is_accepting():
+        return True
+    allowed = language.mask(m)
+    allowed[language.eos_ids] = False
+    return bool(allowed.any())
+
+
+def _tokenizer(lm):
+    """llguidance's view of the LM's tokenizer (built once per tokenizer: about a second for 49k tokens)."""
+    import llguidance.hf
+
+    hf = lm.tokenizer
+    if hf not in _TOKENIZERS:
+        try:
+            _TOKENIZERS[hf] = llguidance.hf.from_tokenizer(hf, n_vocab=lm.model.config.vocab_size,
+                                                           eos_token=lm.eos_ids.tolist())
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"the structured potentials need a byte-level (BPE) or byte-fallback tokenizer, and "
+                              f"that of {lm.name} is not one ({error}); toy priors have one with "
+                              "{toy: {byte_level: true}}") from None
+    return _TOKENIZERS[hf]
