@@ -223,8 +223,10 @@ def test_sharded_processes_train_like_one_holding_the_global_batch(tmp_path, ext
     _train(tmp_path, "two", settings, 2)
     for a, b in zip(_metrics(tmp_path / "one"), _metrics(tmp_path / "two"), strict=True):
         for key in a.keys() - TIMING:
-            # k̂ fits the tail of the weights, which magnifies their rounding about tenfold
-            assert _same(a[key], b[key], rel=1e-4 if key == "pareto_k" else 1e-5, abs=1e-7), (a["step"], key)
+            # k̂ fits the tail of the weights, which magnifies their rounding about tenfold. A KL near zero is a
+            # mean of differences of log-probabilities of about 20 nats: their rounding (the weights' 1e-6) stays
+            # absolute; we saw 1.4e-7 on KL(π‖π0) = 0.0086.
+            assert _same(a[key], b[key], rel=1e-4 if key == "pareto_k" else 1e-5, abs=1e-6), (a["step"], key)
     one_w, two_w = (load_file(tmp_path / run / "model/model.safetensors") for run in ("one", "two"))
     assert one_w.keys() == two_w.keys()
     assert all(torch.allclose(one_w[k], two_w[k], rtol=0, atol=1e-5) for k in one_w)

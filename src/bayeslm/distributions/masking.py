@@ -50,10 +50,9 @@ class Masks:
 
     def advance(self, tokens: torch.Tensor, live: torch.Tensor):
         """Consumes each live row's token (a row whose prefix left a language stays out of it)."""
-        for matchers in self.matchers:
-            for i in live.nonzero().flatten().tolist():
-                if not matchers[i].is_error():
-                    matchers[i].consume_token(int(tokens[i]))
+        rows = live.nonzero().flatten().tolist()
+        for language, matchers in zip(self.languages, self.matchers):
+            language.consume([(matchers[i], int(tokens[i])) for i in rows if not matchers[i].is_error()])
 
     def reorder(self, index: torch.Tensor):
         """Keeps rows `index` (with repeats): a copy of the matcher for each row after the first."""
@@ -71,9 +70,13 @@ def along(languages: Sequence[Language], continuations: Sequence[Sequence[int]],
     """[B, width, vocab] bool: the tokens viable at each position of each continuation (as `Masks` allowed
     them while sampling it); all True past a continuation's end."""
     out = torch.ones(len(continuations), width, vocab, dtype=torch.bool)
+    lengths = torch.tensor([len(tokens) for tokens in continuations])
+    padded = torch.zeros(len(continuations), width, dtype=torch.long)
     for i, tokens in enumerate(continuations):
-        masks = Masks(languages, 1)
-        for t, token in enumerate(tokens):
-            out[i, t] = masks.allowed()[0, :vocab]
-            masks.advance(torch.tensor([token]), torch.tensor([True]))
+        padded[i, :len(tokens)] = torch.as_tensor(list(tokens), dtype=torch.long)
+    masks = Masks(languages, len(continuations))
+    for t in range(max(map(len, continuations), default=0)):
+        live = lengths > t
+        out[live, t] = masks.allowed()[live, :vocab]
+        masks.advance(padded[:, t], live)
     return out
