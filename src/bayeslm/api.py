@@ -13,6 +13,7 @@ from pathlib import Path
 from bayeslm.config import ConfigError, to_dict
 from bayeslm.distributions.lm import LM
 from bayeslm.measurement.scorecard import Scorecard
+from bayeslm.modelling.potentials.language import explained
 from bayeslm.modelling.target import Target
 from bayeslm.samplers import SAMPLERS, Draws, Sampler
 from bayeslm.samplers.pool import unsupported
@@ -53,14 +54,17 @@ def sample(target: Target, method: Sampler | str | dict, n: int = 256, *, propos
     if options and not isinstance(method, str):
         raise TypeError("options go with a sampler's name; a Sampler object carries its own")
     sampler = SAMPLERS.build({method: options} if isinstance(method, str) else method, "method")
-    if isinstance(sampler, Sampler) or hasattr(sampler, "sample"):
-        draws = sampler.sample(target, proposal, n, seed=seed)
-    elif callable(sampler):  # a plain function f(target, proposal, n, *, seed) -> Draws
-        draws = sampler(target, proposal, n, seed=seed)
-    else:
+    if not (isinstance(sampler, Sampler) or hasattr(sampler, "sample") or callable(sampler)):
         raise TypeError(f"{method!r} is not a sampler: give a Sampler (with a sample method) or a function "
                         "f(target, proposal, n, *, seed) -> Draws")
-    _require_support(draws)
+    try:
+        if hasattr(sampler, "sample"):
+            draws = sampler.sample(target, proposal, n, seed=seed)
+        else:  # a plain function f(target, proposal, n, *, seed) -> Draws
+            draws = sampler(target, proposal, n, seed=seed)
+        _require_support(draws)
+    except NoSupport as error:
+        raise explained(error, target, seed) from None
     return draws
 
 
@@ -72,7 +76,7 @@ def _require_support(draws: Draws):
     if bad:
         raise NoSupport(f"{draws.method}: no sample has positive target weight for prompt(s) {bad}: none of the "
                         "proposals satisfies the target's constraints, or none was accepted within the budget. Draw "
-                        "more (-n, --budget), or use a proposal closer to the target")
+                        "more (-n, --budget), or use a proposal closer to the target", bad)
 
 
 def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, exact: bool = False) -> Scorecard:
@@ -81,7 +85,10 @@ def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, exact: 
     enumeration beside them (toy priors only)."""
     from bayeslm.measurement.scorecard import scorecard as estimate
 
-    card = estimate(model, target, n, seed=seed)
+    try:
+        card = estimate(model, target, n, seed=seed)
+    except NoSupport as error:
+        raise explained(error, target, seed) from None
     if exact:
         from bayeslm.measurement.exact import Exact
 

@@ -26,7 +26,11 @@ ZERO = torch.zeros((), dtype=torch.float64)
 
 
 class NoSupport(ValueError):
-    """Every sample of some prompt has zero target weight: nothing to estimate from."""
+    """Every sample of some prompt has zero target weight: nothing to estimate from. `prompts` names them."""
+
+    def __init__(self, message: str, prompts=()):
+        super().__init__(message)
+        self.prompts = list(prompts)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ language is judged on bytes and EOS; the exact posterior matches an independent 
 distortion is measured exactly and SIR, IMH and SMC from it pass χ² tests against π*; SMC's Ẑ from it is
 unbiased; malformed languages are clear errors."""
 
+import json
 import math
 import re
 
@@ -186,3 +187,32 @@ def test_a_malformed_language_is_a_clear_error_naming_the_field(tmp_path, capsys
 def test_a_tokenizer_that_is_not_byte_level_is_refused_with_the_fix(capsys, tmp_path):
     with pytest.raises(ConfigError, match="byte-level .* toy priors have one with"):
         bl.regex(bl.load_lm({"toy": {"seed": 0}}), "the")
+
+
+def test_a_language_out_of_reach_within_max_new_tokens_is_said_so(prior, tmp_path, capsys):
+    target = (prior * bl.regex(prior, " the good very very movie")).given(PROMPTS, max_new_tokens=3)
+    with pytest.raises(bl.NoSupport, match=r"no string of the language is reached within max_new_tokens=3.*Raise"):
+        bl.sample(target, "rejection", n=4, budget=50)
+    reachable = (prior * bl.regex(prior, " the good very very movie")).given(PROMPTS, max_new_tokens=6)
+    with pytest.raises(bl.NoSupport, match="reachable but rare under the proposal"):
+        bl.sample(reachable, "rejection", n=4, budget=50)
+    path = write(tmp_path / "t.yaml", {"prior": BYTE_TOY, "prompts": PROMPTS, "max_new_tokens": 3,
+                                       "potentials": [{"regex": {"pattern": " the good very very movie"}}]})
+    code, _, err = run(capsys, "sample", "--target", path, "--method", "smc", "--mask", "-n", "8")
+    assert code == 1 and "within max_new_tokens=3" in err, err
+
+
+def test_the_cli_masks_the_proposal_and_measures_the_masked_sampler(tmp_path, capsys, exact):
+    path = write(tmp_path / "t.yaml", {"prior": BYTE_TOY, "prompts": PROMPTS, "max_new_tokens": 4,
+                                       "potentials": [{"regex": {"pattern": REGEX}}]})
+    code, out, _ = run(capsys, "evaluate", "--target", path, "--mask", "--exact", "-n", "64", "--json")
+    card = json.loads(out)
+    assert code == 0 and card["model"] == "toy masked"
+    assert card["exact"]["kl_target_model"] > 0.3  # the distortion of locally constrained decoding
+    code, out, _ = run(capsys, "sample", "--target", path, "--method", "smc", "--mask", "-n", "8")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(rows) == 16 and all(regex_oracle(r["text"]) for r in rows if r["weight"] > 0)
+    bare = write(tmp_path / "bare.yaml", {"prior": BYTE_TOY, "prompts": PROMPTS, "max_new_tokens": 3,
+                                          "potentials": [{"constraint": {"predicate": {"keyword": ["good"]}}}]})
+    code, _, err = run(capsys, "sample", "--target", bare, "--method", "smc", "--mask", "-n", "8")
+    assert code == 2 and "--mask: the target" in err and "has no regex, grammar or json_schema" in err, err

@@ -53,3 +53,14 @@ def preflight_target(args):
     from bayeslm.preflight import check_target_file
 
     check_target_file(Path(args.target))
+
+
+def masked_proposal(target, model):
+    """--mask: `model` masked to the target's languages, or a clear error for a target without one."""
+    from bayeslm.modelling.potentials.language import masked
+
+    try:
+        return masked(target, model)
+    except ValueError as error:
+        raise ConfigError(f"--mask: {error}") from None
+

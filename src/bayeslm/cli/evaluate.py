@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import sys
 
-from bayeslm.cli.common import models_from, positive_int, preflight_target, subparser
+from bayeslm.cli.common import masked_proposal, models_from, positive_int, preflight_target, subparser
 
 SHOWN_PROMPTS = 3  # prompts shown templated in the text output (--json has all)
 
 EXAMPLE = """example:
   bayeslm evaluate --target examples/toy_sentiment.yaml -n 512 --exact
   bayeslm evaluate --target examples/toy_sentiment.yaml --model runs/toy/model --certify --reward-max 1
-  bayeslm evaluate --target examples/positive_sentiment.yaml --model runs/my-run/model --json"""
+  bayeslm evaluate --target examples/positive_sentiment.yaml --model runs/my-run/model --json
+  bayeslm evaluate --target examples/toy_regex.yaml --mask --exact"""
 
 
 def add(sub, parents):
@@ -20,6 +21,9 @@ def add(sub, parents):
     parser.add_argument("--target", required=True, help="target file (YAML)")
     parser.add_argument("--model", help="model to evaluate: a local model directory, 'default' or 'toy' "
                                         "(default: the target's prior)")
+    parser.add_argument("--mask", action="store_true",
+                        help="evaluate the model masked to the target's regex, grammar and json_schema languages "
+                             "(locally constrained decoding): how far it is from the target")
     parser.add_argument("-n", type=positive_int, default=256, help="samples per prompt (default 256)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=positive_int, default=64)
@@ -41,15 +45,19 @@ def run(args) -> int:
     from bayeslm.distributions.loading import load_lm
     from bayeslm.measurement.evaluation import pooled
     from bayeslm.measurement.scorecard import card
+    from bayeslm.modelling.potentials.language import explained
     from bayeslm.modelling.target import factors
     from bayeslm.modelling.target_file import load_target
     from bayeslm.parallel import distributed
+    from bayeslm.weights import NoSupport
 
     with distributed.joined() as world:  # first: it picks this process's GPU
         target = load_target(args.target, **models_from(args))
         log_bound = _certifiable(args, target)  # before any sampling: a bound that is not known fails fast
         model = target.prior if args.model is None else load_lm(args.model, chat=target.prior.chat_spec,
                                                                 **models_from(args))
+        if args.mask:
+            model = masked_proposal(target, model)
         exact = None
         if args.exact:  # enumerate first: a target too large to enumerate fails before sampling
             from bayeslm.measurement.exact import Exact
@@ -59,7 +67,10 @@ def run(args) -> int:
         certificate = world.on_main(_certificate, model, target, samples, log_bound, args) if args.certify else None
     if not world.main:
         return 0
-    result = card(samples, target)
+    try:
+        result = card(samples, target)
+    except NoSupport as error:
+        raise explained(error, target, args.seed) from None
     if exact is not None:
         result.exact = exact.scorecard(model)
         if certificate is not None:

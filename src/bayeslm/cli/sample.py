@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from bayeslm.cli.common import floats, models_from, positive_int, preflight_target, subparser
+from bayeslm.cli.common import floats, masked_proposal, models_from, positive_int, preflight_target, subparser
 from bayeslm.config import ConfigError, override
 
 EXAMPLE = """example:
@@ -21,6 +21,7 @@ EXAMPLE = """example:
   bayeslm sample --target examples/toy_sentiment.yaml --method qrs --tradeoff
   bayeslm sample --target examples/toy_sentiment.yaml --method qrs --qrs-beta 3 -n 100 --out samples.jsonl
   bayeslm sample --target examples/toy_sentiment.yaml --method my_package.samplers:Mine --set steps=3
+  bayeslm sample --target examples/toy_regex.yaml --method smc --mask -n 16
 
 With --out, samples go to the file (one JSON object a line) and the summary to stdout; without it, samples go
 to stdout and the summary to stderr."""
@@ -50,6 +51,9 @@ def add(sub, parents):
     parser.add_argument("-n", type=positive_int, default=256, help="samples (SMC: particles) per prompt")
     parser.add_argument("--proposal", help="model to draw proposals from: a local model directory, 'default' or "
                                            "'toy' (default: the target's prior)")
+    parser.add_argument("--mask", action="store_true",
+                        help="mask the proposal to the target's regex, grammar and json_schema languages (locally "
+                             "constrained decoding, its exact log-probabilities kept: the sampler corrects it)")
     parser.add_argument("--out", help="write the samples here (JSON lines) instead of stdout")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=positive_int, default=64)
@@ -107,6 +111,8 @@ def run(args) -> int:
     target = load_target(args.target, **models_from(args))
     proposal = (target.prior if args.proposal is None
                 else load_lm(args.proposal, chat=target.prior.chat_spec, **models_from(args)))
+    if args.mask:
+        proposal = masked_proposal(target, proposal)
     if args.tradeoff is not None:
         return _tradeoff(args, samplers.tradeoff(target, proposal, floats("--tradeoff", args.tradeoff) or None,
                                                  n=args.n, seed=args.seed))

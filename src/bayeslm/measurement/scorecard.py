@@ -126,7 +126,7 @@ def card(pooled: ScoredSamples, target: Target) -> Scorecard:
         bad = [pooled.prompts[i] for i in empty.nonzero().flatten().tolist()]
         raise NoSupport(f"all {n} samples have zero target weight for prompt(s) {bad} (no sample satisfies the "
                         f"constraints of {target.potential!r}). Draw more samples (-n), or use a proposal closer "
-                        "to the target")
+                        "to the target", bad)
     log_z, ratio = weights.normalise(log_w)
     est = {"log_z": combine(log_z, ratio - 1)}
     elbo = log_w.mean(1)

@@ -62,5 +62,5 @@ def require_support(pool: ScoredSamples, method: str):
     bad = unsupported(pool)
     if bad:
         raise NoSupport(f"{method}: every proposal for prompt(s) {bad} has zero target weight (none satisfies the "
-                        "target's constraints). Draw more proposals, or use a proposal closer to the target")
+                        "target's constraints). Draw more proposals, or use a proposal closer to the target", bad)
 

@@ -74,3 +74,36 @@ def masked(target, lm=None):
     if not languages:
         raise ValueError(f"the target {target!r} has no regex, grammar or json_schema potential to mask by")
     return (lm or target.prior).masked(languages)
+
+
+def reach(target, prompts, n: int = 16, seed: int = 0) -> str:
+    """Why no sample met the target's languages for `prompts`, as n draws of the prior masked to them tell:
+    none completed a string within max_new_tokens (out of reach at that length), or some did (reachable, but rare
+    under the proposal). Empty for a target without a language."""
+    if not any(isinstance(factor, InLanguage) for factor in factors(target.potential)):
+        return ""
+    q, N = masked(target), target.max_new_tokens
+    draws = q.sample(list(prompts), n, N, seed=seed)
+    conts = draws.continuations
+    inside = torch.stack([f.language.accepts(conts) for f in factors(target.potential) if isinstance(f, InLanguage)]
+                         ).all(0).view(len(prompts), n)
+    cut = torch.tensor([len(x) == N and x[-1] not in q.eos_ids.tolist() for x in conts]).view(len(prompts), n)
+    verdicts = {"rare": [], "short": [], "dead": []}
+    for prompt, ok, short in zip(prompts, inside, cut):
+        verdicts["rare" if ok.any() else "short" if short.all() else "dead"].append(prompt)
+    told = {"rare": f"reachable but rare under the proposal (some of {n} draws of the prior masked to the language "
+                    "completed a string of it): sample with the masked proposal (--mask; bl.masked) and correct "
+                    "it (smc, sir, imh)",
+            "short": f"no string of the language is reached within max_new_tokens={N}: {n} draws of the prior "
+                     "masked to it were all still incomplete when cut. Raise max_new_tokens",
+            "dead": f"{n} draws of the prior masked to the language met dead ends, where no token spells what the "
+                    "language needs next"}
+    return "; ".join(f"For prompt(s) {kept}, {told[kind]}" for kind, kept in verdicts.items() if kept)
+
+
+def explained(error, target, seed: int = 0):
+    """A `NoSupport` error, with `reach`'s account added where the target has a language."""
+    from bayeslm.weights import NoSupport
+
+    told = reach(target, error.prompts or target.prompts, seed=seed)
+    return NoSupport(f"{error}. {told}", error.prompts) if told else error
