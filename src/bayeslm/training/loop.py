@@ -25,6 +25,7 @@ from bayeslm.distributions.loading import resolve_device
 from bayeslm.measurement.diversity import distinct_n
 from bayeslm.measurement.evaluation import evaluate
 from bayeslm.measurement.scorecard import Scorecard, batch_figures
+from bayeslm.modelling.potentials.language import masked
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
 from bayeslm.parallel import distributed, sharding
@@ -94,6 +95,11 @@ class Trainer:
                                            weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule(config))
         self.proposal = self.target.prior  # off-policy objectives sample from here (see Objective.proposal)
+        if self.objective.mask:  # a target without a language fails here, not at the first step
+            try:
+                masked(self.target, self.proposal)
+            except ValueError as error:
+                raise ConfigError(f"objective.{self.objective.name}.mask: {error}") from None
         self.proposal_is_copy = False
         self.step = 0
         self.stop_requested = False  # set by SIGINT/SIGTERM: the loop stops between steps, never inside one
@@ -132,7 +138,8 @@ class Trainer:
         return [prompts[order[(draw * count + i) % len(prompts)]] for i in range(count)]
 
     def _sampler(self) -> LM:
-        return self.model if self.objective.proposal == "model" else self.proposal
+        sampler = self.model if self.objective.proposal == "model" else self.proposal
+        return masked(self.target, sampler) if self.objective.mask else sampler
 
     def _batch(self, unit: distributed.Unit) -> ScoredSamples:
         """This process's piece of micro-batch `unit.draw` (all of it, with one process), sampled and scored, on

@@ -45,6 +45,9 @@ class Objective:
     # Where samples come from: "model" (on-policy), "prior", or "adaptive" (the prior, replaced by a frozen copy of
     # the model whenever the model is estimated closer to the target in forward KL: GDC's KL-adaptive proposal).
     proposal = "model"
+    # Whether those samples come masked to the target's languages (locally constrained decoding, exact
+    # log-probabilities kept): for objectives whose importance weights P/q correct the proposal.
+    mask = False
 
     def __post_init__(self):
         validate(self)
@@ -81,6 +84,13 @@ class Objective:
 
     def load_state_dict(self, state: dict):
         pass
+
+
+def mask_option():
+    """The `mask` option of the objectives that learn from samples of a proposal (dpg, fdpg)."""
+    return field(False, doc="draw the proposal's samples masked to the target's regex, grammar and json_schema "
+                            "languages (locally constrained decoding, its exact log-probabilities in the weights): "
+                            "every sample is viable, so a rare format still gives signal")
 
 
 def proposal_option():

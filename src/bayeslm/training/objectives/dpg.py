@@ -20,7 +20,7 @@ import torch
 
 from bayeslm.config import field
 from bayeslm.modelling.scored import ScoredSamples
-from bayeslm.training.objectives.base import OBJECTIVES, Step, proposal_option
+from bayeslm.training.objectives.base import OBJECTIVES, Step, mask_option, proposal_option
 from bayeslm.training.objectives.log_z import LogZObjective
 
 
@@ -32,6 +32,7 @@ class DPG(LogZObjective):
     name: ClassVar[str] = "dpg"
 
     proposal: Literal["prior", "model", "adaptive"] = proposal_option()
+    mask: bool = mask_option()
     baseline: bool = field(True, doc="subtract GDC++'s baseline π_θ/q from the weights")
 
     def loss(self, model, prior, batch: ScoredSamples) -> Step:

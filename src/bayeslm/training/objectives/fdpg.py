@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from bayeslm.config import field
 from bayeslm.modelling.scored import ScoredSamples
-from bayeslm.training.objectives.base import OBJECTIVES, Step, proposal_option
+from bayeslm.training.objectives.base import OBJECTIVES, Step, mask_option, proposal_option
 from bayeslm.training.objectives.log_z import LogZObjective
 
 # f′ as a function of log t. Each f satisfies f(1) = 0, so D_f(π‖π) = 0.
@@ -41,6 +41,7 @@ class FDPG(LogZObjective):
     name: ClassVar[str] = "fdpg"
 
     proposal: Literal["prior", "model", "adaptive"] = proposal_option()
+    mask: bool = mask_option()
     divergence: Literal["kl", "rkl", "js", "tv", "chi2", "jeffreys"] = field("js", doc="which f-divergence "
                                                                                      "D_f(π_θ‖π*)")
 
