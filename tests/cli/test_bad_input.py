@@ -258,6 +258,19 @@ def test_unsatisfiable_constraint_stops_training(tmp_path, capsys, objective, me
         assert "no sample yet satisfies the target for prompt(s) ['the']" in err
 
 
+def test_a_final_evaluation_that_meets_the_constraint_nowhere_warns_and_keeps_the_run(tmp_path, capsys):
+    """A model trained briefly towards a rare constraint may meet it in none of its final samples: the run still
+    completes (model saved, no scorecard), with a warning that says why."""
+    from bayeslm.measurement.evaluation import evaluate
+    from bayeslm.modelling.target_file import load_target
+
+    zebra = load_target(target(tmp_path, potentials=ZEBRA))
+    assert evaluate(zebra.prior, zebra, 4, seed=0, run_dir=tmp_path) is None
+    err = capsys.readouterr().err
+    assert "the model is not scored against the target: all 4 samples have zero target weight" in err
+    assert not (tmp_path / "scorecard.json").exists() and (tmp_path / "samples.jsonl").read_text() == ""
+
+
 # ----- models: missing, pickled, without EOS, with their own code -----------------------------------------------
 
 def save_toy(directory: Path, prior) -> Path:

@@ -8,14 +8,14 @@ import pytest
 from bayeslm.cli import main
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
-TOY = ["toy_sentiment.yaml", "toy_constraint.yaml", "toy_moment.yaml"]
+TOY = ["toy_sentiment.yaml", "toy_constraint.yaml", "toy_moment.yaml", "toy_regex.yaml"]
 DEFAULT = ["positive_sentiment.yaml", "non_offensive.yaml", "keyword_constraint.yaml", "topic_moment.yaml",
-           "weekend_by_the_sea.yaml"]
+           "weekend_by_the_sea.yaml", "date_regex.yaml", "json_city.yaml"]
 
 
 TRAIN = ["train_toy_klrl.yaml", "train_klrl_sentiment.yaml", "train_rl_sentiment.yaml", "train_dpg_sentiment.yaml",
          "train_dpg_non_offensive.yaml", "train_dpg_keyword.yaml", "train_klrl_topic.yaml",
-         "guard_weekend_by_the_sea.yaml"]
+         "guard_weekend_by_the_sea.yaml", "train_dpg_date.yaml", "train_dpg_json.yaml"]
 
 
 def test_every_example_is_listed():

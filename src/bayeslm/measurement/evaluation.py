@@ -47,7 +47,8 @@ def pooled(lm: LM, target: Target, n: int, *, seed: int, world: World = World())
 def evaluate(model: LM, target: Target, n: int, *, seed: int, run_dir: Path | None, prior_too: bool = True,
              world: World = World()) -> Scorecard | None:
     """Scores `model` (and, with `prior_too`, the target's prior) on n samples per prompt; writes the scorecards
-    and samples into run_dir (when given); returns the model's scorecard. Data-parallel processes share the sampling
+    and samples into run_dir (when given); returns the model's scorecard (None, with a warning, where no sample of
+    some prompt has positive target weight). Data-parallel processes share the sampling
     (`pooled`); rank 0 writes and gets the scorecard, the others None."""
     sources = {"model": model, "prior": target.prior} if prior_too else {"model": model}
     pools = {source: pooled(lm, target, n, seed=seed, world=world) for source, lm in sources.items()}
@@ -59,19 +60,17 @@ def _write(pools: dict[str, ScoredSamples], target: Target, seed: int, run_dir: 
     for source, samples in pools.items():
         try:
             cards[source] = card(samples, target)
-        except NoSupport as error:
-            if source == "model":
-                raise
-            print(f"bayeslm: warning: the prior is not scored against the target: {error}", file=sys.stderr)
+        except NoSupport as error:  # a rare constraint met by no sample: said, and the run still completes
+            print(f"bayeslm: warning: the {source} is not scored against the target: {error}", file=sys.stderr)
             continue
     if run_dir is not None:
         for source, scored in cards.items():
             name = "scorecard.json" if source == "model" else "scorecard_prior.json"
             (run_dir / name).write_text(json.dumps(scored.to_json(), indent=2))
         records = [record for source in cards for record in _shown(source, pools[source], cards[source])]
-        records += _target_texts(pools, cards, seed)
+        records += _target_texts(pools, cards, seed) if cards else []
         (run_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    return cards["model"]
+    return cards.get("model")
 
 
 def _shown(source: str, samples: ScoredSamples, card: Scorecard) -> list[dict]:
