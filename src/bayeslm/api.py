@@ -54,7 +54,7 @@ def sample(target: Target, method: Sampler | str | dict, n: int = 256, *, propos
     if options and not isinstance(method, str):
         raise TypeError("options go with a sampler's name; a Sampler object carries its own")
     sampler = SAMPLERS.build({method: options} if isinstance(method, str) else method, "method")
-    if not (isinstance(sampler, Sampler) or hasattr(sampler, "sample") or callable(sampler)):
+    if not (hasattr(sampler, "sample") or callable(sampler)):  # a Sampler, or a plain function
         raise TypeError(f"{method!r} is not a sampler: give a Sampler (with a sample method) or a function "
                         "f(target, proposal, n, *, seed) -> Draws")
     try:

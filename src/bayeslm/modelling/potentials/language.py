@@ -67,27 +67,32 @@ def schema_of(text: str, where: str) -> dict:
         raise ValueError(f"{where} is not JSON: {error}") from None
 
 
+def languages(target) -> list[Language]:
+    """The languages of the target's structured factors (regex, grammar, json_schema)."""
+    return [factor.language for factor in factors(target.potential) if isinstance(factor, InLanguage)]
+
+
 def masked(target, lm=None):
     """`lm` (default: the target's prior) masked to the languages of the target's structured factors: locally
     constrained decoding, a proposal whose exact log-probabilities let every sampler correct it (`LM.masked`)."""
-    languages = [factor.language for factor in factors(target.potential) if isinstance(factor, InLanguage)]
-    if not languages:
+    found = languages(target)
+    if not found:
         raise ValueError(f"the target {target!r} has no regex, grammar or json_schema potential to mask by")
-    return (lm or target.prior).masked(languages)
+    return (lm or target.prior).masked(found)
 
 
 def reach(target, prompts, n: int = 16, seed: int = 0) -> str:
     """Why no sample met the target's languages for `prompts`, as n draws of the prior masked to them tell:
     none completed a string within max_new_tokens (out of reach at that length), or some did (reachable, but rare
     under the proposal). Empty for a target without a language."""
-    if not any(isinstance(factor, InLanguage) for factor in factors(target.potential)):
+    judges = languages(target)
+    if not judges:
         return ""
-    q, N = masked(target), target.max_new_tokens
-    draws = q.sample(list(prompts), n, N, seed=seed)
-    conts = draws.continuations
-    inside = torch.stack([f.language.accepts(conts) for f in factors(target.potential) if isinstance(f, InLanguage)]
-                         ).all(0).view(len(prompts), n)
-    cut = torch.tensor([len(x) == N and x[-1] not in q.eos_ids.tolist() for x in conts]).view(len(prompts), n)
+    q, N = target.prior.masked(judges), target.max_new_tokens
+    conts = q.sample(list(prompts), n, N, seed=seed).continuations
+    inside = torch.stack([language.accepts(conts) for language in judges]).all(0).view(len(prompts), n)
+    eos = set(q.eos_ids.tolist())
+    cut = torch.tensor([len(x) == N and x[-1] not in eos for x in conts]).view(len(prompts), n)
     verdicts = {"rare": [], "short": [], "dead": []}
     for prompt, ok, short in zip(prompts, inside, cut):
         verdicts["rare" if ok.any() else "short" if short.all() else "dead"].append(prompt)
