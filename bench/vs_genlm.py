@@ -15,10 +15,11 @@ toy    exact fidelity on the byte-level toy of examples/toy_regex.yaml, where π
        Ẑ-weighted particles to π*.
 date   SmolLM2 with examples/date_regex.yaml (a regex); json: examples/json_city.yaml (a JSON schema; genlm
 json   with its `JsonSchema` potential, which also forbids some whitespace that llguidance's JSON allows, so the
-       two languages differ at the margins). Per prompt and run (after one warm-up run per side and target): wall seconds
-       of one SMC run, the final ESS (Kish, of the returned weights), distinct outputs, log Ẑ. Reported: seconds
-       per run, seconds per effective sample, and the sd of log Ẑ over runs (the noise of the estimate at this
-       particle count). Both sides estimate the same log Z on the regex target: their means must agree.
+       two languages differ at the margins). Per prompt and run (after one warm-up run per side and target): wall
+       seconds of one SMC run, the final ESS (Kish, of the returned weights; and with the weights of equal
+       outputs summed, so that resampled copies count once), distinct outputs, log Ẑ. Reported: seconds per run,
+       seconds per effective sample, and the sd of log Ẑ over runs (the noise of the estimate at this particle
+       count). Both sides estimate the same log Z on the regex target: their means must agree.
 Each side's first next-token distribution is compared too (max |Δ log π0|): the same model, the same prompt.
 
 genlm-control lives in its own virtual environment, bench/.venv-genlm (created on first use: CPU torch 2.13.0,
@@ -39,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -101,18 +103,10 @@ def genlm_worker(spec_path: str):
             prompts.append({"first_step": first_step, "runs": runs})
         return prompts
 
-    np.random.seed(spec["seed"])
-    import genlm.control
-
-    result = {"prompts": asyncio.run(run_all()), "version": genlm.control.__version__ if hasattr(
-        genlm.control, "__version__") else _version("genlm-control"), "torch_threads": torch.get_num_threads()}
+    np.random.seed(spec["seed"])  # genlm resamples with numpy's global generator
+    result = {"prompts": asyncio.run(run_all()), "version": version("genlm-control"),
+              "torch_threads": torch.get_num_threads()}
     print("RESULT " + json.dumps(result), flush=True)
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package)
 
 
 def ensure_genlm_venv():
@@ -239,7 +233,7 @@ def toy_part(bl, args, workdir: Path) -> dict:
     ids = prior.encode_prompts(target.prompts)
     genlm = run_genlm({"toy": True, "model_dir": str(workdir / "toy"), "eos": ["<eos>"], "kind": "regex",
                        "source": TOY_REGEX, "prompt_ids": ids, "particles": args.toy_particles,
-                       "runs": args.toy_runs, "ess_threshold": args.ess_threshold, "max_tokens": 4, "seed": 0,
+                       "runs": args.toy_runs, "ess_threshold": args.ess_threshold, "max_tokens": 4, "seed": args.seed,
                        "warmup": False})
     rows = {}
     for c, prompt in enumerate(target.prompts):
@@ -248,7 +242,8 @@ def toy_part(bl, args, workdir: Path) -> dict:
         texts = exact.texts  # the language's strings are distinct texts; other rows have π* = 0
         visits = q[c] * args.toy_runs * args.toy_particles
         cells = [i for i in range(len(texts)) if member[i] and posterior[i] > 1e-3 and visits[i] > 50]
-        ours = batched_runs(bl, target, prompt, args.toy_runs, args.toy_particles, args.ess_threshold, seed=11)
+        ours = batched_runs(bl, target, prompt, args.toy_runs, args.toy_particles, args.ess_threshold,
+                            seed=args.seed + 11)
         text_index = {t: i for i, t in enumerate(texts) if member[i]}
         rows[prompt or '""'] = {
             "log_z": exact.log_z[c].item(),
@@ -281,12 +276,12 @@ def smollm_part(bl, args, name: str) -> dict:
                        "eos": prior.tokenizer.convert_ids_to_tokens(prior.eos_ids.tolist()),
                        "kind": {"regex": "regex", "json_schema": "json"}[language.kind], "source": language.source,
                        "prompt_ids": ids, "particles": args.particles, "runs": args.runs,
-                       "ess_threshold": args.ess_threshold, "max_tokens": target.max_new_tokens, "seed": 0,
+                       "ess_threshold": args.ess_threshold, "max_tokens": target.max_new_tokens, "seed": args.seed,
                        "warmup": True})
     rows = []
     for c, prompt in enumerate(target.prompts):
-        ours = bayeslm_runs(bl, target, prompt, args.runs, args.particles, args.ess_threshold, seed=21 + 10 * c,
-                            warmup=c == 0)
+        ours = bayeslm_runs(bl, target, prompt, args.runs, args.particles, args.ess_threshold,
+                            seed=args.seed + 21 + 10 * c, warmup=c == 0)
         row = {"prompt": prompt, "first_step_gap": first_step_gap(prior, ids[c], genlm["prompts"][c]["first_step"])}
         for side, runs in (("bayeslm", ours), ("genlm", genlm["prompts"][c]["runs"])):
             ess = [kish(weighted(r)[1]) for r in runs]
@@ -344,7 +339,8 @@ def report(figures: dict):
         print(f"seconds per effective sample (Kish / duplicates merged): bayeslm {summary['bayeslm'][0]:.3f} / "
               f"{summary['bayeslm'][1]:.3f}, genlm {summary['genlm'][0]:.3f} / {summary['genlm'][1]:.3f} "
               f"(genlm/bayeslm {summary['ratio'][0]:.1f}× / {summary['ratio'][1]:.1f}×)")
-        print(f"log Ẑ, genlm − bayeslm, mean over prompts: {summary['log_z_gap']:+.3f} ± {summary['log_z_gap_se']:.3f}; "
+        print(f"log Ẑ, genlm − bayeslm, mean over prompts: {summary['log_z_gap']:+.3f} ± "
+              f"{summary['log_z_gap_se']:.3f}; "
               f"max|Δ log π0| of the first step {max(r['first_step_gap'] for r in part['rows']):.1e}")
 
 
@@ -357,6 +353,7 @@ def main():
     parser.add_argument("--toy-particles", type=int, default=16)
     parser.add_argument("--toy-runs", type=int, default=300)
     parser.add_argument("--ess-threshold", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=0, help="of both sides' random draws")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     if args.genlm_worker:
