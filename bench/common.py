@@ -12,6 +12,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -209,3 +210,16 @@ def emit_json(path: str | None, data: dict):
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(data, indent=2, default=str))
+
+
+def peer_venv(venv: Path, *packages: str) -> Path:
+    """The python of a peer's own virtual environment under bench/, made on first use: CPU torch 2.13.0 first (so
+    the peer's dependencies never pull a CUDA build), then `packages`. Peers are never bayeslm's dependencies."""
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print(f"# creating {venv} (CPU torch 2.13.0, {', '.join(packages)})", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(python), "-m", "pip", "install", "-q"]
+        subprocess.run(pip + ["torch==2.13.0"], check=True)
+        subprocess.run(pip + list(packages), check=True)
+    return python

@@ -109,17 +109,6 @@ def genlm_worker(spec_path: str):
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def ensure_genlm_venv():
-    """bench/.venv-genlm with CPU torch (first, so genlm's dependencies never pull a CUDA build) and genlm-control."""
-    if GENLM_PY.exists():
-        return
-    print(f"# creating {GENLM_VENV} (CPU torch 2.13.0, genlm-control 0.4.1)", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "venv", str(GENLM_VENV)], check=True)
-    pip = [str(GENLM_PY), "-m", "pip", "install", "-q"]
-    subprocess.run(pip + ["torch==2.13.0"], check=True)
-    subprocess.run(pip + ["genlm-control==0.4.1"], check=True)
-
-
 def run_genlm(spec: dict) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(spec, f)
@@ -362,7 +351,7 @@ def main():
     import common
 
     common.print_machine()
-    ensure_genlm_venv()
+    common.peer_venv(GENLM_VENV, "genlm-control==0.4.1")
     import bayeslm as bl
 
     figures = {"machine": common.machine(), "settings": {k: v for k, v in vars(args).items() if k != "genlm_worker"}}

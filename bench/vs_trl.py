@@ -112,18 +112,6 @@ def trl_worker(args):
                                   "trl": trl.__version__, "torch": torch.__version__}), flush=True)
 
 
-def ensure_trl_venv():
-    """bench/.venv-trl with CPU torch (first, so trl never pulls a CUDA build) and trl."""
-    if TRL_PY.exists():
-        return
-    print(f"# creating {TRL_VENV} (CPU torch 2.13.0, trl, vaderSentiment)", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "venv", str(TRL_VENV)], check=True)
-    pip = [str(TRL_PY), "-m", "pip", "install", "-q"]
-    subprocess.run(pip + ["torch==2.13.0"], check=True)
-    subprocess.run(pip + ["trl", "transformers==5.23.0", "peft==0.21.2", "accelerate==1.15.0", "vaderSentiment"],
-                   check=True)
-
-
 def run_trl(args, mode: str, setting: str, steps: int, warmup: int, flops: bool = False) -> dict:
     cmd = [str(getattr(args, "trl_python", None) or TRL_PY), __file__, "--trl-worker", "--device", args.device,
            "--mode", mode, "--trl-setting", setting, "--steps", str(steps), "--warmup", str(warmup),
@@ -190,7 +178,7 @@ def main():
     import common
 
     common.print_machine()
-    ensure_trl_venv()
+    common.peer_venv(TRL_VENV, "trl", "transformers==5.23.0", "peft==0.21.2", "accelerate==1.15.0", "vaderSentiment")
 
     from bayeslm.distributions.loading import _default_prior_dir
 
