@@ -173,8 +173,12 @@ def weighted(run) -> tuple[list[str], list[float]]:
 
 
 def kish(w: list[float]) -> float:
-    """Kish's effective sample size of normalised weights."""
-    return 1 / sum(x * x for x in w) if w else 0.0
+    """Kish's effective sample size (Σw)²/Σw² of weights, as the scorecard computes it (0 without any)."""
+    import torch
+
+    from bayeslm.weights import effective_sample_size
+
+    return effective_sample_size(torch.tensor(w, dtype=torch.float64).log()).item()
 
 
 def merge(texts: list[str], w: list[float]) -> list[float]:
@@ -226,28 +230,19 @@ def toy_part(bl, args, workdir: Path) -> dict:
                        "warmup": False})
     rows = {}
     for c, prompt in enumerate(target.prompts):
-        posterior = exact.log_posterior[c].exp().numpy()
-        member = torch.isfinite(exact.log_target[c])
-        texts = exact.texts  # the language's strings are distinct texts; other rows have π* = 0
-        visits = q[c] * args.toy_runs * args.toy_particles
-        cells = [i for i in range(len(texts)) if member[i] and posterior[i] > 1e-3 and visits[i] > 50]
+        member = torch.isfinite(exact.log_target[c])  # the language's strings (distinct texts); π* = 0 elsewhere
+        names = [t for t, inside in zip(exact.texts, member.tolist()) if inside]
+        posterior = exact.log_posterior[c][member].exp().numpy()
+        visits = q[c][member] * args.toy_runs * args.toy_particles
+        cells = [i for i in range(len(names)) if posterior[i] > 1e-3 and visits[i] > 50]
         ours = batched_runs(bl, target, prompt, args.toy_runs, args.toy_particles, args.ess_threshold,
                             seed=args.seed + 11)
-        text_index = {t: i for i, t in enumerate(texts) if member[i]}
+        log_z = exact.log_z[c].item()
         rows[prompt or '""'] = {
-            "log_z": exact.log_z[c].item(),
-            "first_step_gap": first_step_gap(prior, ids[c], genlm["prompts"][c]["first_step"]),
-            "bayeslm": fidelity(ours, list(text_index), posterior[member.numpy()],
-                                exact.log_z[c].item(), _reindex(cells, member)),
-            "genlm": fidelity(genlm["prompts"][c]["runs"], list(text_index), posterior[member.numpy()],
-                              exact.log_z[c].item(), _reindex(cells, member))}
+            "log_z": log_z, "first_step_gap": first_step_gap(prior, ids[c], genlm["prompts"][c]["first_step"]),
+            **{side: fidelity(runs, names, posterior, log_z, cells)
+               for side, runs in (("bayeslm", ours), ("genlm", genlm["prompts"][c]["runs"]))}}
     return {"rows": rows, "genlm": genlm["version"]}
-
-
-def _reindex(cells, member) -> list[int]:
-    """Positions of `cells` (indices into all sequences) among the language's members."""
-    position = member.long().cumsum(0) - 1
-    return [int(position[i]) for i in cells]
 
 
 def smollm_part(bl, args, name: str) -> dict:
@@ -273,16 +268,17 @@ def smollm_part(bl, args, name: str) -> dict:
                             seed=args.seed + 21 + 10 * c, warmup=c == 0)
         row = {"prompt": prompt, "first_step_gap": first_step_gap(prior, ids[c], genlm["prompts"][c]["first_step"])}
         for side, runs in (("bayeslm", ours), ("genlm", genlm["prompts"][c]["runs"])):
-            ess = [kish(weighted(r)[1]) for r in runs]
-            merged = [kish(merge(*weighted(r))) for r in runs]
-            distinct = [len(set(weighted(r)[0])) for r in runs]
+            live = [weighted(r) for r in runs]
+            ess = [kish(w) for _, w in live]
+            merged = [kish(merge(texts, w)) for texts, w in live]
+            distinct = [len(set(texts)) for texts, _ in live]
             log_z = [r["log_z"] for r in runs]
             seconds = [r["seconds"] for r in runs]
             row[side] = {"seconds": float(np.mean(seconds)), "ess": float(np.mean(ess)),
                          "ess_merged": float(np.mean(merged)),
                          "distinct": float(np.mean(distinct)), "log_z": float(np.mean(log_z)),
                          "log_z_sd": float(np.std(log_z, ddof=1)) if len(log_z) > 1 else None,
-                         "example": weighted(runs[0])[0][:2]}
+                         "example": live[0][0][:2]}
         rows.append(row)
     return {"rows": rows, "genlm": genlm["version"], "max_new_tokens": target.max_new_tokens,
             "summary": summarise(rows, args.runs)}
