@@ -63,4 +63,3 @@ def masked_proposal(target, model):
         return masked(target, model)
     except ValueError as error:
         raise ConfigError(f"--mask: {error}") from None
-
