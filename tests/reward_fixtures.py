@@ -1,4 +1,5 @@
-"""Broken reward functions, importable by dotted path (`{function: reward_fixtures:raises}`) from the tests."""
+"""Reward functions of a user's own project, importable by dotted path (`{function: reward_fixtures:raises}`) from the
+tests: broken ones, and one that works."""
 
 import math
 
@@ -20,3 +21,7 @@ def too_few(texts, prompts):
 
 
 not_a_function = 3.0
+
+
+def constant(texts, prompts):
+    return [1.0] * len(texts)

@@ -9,7 +9,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 # Each layer may import from its own and the layers before it.
 LAYERS = [
-    {"bayeslm", "bayeslm.config", "bayeslm.registry", "bayeslm.progress", "bayeslm.weights"},
+    {"bayeslm", "bayeslm.config", "bayeslm.registry", "bayeslm.progress", "bayeslm.weights", "bayeslm.outputs"},
     {"bayeslm.parallel"},
     {"bayeslm.distributions"},
     {"bayeslm.modelling"},

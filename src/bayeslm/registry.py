@@ -5,6 +5,11 @@ Every entry is a dataclass whose fields are its options (each with a documentati
 generated docs and the error messages. A registry fills itself by importing every module of its package, so a
 new built-in is one new file that decorates its class with `REGISTRY.register`; a user's own entry is named by a
 dotted path, `package.module:Name`, and needs no registration at all.
+
+A dotted path comes from a config or target file, so it may name only what its author meant bayeslm to run: an
+object declared as an entry of that kind (a subclass of `Objective`, `Sampler` or `Potential`; a `Reward`), or,
+for a reward function, a function in a module of the user's own project (not the standard library, not an
+installed package, not bayeslm's internals). `os:system` is "not an objective", never a call.
 """
 
 from __future__ import annotations
@@ -14,7 +19,12 @@ import importlib
 import inspect
 import pkgutil
 import re
+import site
+import sys
+import sysconfig
 import typing
+from pathlib import Path
+from typing import Callable
 
 from bayeslm.config import ConfigError, load, to_dict
 
@@ -27,15 +37,19 @@ def unknown_entry(kind: str, name, names) -> str:
             "your own")
 
 
-def import_dotted(dotted: str, what: str):
-    """The object named by an explicit dotted path, 'package.module:name' (or 'package.module.name').
+def import_dotted(dotted: str, what: str, declared: Callable[[object], bool], *, own_functions: bool = False):
+    """The object named by an explicit dotted path, 'package.module:name' (or 'package.module.name'), if it is
+    `declared` as a `what` (or, with `own_functions`, is defined in a module of the user's own project).
 
     The text is only ever a name to import, never evaluated: anything but identifiers joined by dots (and one
-    colon) is refused before any import."""
+    colon) is refused before any import, and so is a module of the standard library (importing some of them acts)."""
     if not isinstance(dotted, str) or not DOTTED.fullmatch(dotted):
         raise ConfigError(f"the {what} must be a dotted path 'package.module:name', got {dotted!r}; code is never "
                           "evaluated from a config: put it in a module and name it")
     module_name, _, attr = dotted.partition(":") if ":" in dotted else dotted.rpartition(".")
+    if module_name.split(".")[0] in sys.stdlib_module_names:
+        raise ConfigError(f"{dotted!r} is not a bayeslm {what}: it names the standard library's {module_name!r}, which a "
+                          f"config file may never run. {_MAY_RUN}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
@@ -47,17 +61,53 @@ def import_dotted(dotted: str, what: str):
                           f"{type(error).__name__}: {error}; fix the module (run `python -c 'import "
                           f"{module_name}'` to see where)") from error
     try:
-        return getattr(module, attr)
+        found = getattr(module, attr)
     except AttributeError:
         raise ConfigError(f"the module {module_name!r} has no {attr!r} for the {what} {dotted!r}; name an object "
                           "it defines") from None
+    if declared(found) or (own_functions and inspect.isfunction(found) and own_project(module)):
+        return found
+    where = "a module of your own project" if own_project(module) else f"the installed package {module_name.split('.')[0]!r}"
+    kind = "class" if isinstance(found, type) else type(found).__name__
+    raise ConfigError(f"{dotted!r} is not a bayeslm {what}: it is a {kind} of {where}, not declared as one. "
+                      f"{_MAY_RUN}")
+
+
+_MAY_RUN = ("A config file runs only a built-in entry, a class declared as one (a subclass of bl.Objective, "
+            "bl.Sampler or bl.Potential), a bl.Reward, or a reward function in a module of your own project "
+            "(docs/extending.md)")
+
+
+def _installed_roots() -> list[Path]:
+    """Where the standard library and installed packages live (any environment's site-packages too)."""
+    paths = {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    paths.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
+    paths.add(site.getusersitepackages())
+    paths.add(str(Path(__file__).parent))  # bayeslm's own internals: its entries are declared, the rest is not
+    return [Path(p).resolve() for p in paths if p]
+
+
+def own_project(module) -> bool:
+    """Whether `module` is the user's own code: a file outside the standard library, every site-packages and
+    bayeslm itself (a directory on PYTHONPATH, the working directory, an editable install of their project)."""
+    spec = getattr(module, "__spec__", None)
+    origin = getattr(spec, "origin", None) if spec is not None else None
+    if not origin or not Path(origin).is_file():
+        return False  # built into the interpreter, frozen or a namespace without a file
+    path = Path(origin).resolve()
+    if {"site-packages", "dist-packages"} & set(path.parts):
+        return False
+    return not any(path.is_relative_to(root) for root in _installed_roots())
 
 
 class Registry:
     """Named entries of one kind (`kind`, e.g. "objective"), the built-ins being the modules of `package`."""
 
-    def __init__(self, kind: str, package: str):
+    def __init__(self, kind: str, package: str, declared: Callable[[object], bool], *, own_functions: bool = False):
+        """`declared(obj)`: whether an object named by dotted path is an entry of this kind (e.g. a subclass of
+        its base); `own_functions`: a plain function of the user's own project is one too (rewards)."""
         self.kind, self.package = kind, package
+        self.declared, self.own_functions = declared, own_functions
         self._entries: dict[str, type] = {}
         self._loaded = False
 
@@ -105,7 +155,7 @@ class Registry:
         if name in entries:
             return entries[name]
         if isinstance(name, str) and DOTTED.fullmatch(name):
-            return import_dotted(name, self.kind)
+            return import_dotted(name, self.kind, self.declared, own_functions=self.own_functions)
         raise ConfigError(unknown_entry(self.kind, name, entries))
 
     def build(self, spec, where: str | None = None):

@@ -35,6 +35,7 @@ def old_run(tmp_path) -> Path:
     """A run directory as an earlier `bayeslm train` left it."""
     run_dir = tmp_path / "run"
     (run_dir / "model").mkdir(parents=True)
+    (run_dir / "bayeslm-run.json").write_text('{"bayeslm": "run directory"}')
     (run_dir / "config.yaml").write_text("objective: klrl\n")
     (run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
     (run_dir / "model" / "model.safetensors").write_bytes(b"weights of the earlier run")
@@ -210,7 +211,7 @@ def test_misbehaving_reward_is_a_runtime_error_and_keeps_old_samples(tmp_path, c
      ["cannot import the reward function 'no_such_package.rewards:score'", "No module named 'no_such_package'",
       "install the package that holds it or add its directory to PYTHONPATH"]),
     ({"function": "reward_fixtures:missing"}, ["the module 'reward_fixtures' has no 'missing'"]),
-    ({"function": "reward_fixtures:not_a_function"}, ["is a float, not a function f(texts, prompts)"]),
+    ({"function": "reward_fixtures:not_a_function"}, ["is not a bayeslm reward function: it is a float"]),
     ({"classifier": {"path": "no/such/classifier"}}, ["no classifier at", "no/such/classifier",
                                                       "models are never downloaded"]),
 ])
@@ -412,7 +413,7 @@ def test_overwrite_keeps_the_old_run_when_the_new_target_is_bad(tmp_path, capsys
 def test_unwritable_out_file_is_a_config_error(tmp_path, capsys):
     code, _, err = run(capsys, "sample", "--target", target(tmp_path), "--method", "ancestral", "-n", 2,
                        "--out", tmp_path / "no" / "such" / "dir" / "samples.jsonl")
-    assert code == 2 and "--out: cannot write" in err
+    assert code == 2 and "samples.jsonl: the directory" in err and "does not exist" in err
 
 
 def test_finite_rewards_pass_the_checks(tmp_path, capsys):

@@ -74,11 +74,14 @@ def run(args) -> int:
     from bayeslm.distributions.loading import load_lm
     from bayeslm.experiments.guard import measure_and_sample
     from bayeslm.modelling.potentials import only_constraints
+    from bayeslm.outputs import refuse_other_run
     from bayeslm.training.config import load_config
     from bayeslm.training.run import train
     from bayeslm.training.setup import resolve_target
 
     base = Path(args.config).parent
+    if args.model:  # no run to make: --out must still be a new directory or bayeslm's own
+        refuse_other_run(Path(args.out), resume=True, overwrite=False)
     config = load_config(config_data(args))
     target = resolve_target(config, base)
     only_constraints(target.potential, "guard")  # before training

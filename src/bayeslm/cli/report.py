@@ -19,8 +19,17 @@ def add(sub, parents):
     parser.add_argument("run_dir", help="a run directory written by `bayeslm train --out`")
     parser.add_argument("--out", help="where to write the HTML (default RUN_DIR/report.html)")
     parser.add_argument("--json", action="store_true", help="print the report's path and warnings as JSON")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, preflight=preflight)
     return parser
+
+
+def preflight(args):
+    """--out replaces no file of a run (but the run's own report.html), checked before torch."""
+    from bayeslm.outputs import refuse_to_replace
+
+    run_dir = Path(args.run_dir)
+    if args.out:
+        refuse_to_replace(Path(args.out), [run_dir], owned=run_dir / "report.html")
 
 
 def run(args) -> int:

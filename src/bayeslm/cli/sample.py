@@ -63,7 +63,7 @@ def add(sub, parents):
                         help="qrs: estimate acceptance, TV and KL to the target for each bound β (comma-separated; "
                              "default: spread over the pooled weights), without sampling")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.set_defaults(run=run, preflight=preflight_target)
+    parser.set_defaults(run=run, preflight=preflight)
     return parser
 
 
@@ -98,14 +98,21 @@ def sampler_from(args):
     return SAMPLERS.build({args.method: given}, "--method")
 
 
+def preflight(args):
+    """The target file, and --out that replaces none of the inputs and no file of a run, before torch."""
+    from bayeslm.outputs import refuse_to_replace
+
+    preflight_target(args)
+    if args.out:
+        refuse_to_replace(Path(args.out), [Path(args.target), args.proposal and Path(args.proposal)])
+
+
 def run(args) -> int:
     from bayeslm import api, samplers
     from bayeslm.distributions.loading import load_lm
     from bayeslm.modelling.target_file import load_target
 
     sampler = None if args.tradeoff is not None else sampler_from(args)  # options checked before any model loads
-    if args.out and Path(args.out).is_dir():
-        raise ConfigError(f"--out: {args.out} is a directory; give the path of a file to write the samples to")
     if args.tradeoff is not None and args.method != "qrs":
         raise ConfigError("--tradeoff goes with --method qrs")
     target = load_target(args.target, **models_from(args))

@@ -128,12 +128,21 @@ def load_lm(source: str | dict = "default", *, batch_size: int = 64, chat: bool 
     # A path is kept absolute: a run records its prior's source to load an adapter's base from anywhere.
     local = isinstance(source, str) and source not in ("default", "toy") and Path(source).exists()
     lm.source = str(Path(source).resolve()) if local else source
+    refuse_non_finite(lm.model, lm.source)
     lm.batch_size = batch_size
     lm.decoding = resolve_decoding(decoding)
     lm.model.to(resolve_device(device))
     if lm.device.type == "cpu":
         threads.choose(sum(p.numel() for p in lm.model.parameters()))
     return lm
+
+
+def refuse_non_finite(net: torch.nn.Module, source) -> None:
+    """Refuses a model with a NaN or infinite weight (one that diverged): sampling from it draws garbage or fails."""
+    bad = next((name for name, p in net.named_parameters() if not bool(torch.isfinite(p).all())), None)
+    if bad is not None:
+        raise UnusableModel(f"the model {source} has NaN or infinite weights ({bad}): it diverged in training. "
+                            "Train it again with a lower learning rate (or max_grad_norm)")
 
 
 def _load_adapter(path: Path, **settings) -> LM:

@@ -23,7 +23,7 @@ from bayeslm.measurement.report import write_report
 from bayeslm.modelling.target_file import parse_target
 from bayeslm.training.config import TrainConfig
 from bayeslm.training.run import train
-from bayeslm.training.run_dir import prepare_run_dir
+from bayeslm.outputs import prepare_run_dir
 
 PROMPTS = ["Write one sentence about your day.", "Describe the weather today in one sentence."]
 PLANNED_BETAS = [0.03, 0.1, 0.3, 1.0, 3.0]

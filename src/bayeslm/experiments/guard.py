@@ -26,6 +26,7 @@ from bayeslm.measurement.exact import Exact
 from bayeslm.measurement.guard import FIGURES, Guarded, guarded
 from bayeslm.modelling.potentials import only_constraints
 from bayeslm.modelling.target import Target
+from bayeslm.outputs import prepare_run_dir
 from bayeslm.samplers import Draws, Sampler
 from bayeslm.training.objectives import Objective
 from bayeslm.training.objectives.dpg import DPG
@@ -110,7 +111,7 @@ def measure_and_sample(target: Target, model: LM, run: Run | None, *, n: int, co
     result = Guard(model, run, prior, trained, draws, satisfied, corrected)
     if out is not None:
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
+        prepare_run_dir(out, resume=True, overwrite=False)  # the run's own directory, or a new one, never the user's
         (out / "guard.json").write_text(json.dumps(result.to_json(), indent=1))
         with open(out / "guard_samples.jsonl", "w", encoding="utf-8") as f:
             for record in draws.records():

@@ -22,6 +22,7 @@ import yaml
 from bayeslm.config import ConfigError
 from bayeslm.measurement.compare import change, summary
 from bayeslm.measurement.scorecard import FIGURES
+from bayeslm.outputs import refuse_to_replace
 
 COLLAPSE_RATIO = 0.5  # entropy or distinct-2 falling below this fraction of where it started is collapse
 SHOWN_PROMPTS = 5  # prompts shown as the prior sees them
@@ -119,6 +120,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> tuple[Path, list[str
     """Writes the report (default RUN_DIR/report.html); returns its path and the collapse warnings it shows."""
     run = load_run(run_dir)
     out = out or run_dir / "report.html"
+    refuse_to_replace(out, owned=run_dir / "report.html")
     out.write_text(render(run), encoding="utf-8")
     return out, collapse_warnings(run)
 

@@ -22,7 +22,8 @@ from bayeslm.modelling.scored import ScoredSamples, Statistics
 from bayeslm.registry import Registry
 
 # The kinds of potentials a target file names, one module each in bayeslm.modelling.potentials.
-POTENTIALS = Registry("potential", "bayeslm.modelling.potentials")
+POTENTIALS = Registry("potential", "bayeslm.modelling.potentials",
+                      lambda entry: isinstance(entry, type) and issubclass(entry, Potential))
 
 
 class Potential:

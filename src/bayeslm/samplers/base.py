@@ -17,7 +17,7 @@ from bayeslm.modelling.target import Target
 from bayeslm.registry import Registry
 from bayeslm.samplers.result import Draws
 
-SAMPLERS = Registry("sampler", "bayeslm.samplers")
+SAMPLERS = Registry("sampler", "bayeslm.samplers", lambda entry: isinstance(entry, type) and issubclass(entry, Sampler))
 
 
 @dataclass

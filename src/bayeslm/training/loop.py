@@ -227,17 +227,17 @@ class Trainer:
             clip = sharding.clip_grad_norm_ if self.sharded else torch.nn.utils.clip_grad_norm_
             norm = clip(self.params, config.max_grad_norm or float("inf"))
             loss = world.sum(local) / config.grad_accum
+            where = f" (epoch {epoch + 1} of {epochs}: the step's earlier epochs go with it)" if epoch else ""
             if not (math.isfinite(loss) and math.isfinite(norm.item())):
                 self.optimizer.zero_grad(set_to_none=True)
-                last = checkpoint.completed(self.run_dir / "checkpoints") if self.run_dir else []
-                where = f" (epoch {epoch + 1} of {epochs}: the step's earlier epochs go with it)" if epoch else ""
-                raise TrainingDiverged(
-                    f"step {self.step + 1}: the loss ({loss}) or gradient norm ({norm.item()}) is not finite; this "
-                    f"update was not applied{where}. The last good checkpoint is "
-                    f"{last[-1] if last else 'none (no step completed)'}. "
-                    "Lower the learning rate, enable max_grad_norm, or check the reward's scale")
+                raise self._diverged(f"the loss ({loss}) or gradient norm ({norm.item()}) is not finite; this update "
+                                     f"was not applied{where}")
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
+            # A finite gradient can still take a weight to inf or NaN (a huge learning rate): never saved nor sampled.
+            if world.any(not all(bool(torch.isfinite(p).all()) for p in self.params + self.own_params)):
+                raise self._diverged(f"the update at learning rate {config.lr:g} made some weights NaN or infinite"
+                                     f"{where}; nothing of this step is saved")
             if epoch == 0:
                 first = outputs
         lr = self.scheduler.get_last_lr()[0]
@@ -255,6 +255,12 @@ class Trainer:
         record.update(step=self.step, loss=loss, grad_norm=norm.item(), lr=lr, samples_per_s=samples / elapsed,
                       tokens_per_s=tokens / elapsed, sample_seconds=sampled - started, step_seconds=elapsed)
         return record
+
+    def _diverged(self, what: str) -> TrainingDiverged:
+        last = checkpoint.completed(self.run_dir / "checkpoints") if self.run_dir else []
+        return TrainingDiverged(f"step {self.step + 1}: {what}. The last good checkpoint is "
+                                f"{last[-1] if last else 'none (no step completed)'}; no model was saved. Lower the "
+                                "learning rate (lr), enable max_grad_norm, or check the reward's scale")
 
     def _loss(self, batch: ScoredSamples, weight: float) -> Step:
         """The objective's loss on `batch`, back-propagated times `weight`, taking whole prompt groups of at most

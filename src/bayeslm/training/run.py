@@ -26,7 +26,8 @@ from bayeslm.parallel import distributed
 from bayeslm.training.config import TrainConfig
 from bayeslm.training.loop import Trainer
 from bayeslm.training.objectives import Objective
-from bayeslm.training.run_dir import holds_run, prepare_run_dir, refuse_other_run, target_definition
+from bayeslm.outputs import holds_run, prepare_run_dir, refuse_other_run
+from bayeslm.training.run_dir import target_definition
 from bayeslm.training.setup import eval_prompts, resolve_model, resolve_target
 
 

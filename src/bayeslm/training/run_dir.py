@@ -1,6 +1,6 @@
-"""A training run's directory: what it holds (see `bayeslm.training.loop`), and the rules that keep it safe: one run per
-directory unless told to resume or overwrite, the final model written whole or not at all, and metrics cut back
-to the checkpoint a run resumes from."""
+"""A training run's directory: what it holds (see `bayeslm.training.loop`), and the rules that keep it safe: the
+directory owned as `bayeslm.outputs` says, the final model written whole or not at all, and metrics cut back to
+the checkpoint a run resumes from."""
 
 from __future__ import annotations
 
@@ -11,34 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from bayeslm.config import ConfigError
 from bayeslm.distributions.lm import LM
 from bayeslm.distributions.loading import BASE_RECORD
-
-
-class RunExists(ConfigError):
-    pass
-
-
-def holds_run(run_dir: Path) -> bool:
-    return (run_dir / "config.yaml").exists() or (run_dir / "metrics.jsonl").exists()
-
-
-def refuse_other_run(run_dir: Path, *, resume: bool, overwrite: bool):
-    """Refuses to mix two runs in one directory unless told to resume or overwrite, and a run directory that is a
-    file."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"{run_dir} is a file, not a run directory: give --out a directory (new or a run's)")
-    if holds_run(run_dir) and not (resume or overwrite):
-        raise RunExists(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
-
-
-def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool):
-    """An empty run directory (or the one to resume); `overwrite` deletes the run it held."""
-    refuse_other_run(run_dir, resume=resume, overwrite=overwrite)
-    if overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def save_model(model: LM, path: Path, *, merge_lora: bool, base=None) -> list[Path]:

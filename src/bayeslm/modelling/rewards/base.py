@@ -15,7 +15,8 @@ import torch
 from bayeslm.config import ConfigError
 from bayeslm.registry import Registry
 
-REWARDS = Registry("reward", "bayeslm.modelling.rewards")
+# A reward named by dotted path is a `Reward`, or a function of the user's own project.
+REWARDS = Registry("reward", "bayeslm.modelling.rewards", lambda entry: isinstance(entry, Reward), own_functions=True)
 
 
 class RewardError(ValueError):

@@ -8,8 +8,7 @@ from bayeslm.registry import import_dotted
 
 @REWARDS.register_function
 def function(dotted: str) -> Reward:
-    """A user function f(texts, prompts) -> floats named by an explicit dotted path, 'package.module:function'."""
-    fn = import_dotted(dotted, "reward function")
-    if not callable(fn):
-        raise ValueError(f"{dotted!r} is a {type(fn).__name__}, not a function f(texts, prompts) -> floats")
-    return Reward(fn, dotted)
+    """A user function f(texts, prompts) -> floats named by an explicit dotted path, 'package.module:function': a
+    function of your own project, or a `bl.Reward` (what an installed package declares)."""
+    fn = import_dotted(dotted, "reward function", REWARDS.declared, own_functions=True)
+    return fn if isinstance(fn, Reward) else Reward(fn, dotted)

@@ -19,7 +19,8 @@ from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
 from bayeslm.registry import Registry
 
-OBJECTIVES = Registry("objective", "bayeslm.training.objectives")
+OBJECTIVES = Registry("objective", "bayeslm.training.objectives",
+                      lambda entry: isinstance(entry, type) and issubclass(entry, Objective))
 
 
 @dataclass

@@ -1,0 +1,164 @@
+"""A corpus of misuses an adversarial new user tried: each stops with the right exit code and a first line that says
+what was wrong, prints no traceback, and leaves every file that existed before byte for byte as it was.
+
+Class 1: outputs never replace what the user keeps (a directory bayeslm did not make, an input, a file of a run).
+Class 2: a run never saves, and bayeslm never samples from, a model with NaN or infinite weights.
+Class 3: a config or target file names only what its author declared for bayeslm, never the standard library or
+an installed package's arbitrary callable."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run, snapshot, write
+
+from bayeslm.cli import main
+from bayeslm.distributions.loading import load_lm
+
+TOY = {"toy": {"seed": 0}}
+LENGTH = [{"exponential": {"reward": "length", "beta": 1}}]
+
+
+@pytest.fixture(autouse=True)
+def fixtures_importable(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1]))
+
+
+def target(directory: Path, name="target.yaml", potentials=LENGTH) -> str:
+    return write(directory / name, {"prior": TOY, "prompts": ["the"], "max_new_tokens": 3, "potentials": potentials})
+
+
+def config(directory: Path, name="train.yaml", **fields) -> str:
+    target(directory)
+    data = {"target": "target.yaml", "objective": "klrl", "steps": 1, "prompts_per_step": 1,
+            "samples_per_prompt": 2, "eval_n": 0, **fields}
+    return write(directory / name, data)
+
+
+def a_run(directory: Path) -> Path:
+    """A finished run of one step, made by `bayeslm train`."""
+    assert main([str(a) for a in ("train", config(directory), "--out", directory / "run", "--quiet")]) == 0
+    return directory / "run"
+
+
+def project(directory: Path) -> Path:
+    """A user's project directory: their config, target and notes, and the samples the README's `sample` wrote."""
+    config(directory)
+    (directory / "notes.txt").write_text("my notes")
+    (directory / "samples.jsonl").write_text('{"text": "kept"}\n')
+    return directory
+
+
+def nan_model(directory: Path) -> Path:
+    """A model directory whose weights diverged (one NaN), as an unchecked run would have saved it."""
+    lm = load_lm(TOY)
+    with torch.no_grad():
+        next(lm.model.parameters()).view(-1)[0] = float("nan")
+    lm.model.save_pretrained(directory / "nan", safe_serialization=True)
+    lm.tokenizer.save_pretrained(directory / "nan")
+    return directory / "nan"
+
+
+# Each case: (set-up returning the command's arguments, exit code, the first line's words).
+CASES = {
+    # class 1: outputs that would replace what the user keeps
+    "overwrite a project directory": (
+        lambda d: ["train", config(project(d)), "--out", d, "--overwrite"], 2, "is not empty"),
+    "train --out . in a project": (
+        lambda d: ["train", config(project(d)), "--out", "."], 2, "is not empty"),
+    "sample --out the target file": (
+        lambda d: ["sample", "--target", target(d), "--method", "ancestral", "-n", 2, "--out", d / "target.yaml"],
+        2, "is also an input of this command"),
+    "report --out a file of the run": (
+        lambda d: ["report", a_run(d), "--out", d / "run" / "metrics.jsonl"], 2, "is part of the run"),
+    "sample --out into a run": (
+        lambda d: ["sample", "--target", target(d), "--method", "ancestral", "-n", 2,
+                   "--out", a_run(d) / "samples.jsonl"], 2, "is part of the run"),
+    "a run that kept only model/ and checkpoints/": (
+        lambda d: ["train", config(d), "--out", _strip(a_run(d), "config.yaml", "metrics.jsonl")],
+        2, "already holds a run"),
+    "overwrite a run holding a file of the user's": (
+        lambda d: ["train", config(d), "--out", _add(a_run(d), "notes.txt"), "--overwrite"],
+        2, "also holds files bayeslm did not write"),
+    "train --out under a file": (
+        lambda d: ["train", config(project(d)), "--out", d / "notes.txt" / "run"], 2, "is a file"),
+    "report --out a directory": (
+        lambda d: ["report", a_run(d), "--out", d], 2, "is a directory"),
+    "report --out in a missing directory": (
+        lambda d: ["report", a_run(d), "--out", d / "missing" / "r.html"], 2, "does not exist"),
+    "guard --model into a project directory": (
+        lambda d: ["guard", config(project(d)), "--model", "x", "--out", d], 2, "is not empty"),
+    # class 2: a model with non-finite weights is neither saved nor sampled from
+    "a learning rate that overflows the weights": (
+        lambda d: ["train", config(d), "--out", d / "run", "--set", "lr=1e308"], 1, "made some weights NaN"),
+    "evaluate a model with NaN weights": (
+        lambda d: ["evaluate", "--target", target(d), "--model", nan_model(d), "-n", 2], 2, "NaN or infinite weights"),
+    # class 3: a file names only what was declared for bayeslm
+    "a reward from the standard library": (
+        lambda d: ["evaluate", "--target", target(d, potentials=[{"exponential": {"reward": "pty:spawn", "beta": 1}}]),
+                   "-n", 2], 2, "is not a bayeslm reward"),
+    "a reward function from the standard library": (
+        lambda d: ["evaluate", "--target", target(d, potentials=[
+            {"exponential": {"reward": {"function": "os:system"}, "beta": 1}}]), "-n", 2],
+        2, "is not a bayeslm reward function"),
+    "a constraint's predicate from an installed package": (
+        lambda d: ["evaluate", "--target", target(d, potentials=[{"constraint": {"predicate": "numpy:sum"}}]),
+                   "-n", 2], 2, "is not a bayeslm reward"),
+    "a function of bayeslm's internals as a reward": (
+        lambda d: ["evaluate", "--target", target(d, potentials=[
+            {"exponential": {"reward": "bayeslm.registry:import_dotted", "beta": 1}}]), "-n", 2],
+        2, "is not a bayeslm reward"),
+    "an objective from the standard library": (
+        lambda d: ["train", config(d, objective="os:system"), "--out", d / "run"], 2, "is not a bayeslm objective"),
+    "a sampler from the standard library": (
+        lambda d: ["sample", "--target", target(d), "--method", "os:system", "-n", 2], 2, "is not a bayeslm sampler"),
+    "a sampler that is an objective": (
+        lambda d: ["sample", "--target", target(d), "--method", "extension_fixtures:SelfNormalisedForwardKL", "-n", 2],
+        2, "is not a bayeslm sampler"),
+}
+
+
+def _strip(run_dir: Path, *names) -> Path:
+    for name in names:
+        (run_dir / name).unlink()
+    return run_dir
+
+
+def _add(run_dir: Path, name: str) -> Path:
+    (run_dir / name).write_text("the user's")
+    return run_dir
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_misuse_is_refused_and_touches_nothing(tmp_path, capsys, monkeypatch, case):
+    setup, expected, words = CASES[case]
+    monkeypatch.chdir(tmp_path)
+    argv = setup(tmp_path)
+    capsys.readouterr()
+    before = snapshot(tmp_path)
+    code, out, err = run(capsys, *argv, "--quiet")
+    first = err.strip().splitlines()[0] if err.strip() else ""
+    assert code == expected, err
+    assert first.startswith("bayeslm: error:") and words in first, first
+    assert "Traceback" not in err
+    after = snapshot(tmp_path)
+    assert {name: after.get(name) for name in before} == before  # every file that was there, byte for byte
+
+
+def test_a_reward_of_ones_own_project_and_a_declared_sampler_still_run(tmp_path, capsys, monkeypatch):
+    """The control of class 3: a reward function of the user's own project, and a declared sampler, still run."""
+    monkeypatch.chdir(tmp_path)
+    potentials = [{"exponential": {"reward": {"function": "reward_fixtures:constant"}, "beta": 1}}]
+    code, _, err = run(capsys, "sample", "--target", target(tmp_path, potentials=potentials),
+                       "--method", "extension_fixtures:Weighted", "-n", 2, "--quiet")
+    assert code == 0, err
+
+
+def test_overwrite_replaces_only_what_bayeslm_wrote(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir = a_run(tmp_path)
+    (run_dir / "report.html").write_text("an old report")
+    code, _, err = run(capsys, "train", config(tmp_path, steps=2), "--out", run_dir, "--overwrite", "--quiet")
+    assert code == 0, err
+    assert not (run_dir / "report.html").exists() and (run_dir / "model").is_dir()
+    assert (tmp_path / "train.yaml").is_file() and (tmp_path / "target.yaml").is_file()
