@@ -40,6 +40,7 @@ _EXPORTS = {
     "LoRA": "bayeslm.training.config", "TrainConfig": "bayeslm.training.config", "Run": "bayeslm.training.run",
     "Sampler": "bayeslm.samplers.base", "Draws": "bayeslm.samplers.result",
     "Scorecard": "bayeslm.measurement.scorecard", "Exact": "bayeslm.measurement.exact",
+    "reference": "bayeslm.measurement.reference", "Reference": "bayeslm.measurement.reference",
     "Plan": "bayeslm.measurement.plan", "Estimate": "bayeslm.weights", "NoSupport": "bayeslm.weights",
     "certify": "bayeslm.measurement.certify", "Certificate": "bayeslm.measurement.certify",
     "guarded": "bayeslm.measurement.guard", "Guarded": "bayeslm.measurement.guard",

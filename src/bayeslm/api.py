@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bayeslm.config import ConfigError, to_dict
 from bayeslm.distributions.lm import LM
+from bayeslm.measurement.reference import Reference
 from bayeslm.measurement.scorecard import Scorecard
 from bayeslm.modelling.potentials.language import explained
 from bayeslm.modelling.target import Target
@@ -79,14 +80,21 @@ def _require_support(draws: Draws):
                         "more (-n, --budget), or use a proposal closer to the target", bad)
 
 
-def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, exact: bool = False) -> Scorecard:
+def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, exact: bool = False,
+              reference: Reference | None = None) -> Scorecard:
     """Every figure of `model` against `target` (log Z, ELBO, EUBO, both KLs, TV, KL to the prior, rewards,
     entropy, ESS, diversity), each with a standard error, from n samples per prompt; with `exact`, the values by
-    enumeration beside them (toy priors only)."""
+    enumeration beside them (toy priors only).
+
+    log Z and π*'s samples come from the target's `reference` (`bl.reference(target)`): pass one to measure several
+    models on one scale at the cost of one; without it a reference is made for this call (exact on a toy small
+    enough to enumerate, else 1024 samples of the prior per prompt)."""
+    from bayeslm.measurement.reference import REFERENCE_SEED, reference as make_reference
     from bayeslm.measurement.scorecard import scorecard as estimate
 
     try:
-        card = estimate(model, target, n, seed=seed)
+        reference = reference or make_reference(target, seed=seed + REFERENCE_SEED)
+        card = estimate(model, target, n, seed=seed, reference=reference)
     except NoSupport as error:
         raise explained(error, target, seed) from None
     if exact:

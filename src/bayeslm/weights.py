@@ -104,6 +104,11 @@ def combine(per_prompt, influences) -> Estimate:
     return Estimate(value, math.sqrt(variance) / len(per_prompt))
 
 
+def difference(a: Estimate, b: Estimate) -> Estimate:
+    """a − b for estimates from independent samples: their variances add; unreliable where either is."""
+    return Estimate(a.value - b.value, math.hypot(a.stderr, b.stderr), a.unreliable or b.unreliable)
+
+
 def mean(values: Sequence[torch.Tensor] | torch.Tensor) -> Estimate:
     """The plain Monte Carlo mean of values [C, n], or of C one-dimensional tensors (per prompt, then over
     prompts)."""

@@ -22,7 +22,8 @@ def write(tmp_path, data, name="target.yaml"):
 def test_evaluate_json_with_exact_values(tmp_path, capsys):
     target = write(tmp_path, {"prior": TOY, "prompts": ["", "the movie"], "max_new_tokens": 3,
                               "potentials": [{"exponential": {"reward": {"keyword": ["good"]}, "beta": 0.5}}]})
-    code, out, _ = run(capsys, "evaluate", "--target", target, "-n", "400", "--exact", "--json")
+    code, out, _ = run(capsys, "evaluate", "--target", target, "-n", "400", "--exact", "--json",
+                       "--reference-source", "prior")
     assert code == 0
     card = json.loads(out)
     for key in KEYS:

@@ -10,6 +10,7 @@ import torch
 
 import bayeslm as bl
 from bayeslm.cli import main
+from bayeslm.measurement.scorecard import scorecard
 from bayeslm.weights import FEWEST_JUDGED, k_threshold, pareto_k
 
 # arviz 0.23.4's `psislw` (its Zhang & Stephens fit uses a grid of 30 + √n points, loo's and ours 80 + √n: the
@@ -78,20 +79,29 @@ def far_model(tmp_path_factory):
 
 
 def test_a_model_far_from_the_target_gets_its_weighted_figures_marked(far_model, capsys):
+    """Without a reference every figure that weighs by q's own weights is marked by their k̂; against the target's
+    reference only q's own log Ẑ still is, and KL(q‖π*) = log Z_ref − ELBO_q lands on its exact value."""
     target = "examples/toy_sentiment.yaml"
+    prior = bl.load_lm({"toy": {"seed": 0, "train_steps": 200}})
+    toy = (prior * bl.Exponential(bl.rewards.sentiment(), beta=0.5)).given(["", "the movie"], max_new_tokens=4)
+    own = scorecard(bl.load_lm(str(far_model)), toy, 256)
+    assert own.pareto_k > own.pareto_k_threshold
+    for key in ("log_z", "eubo", "kl_model_target", "kl_target_model", "tv_model_target"):
+        assert "Pareto k̂" in own[key].unreliable, key
     assert main(["evaluate", "--target", target, "--model", str(far_model), "-n", "256", "--exact", "--json",
                  "--quiet"]) == 0
     out = capsys.readouterr()
     card = json.loads(out.out)
     assert card["pareto_k"] > card["pareto_k_threshold"]
-    for key in ("log_z", "eubo", "kl_model_target", "kl_target_model", "tv_model_target", "target_reward_mean"):
-        assert "Pareto k̂" in card[key]["unreliable"], key
-    # What the marks are for: KL(π*‖q) is many standard errors from its exact value.
-    kl = card["kl_target_model"]
-    assert abs(kl["value"] - card["exact"]["kl_target_model"]) > 10 * kl["stderr"]
+    assert "Pareto k̂" in card["log_z_model"]["unreliable"]
+    # What the mark is for: the far model's own log Ẑ is many standard errors from log Z; KL(q‖π*) is not.
+    log_z = card["log_z_model"]
+    assert abs(log_z["value"] - card["exact"]["log_z"]) > 3 * log_z["stderr"]
+    kl = card["kl_model_target"]
+    assert "unreliable" not in kl and abs(kl["value"] - card["exact"]["kl_model_target"]) <= 3 * kl["stderr"]
     for key in ("elbo", "kl_model_prior", "entropy", "reward_mean"):  # plain means under q
         assert "unreliable" not in card[key], key
-    assert "bayeslm: warning: unreliable estimates: Pareto k̂" in out.err
+    assert "bayeslm: warning: unreliable estimates: q misses part of π*'s mass" in out.err and "Pareto k̂" in out.err
 
 
 def test_the_prior_close_to_the_target_is_not_marked(capsys):

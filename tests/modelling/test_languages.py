@@ -107,7 +107,7 @@ def test_the_masked_sampler_is_a_distribution_off_the_target_by_what_it_measures
     assert truth["kl_target_model"] > 0.3 and truth["tv_model_target"] > 0.2  # the distortion, exactly
     card = bl.scorecard(q, target, n=1000)
     for key in ("kl_target_model", "tv_model_target"):
-        assert abs(card[key].value - truth[key]) <= 3 * card[key].stderr + 1e-9, key
+        assert abs(card[key].value - truth[key]) <= 3 * card[key].stderr + 1e-6, key  # float32 scores
 
 
 @pytest.mark.slow

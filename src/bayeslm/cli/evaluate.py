@@ -29,6 +29,13 @@ def add(sub, parents):
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--exact", action="store_true", help="also compute exact values by enumeration "
                                                              "(toy priors only)")
+    parser.add_argument("--reference", type=positive_int, default=1024, metavar="N",
+                        help="samples per prompt of the prior for the target's reference: log Z and π*'s samples, "
+                             "which log Z, KL(q‖π*), KL(π*‖q) and the figures under π* are measured against "
+                             "(default 1024)")
+    parser.add_argument("--reference-source", choices=["auto", "prior", "exact"], default="auto",
+                        help="where the reference comes from: the prior's samples, or enumeration (toy priors); "
+                             "auto (the default) enumerates where the space is small enough")
     parser.add_argument("--certify", action="store_true",
                         help="also bound log Z from both sides with exact samples of the target (rejection from the "
                              "prior; needs a known bound: constraints, or --reward-max for a bounded reward)")
@@ -43,7 +50,8 @@ def add(sub, parents):
 def run(args) -> int:
     """Launched as several processes (torchrun), each draws and scores its share of every prompt's samples."""
     from bayeslm.distributions.loading import load_lm
-    from bayeslm.measurement.evaluation import pooled
+    from bayeslm.measurement.evaluation import pooled, target_reference
+    from bayeslm.measurement.reference import REFERENCE_SEED, enumerable
     from bayeslm.measurement.scorecard import card
     from bayeslm.modelling.potentials.language import explained
     from bayeslm.modelling.target import factors
@@ -64,11 +72,21 @@ def run(args) -> int:
 
             exact = world.on_main(Exact, target)
         samples = pooled(model, target, args.n, seed=args.seed, world=world)
+        source = args.reference_source if args.reference_source != "auto" else (
+            "exact" if enumerable(target) else "prior")
+        references = (pooled(target.prior, target, args.reference, seed=args.seed + REFERENCE_SEED, world=world)
+                      if source == "prior" else None)
         certificate = world.on_main(_certificate, model, target, samples, log_bound, args) if args.certify else None
     if not world.main:
         return 0
     try:
-        result = card(samples, target)
+        ref = target_reference(target, references)
+    except NoSupport as error:
+        print(f"bayeslm: warning: no reference for the target, the figures come from the model's own samples: "
+              f"{error}", file=sys.stderr)
+        ref = None
+    try:
+        result = card(samples, target, reference=ref, model=model)
     except NoSupport as error:
         raise explained(error, target, args.seed) from None
     if exact is not None:

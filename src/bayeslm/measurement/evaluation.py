@@ -2,14 +2,15 @@
 
 What a run directory keeps for its report:
 
-    scorecard.json        the model against the target
-    scorecard_prior.json  the prior against the same target, on as many samples (where training started)
+    reference.json        the target's reference: log Z and its π* samples' figures (`bayeslm.measurement.reference`)
+    scorecard.json        the model against the target's reference
+    scorecard_prior.json  the prior against the same reference, on as many samples (where training started)
     samples.jsonl         texts of the prior, the model and the target, one JSON object a line
 
-The target's texts come by sampling–importance–resampling (SIR) from whichever of the two evaluation pools
-has the larger effective sample size: weights w = P/q over n draws of q, resampled in proportion to w. Both
-pools cover the target's support (a softmax LM gives every text some mass), so either converges to π*; the
-record says which pool it came from and its ESS, since a small ESS means few distinct texts.
+Both scorecards are measured against one reference, drawn from the prior apart from the prior's own evaluation
+samples (another seed), so that KL(q‖π*) = log Z_ref − ELBO_q of the prior and of the model compare on one scale.
+The target's texts come by sampling–importance–resampling (SIR) from the reference's samples, in proportion to
+its weights; the record gives its ESS, since a small ESS means few distinct texts.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 
 from bayeslm.distributions.lm import LM
+from bayeslm.measurement.reference import REFERENCE_SEED, Reference, enumerable, reference
 from bayeslm.measurement.scorecard import Scorecard, card, pool
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
@@ -45,30 +47,47 @@ def pooled(lm: LM, target: Target, n: int, *, seed: int, world: World = World())
 
 
 def evaluate(model: LM, target: Target, n: int, *, seed: int, run_dir: Path | None, prior_too: bool = True,
-             world: World = World()) -> Scorecard | None:
-    """Scores `model` (and, with `prior_too`, the target's prior) on n samples per prompt; writes the scorecards
-    and samples into run_dir (when given); returns the model's scorecard (None, with a warning, where no sample of
-    some prompt has positive target weight). Data-parallel processes share the sampling
-    (`pooled`); rank 0 writes and gets the scorecard, the others None."""
+             reference_n: int = 1024, world: World = World()) -> Scorecard | None:
+    """Scores `model` (and, with `prior_too`, the target's prior) on n samples per prompt against the target's
+    reference (`reference_n` samples of the prior per prompt); writes the reference, the scorecards and samples
+    into run_dir (when given); returns the model's scorecard (None, with a warning, where no sample of some prompt
+    has positive target weight). Data-parallel processes share the sampling (`pooled`); rank 0 writes and gets the
+    scorecard, the others None."""
     sources = {"model": model, "prior": target.prior} if prior_too else {"model": model}
     pools = {source: pooled(lm, target, n, seed=seed, world=world) for source, lm in sources.items()}
-    return world.on_main(_write, pools, target, seed, run_dir)
+    references = (None if enumerable(target)  # then exact, by enumeration on rank 0
+                  else pooled(target.prior, target, reference_n, seed=seed + REFERENCE_SEED, world=world))
+    return world.on_main(_write, pools, references, sources, target, seed, run_dir)
 
 
-def _write(pools: dict[str, ScoredSamples], target: Target, seed: int, run_dir: Path | None) -> Scorecard:
+def target_reference(target: Target, references: ScoredSamples | None) -> Reference:
+    """The reference from the prior's samples `references`, or exact where they are None."""
+    return Reference.from_pool(references, target) if references is not None else reference(target, source="exact")
+
+
+def _write(pools: dict[str, ScoredSamples], references: ScoredSamples | None, models: dict[str, LM], target: Target,
+           seed: int, run_dir: Path | None) -> Scorecard:
+    try:
+        ref = target_reference(target, references)
+    except NoSupport as error:  # a rare constraint: each model is then scored on its own samples, and says so
+        print(f"bayeslm: warning: no reference for the target, each model's figures come from its own samples: "
+              f"{error}", file=sys.stderr)
+        ref = None
     cards = {}
     for source, samples in pools.items():
         try:
-            cards[source] = card(samples, target)
+            cards[source] = card(samples, target, reference=ref, model=models[source])
         except NoSupport as error:  # a rare constraint met by no sample: said, and the run still completes
             print(f"bayeslm: warning: the {source} is not scored against the target: {error}", file=sys.stderr)
             continue
     if run_dir is not None:
+        if ref is not None:
+            (run_dir / "reference.json").write_text(json.dumps(ref.to_json(), indent=2))
         for source, scored in cards.items():
             name = "scorecard.json" if source == "model" else "scorecard_prior.json"
             (run_dir / name).write_text(json.dumps(scored.to_json(), indent=2))
         records = [record for source in cards for record in _shown(source, pools[source], cards[source])]
-        records += _target_texts(pools, cards, seed) if cards else []
+        records += _target_texts(ref, seed) if ref is not None else []
         (run_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return cards.get("model")
 
@@ -79,16 +98,15 @@ def _shown(source: str, samples: ScoredSamples, card: Scorecard) -> list[dict]:
             for c, prompt in enumerate(samples.prompts) for i in range(min(SHOWN, len(texts[c])))]
 
 
-def _target_texts(pools: dict[str, ScoredSamples], cards: dict[str, Scorecard], seed: int) -> list[dict]:
-    """SHOWN texts per prompt resampled from the pool with the larger ESS, each with its pool's ESS."""
-    source = max(cards, key=lambda s: cards[s].ess)  # the prior's card is missing if it had no support
-    samples, card = pools[source], cards[source]
+def _target_texts(reference: Reference, seed: int) -> list[dict]:
+    """SHOWN texts per prompt resampled from the reference's samples by their weights, each with their ESS."""
+    samples = reference.samples
     generator = torch.Generator().manual_seed(seed)
-    rows, texts = [], samples.texts_by_prompt()
+    rows, texts, rewards = [], samples.texts_by_prompt(), samples.grid(samples.reward)
     for c, prompt in enumerate(samples.prompts):
-        log_w = card.log_weights[c]
+        log_w = reference.ratio[c].log()
         ess = effective_sample_size(log_w).item()
-        for i in torch.multinomial(torch.softmax(log_w, 0), SHOWN, replacement=True, generator=generator).tolist():
-            rows.append({"source": "target", "prompt": prompt, "text": texts[c][i],
-                         "reward": card.rewards[c, i].item(), "resampled_from": source, "ess": ess})
+        for i in torch.multinomial(reference.ratio[c], SHOWN, replacement=True, generator=generator).tolist():
+            rows.append({"source": "target", "prompt": prompt, "text": texts[c][i], "reward": rewards[c, i].item(),
+                         "resampled_from": f"reference ({reference.source})", "ess": ess})
     return rows

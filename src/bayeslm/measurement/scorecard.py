@@ -13,12 +13,19 @@ With log-weights log w(x) = log P(x) − log q(x), P = π0·φ the unnormalised 
 
 Every estimate carries a standard error from its influence function (the delta method for ratios and logs).
 Each figure is computed per prompt and averaged over prompts. All weights stay in log space.
+
+Against a `Reference` of the target (`bayeslm.measurement.reference`), log Z, EUBO, KL(π*‖q) and statistics under
+π* come from the reference's samples instead, the same for every model, and KL(q‖π*) = log Z_ref − ELBO_q
+weighs nothing by q: q's own log Ẑ stays beside them as `log_z_model`, a diagnostic (below log Z_ref by more than
+3 standard errors: q misses part of π*'s mass). TV(q, π*) = E_q[(1 − r)₊], r = P/(Z_ref·q), is a bounded mean.
+Without a reference every figure comes from q's own samples (what per-step training figures do).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -27,15 +34,20 @@ from bayeslm.distributions.lm import LM, Samples
 from bayeslm.measurement.diversity import distinct_n, self_bleu
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
-from bayeslm.weights import Estimate, NoSupport, combine, json_float, mean, snis_mean
+from bayeslm.weights import Estimate, NoSupport, combine, difference, json_float, mean, snis_mean
+
+if TYPE_CHECKING:
+    from bayeslm.measurement.reference import Reference
 
 # Every figure of a scorecard with its label, in the order tables show them (q: the model scored).
-FIGURES = [("log_z", "log Z"), ("elbo", "ELBO"), ("eubo", "EUBO"), ("kl_model_target", "KL(q‖π*)"),
+FIGURES = [("log_z", "log Z"), ("log_z_model", "log Ẑ from q"), ("elbo", "ELBO"), ("eubo", "EUBO"), ("kl_model_target", "KL(q‖π*)"),
            ("kl_target_model", "KL(π*‖q)"), ("tv_model_target", "TV(q,π*)"), ("kl_model_prior", "KL(q‖π0)"),
            ("kl_model_prior_sampled", "KL(q‖π0) sampled"), ("reward_mean", "reward under q"),
            ("target_reward_mean", "reward under π*"), ("entropy", "entropy H(q), nats")]
 # The figures estimated with the importance weights w = P/q (the others are plain means under q).
-IMPORTANCE_WEIGHTED = ("log_z", "eubo", "kl_model_target", "kl_target_model", "tv_model_target")
+IMPORTANCE_WEIGHTED = ("log_z", "log_z_model", "eubo", "kl_model_target", "kl_target_model", "tv_model_target")
+# Below log Z_ref by more than this many standard errors, q's own log Ẑ says that q misses part of π*'s mass.
+MISSED_MASS_SE = 3.0
 
 
 @dataclass
@@ -52,9 +64,8 @@ class Scorecard:
     pareto_k: float = math.nan  # the largest Pareto k̂ of the prompts' importance weights (`weights.pareto_k`)
     pareto_k_threshold: float = math.nan  # above it, the importance-weighted figures are marked unreliable
     exact: dict[str, float] | None = field(default=None)
-    # Per sample, [C, n]: log w = log P − log q and the reward (for resampling the target; not in the JSON).
-    log_weights: torch.Tensor | None = field(default=None, repr=False)
-    rewards: torch.Tensor | None = field(default=None, repr=False)
+    reference: dict | None = None  # the reference's own figures (`Reference.to_json`), where it was scored against one
+    rewards: torch.Tensor | None = field(default=None, repr=False)  # per sample, [C, n] (not in the JSON)
 
     def __getitem__(self, key: str) -> Estimate:
         return self.estimates[key]
@@ -68,9 +79,11 @@ class Scorecard:
                 rows.append((f"{name} under {under}", sides[side],
                              exact["statistics"][name][side] if exact else None))
         width = max(len(label) for label, _, _ in rows)
+        ref = self.reference
         lines = [f"model  {self.model}", f"target {self.target}",
                  f"samples {self.n}, effective {self.ess:.1f}, Pareto k̂ {self.pareto_k:.2f} "
-                 f"(threshold {self.pareto_k_threshold:.2f})", "",
+                 f"(threshold {self.pareto_k_threshold:.2f})",
+                 _reference_line(ref), "",
                  f"{'':{width}s} {'estimate':>12s} {'± stderr':>10s}" + (f" {'exact':>10s}" if exact else "")]
         for label, est, exact_value in rows:
             lines.append(f"{label:{width}s} {est.value:12.4f} {est.stderr:10.4f}"
@@ -89,9 +102,20 @@ class Scorecard:
         out.update(self.diversity)
         out["statistics"] = {name: {side: e.to_json() for side, e in sides.items()}
                              for name, sides in self.statistics.items()}
+        if self.reference is not None:
+            out["reference"] = self.reference
         if self.exact is not None:
             out["exact"] = {k: json_float(v) if isinstance(v, float) else v for k, v in self.exact.items()}
         return out
+
+
+def _reference_line(ref: dict | None) -> str:
+    if ref is None:
+        return "every figure from q's own samples (no reference of the target)"
+    if ref["exact"]:
+        return f"log Z and π*: the exact reference (every one of {ref['n']} continuations a prompt)"
+    return (f"log Z and π*: the reference ({ref['n']} samples of the {ref['source']} a prompt, Pareto k̂ "
+            f"{ref['pareto_k'] if ref['pareto_k'] is not None else math.inf:.2f})")
 
 
 def pool(model: LM, target: Target, samples: Samples, *, analytic_kl: bool = True) -> ScoredSamples:
@@ -108,16 +132,19 @@ def pool(model: LM, target: Target, samples: Samples, *, analytic_kl: bool = Tru
 
 
 def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, samples: Samples | None = None,
-              analytic_kl: bool = True) -> Scorecard:
-    """Samples n continuations per prompt from `model` (or uses `samples`, drawn from it) and scores them."""
+              analytic_kl: bool = True, reference: Reference | None = None) -> Scorecard:
+    """Samples n continuations per prompt from `model` (or uses `samples`, drawn from it) and scores them, against
+    `reference` (`bl.reference(target)`) where given."""
     if samples is None:
         model.check_compatible(target.prior)
         samples = model.sample(target.prompts, n, target.max_new_tokens, seed=seed)
-    return card(pool(model, target, samples, analytic_kl=analytic_kl), target)
+    return card(pool(model, target, samples, analytic_kl=analytic_kl), target, reference=reference, model=model)
 
 
-def card(pooled: ScoredSamples, target: Target) -> Scorecard:
-    """The scorecard of samples of one model q, grouped by prompt with n of each, against `target`."""
+def card(pooled: ScoredSamples, target: Target, *, reference: Reference | None = None, model: LM | None = None
+         ) -> Scorecard:
+    """The scorecard of samples of one model q, grouped by prompt with n of each, against `target`; against its
+    `reference` where given (then `model` is q, to score the reference's samples)."""
     grid = pooled.grid
     log_q, log_prior, log_w = grid(pooled.log_proposal), grid(pooled.log_prior), grid(pooled.log_w)
     C, n = log_w.shape
@@ -129,6 +156,7 @@ def card(pooled: ScoredSamples, target: Target) -> Scorecard:
                         "to the target", bad)
     log_z, ratio = weights.normalise(log_w)
     est = {"log_z": combine(log_z, ratio - 1)}
+    est["log_z_model"] = est["log_z"]
     elbo = log_w.mean(1)
     est["elbo"] = combine(elbo, log_w - elbo[:, None])
     eubo, eubo_influence = snis_mean(log_w, ratio)
@@ -152,6 +180,8 @@ def card(pooled: ScoredSamples, target: Target) -> Scorecard:
             est[key] = replace(est[key], unreliable=warning)
         for sides in statistics.values():
             sides["target"] = replace(sides["target"], unreliable=warning)
+    if reference is not None:
+        _against(reference, model, target, est, statistics, log_w)
     est["reward_mean"] = statistics[target.reward_name]["model"]
     est["target_reward_mean"] = statistics[target.reward_name]["target"]
     est["entropy"] = mean(-log_q)
@@ -160,7 +190,36 @@ def card(pooled: ScoredSamples, target: Target) -> Scorecard:
     diversity["self_bleu"] = sum(self_bleu(g) for g in texts) / C
     return Scorecard(pooled.proposal, repr(target), C * n, est, weights.total_ess(log_w), diversity, statistics,
                      pareto_k=k, pareto_k_threshold=weights.k_threshold(n),
-                     log_weights=log_w, rewards=grid(pooled.reward))
+                     reference=reference.to_json() if reference is not None else None,
+                     rewards=grid(pooled.reward))
+
+
+def _against(reference: Reference, model: LM, target: Target, est: dict, statistics: dict, log_w: torch.Tensor):
+    """Replaces the figures that need log Z or π* by the reference's (see the module docstring)."""
+    if reference.target != repr(target) or reference.samples.prompts != list(target.prompts):
+        raise ValueError(f"the reference is of another target ({reference.target}, prompts "
+                         f"{reference.samples.prompts}) than {target!r}; make it with bl.reference(target)")
+    if model is None:
+        raise ValueError("scoring against a reference needs the model q, to score the reference's samples")
+    own = est["log_z_model"]
+    est["log_z"] = reference.log_z_estimate()
+    gap = difference(est["log_z"], own)
+    if gap.value > MISSED_MASS_SE * gap.stderr:
+        missed = (f"q misses part of π*'s mass: its own log Ẑ is {gap.value:.2f} ± {gap.stderr:.2f} nats below the "
+                  "reference's, so figures from q's own weights would be too optimistic")
+        est["log_z_model"] = replace(own, unreliable=missed + (f"; {own.unreliable}" if own.unreliable else ""))
+    est["kl_model_target"] = difference(est["log_z"], est["elbo"])
+    est["eubo"], est["kl_target_model"] = reference.scored_under(model)
+    # TV(q, π*) = E_q[(1 − r)₊], r = P/(Z·q): bounded, so a plain mean; log Z_ref's error enters through
+    # d/d log Z (1 − r)₊ = r·1{r<1}.
+    r = torch.exp(log_w - reference.log_z[:, None])
+    gap_q = torch.clamp(1 - r, min=0)
+    slope = torch.where(r < 1, r, torch.zeros(()).double()).mean(1)
+    tv = mean(gap_q)
+    through_z = reference.estimate(slope * reference.log_z, slope[:, None] * (reference.ratio - 1))
+    est["tv_model_target"] = Estimate(tv.value, math.hypot(tv.stderr, through_z.stderr), reference.warning)
+    for name, sides in statistics.items():
+        sides["target"] = reference.statistic(name)
 
 
 def batch_figures(log_proposal: torch.Tensor, log_model: torch.Tensor, log_target: torch.Tensor,

@@ -85,6 +85,9 @@ class TrainConfig:
     checkpoint_every: int = field(50, doc="steps between checkpoints", check=positive)
     keep_checkpoints: int = field(2, doc="how many recent checkpoints to keep", check=positive)
     eval_n: int = field(64, doc="samples per prompt for the final scorecard; 0 skips it", check=non_negative)
+    reference_n: int = field(1024, doc="samples per prompt of the prior for the target's reference (log Z and π*), "
+                                       "which the final scorecards of the prior and the model are measured against",
+                             check=positive)
     eval_prompts: list[str] | str | dict | None = field(
         None, doc="held-out prompts for the final scorecard (of the prior and the model) instead of the target's: a "
                   "list, a file (as prompts_file, relative to this config), or a mapping of the target file's prompt "

@@ -366,6 +366,7 @@ class Trainer:
             with self._gathered():
                 held_out = self.target if self.eval_prompts is None else self.target.given(self.eval_prompts)
                 card = evaluate(self.model, held_out, self.config.eval_n, seed=self.config.seed + 1,
+                                reference_n=self.config.reference_n,
                                 run_dir=self.run_dir, world=self.world)
         for directory in saved or []:  # after the scorecards, which the card shows
             model_card.write(self.run_dir, directory, self.config, self.target.prior.source,

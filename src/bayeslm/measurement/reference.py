@@ -1,0 +1,144 @@
+"""The reference of a target: log Z(c) and weighted samples of π*(·|c), estimated once and shared by every
+scorecard against that target.
+
+log Z and π* belong to the target, not to the model scored. A scorecard that took log Ẑ from the scored model's
+own samples would inherit whatever part of π* the model no longer covers: a collapsed model's log Ẑ_q falls
+short of log Z, and KL(q‖π*) = log Ẑ_q − ELBO_q looks smaller than it is. Against one reference,
+
+    KL(q‖π*) = log Z_ref − ELBO_q            ELBO_q = E_q[log P − log q], a plain mean under q
+    EUBO_q   = E_π*[log P − log q]           the reference's π* samples scored under q (a forward pass)
+    KL(π*‖q) = EUBO_q − log Z_ref            both from the reference's samples, with their own weights
+    E_π*[f]  = Σ_i w̄_i f(x_i)               the same for every model
+
+and a figure is as trustworthy as its own ingredients: KL(q‖π*) needs no importance weight of q at all.
+
+Sources: a pool of the prior's samples (x_i ~ π0, w_i = φ(x_i), log Ẑ = log mean w, w̄_i = w_i/Σw; unbiased in
+Z, its k̂ judging the tail), or on a toy prior the enumeration itself (w̄ = π* exactly, no sampling error).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from bayeslm import weights
+from bayeslm.distributions.enumeration import count
+from bayeslm.distributions.lm import LM
+from bayeslm.measurement.exact import Exact
+from bayeslm.modelling.scored import ScoredSamples
+from bayeslm.modelling.target import Target
+from bayeslm.weights import Estimate, NoSupport, combine, snis_mean
+
+SOURCES = ("auto", "prior", "exact")
+REFERENCE_SEED = 7_919  # added to a scorecard's seed: the reference's samples are drawn apart from the prior's own
+# "auto" enumerates a space of at most this many continuations (a toy prior: a fraction of a second) and samples
+# the prior otherwise: where it can be had, the exact reference beats any sample of it.
+EXACT_UP_TO = 20_000
+
+
+@dataclass
+class Reference:
+    """log Ẑ(c) [C] and the self-normalised weights r = w/Ẑ [C, n] (mean 1 per prompt) of `samples`, n per
+    prompt grouped by prompt, of one target. `exact`: the samples are the whole space and r/n = π* exactly."""
+
+    target: str
+    source: str
+    prior: LM = field(repr=False)  # the target's prior, whose vocabulary and prompt format the samples are in
+    samples: ScoredSamples
+    log_z: torch.Tensor
+    ratio: torch.Tensor
+    exact: bool = False
+    pareto_k: float = math.nan
+    warning: str | None = None  # why figures from these weights cannot be trusted (their tail), or None
+
+    @classmethod
+    def from_pool(cls, pool: ScoredSamples, target: Target, *, source: str = "prior") -> Reference:
+        """The reference from samples of a proposal r scored against `target` (log w = log P − log r)."""
+        log_w = pool.grid(pool.log_w)
+        empty = torch.isneginf(log_w).all(1)
+        if empty.any():
+            bad = [pool.prompts[i] for i in empty.nonzero().flatten().tolist()]
+            raise NoSupport(f"none of the reference's {log_w.shape[1]} samples of the {source} has positive target "
+                            f"weight for prompt(s) {bad}: draw a larger reference, or a rare constraint needs a "
+                            "proposal closer to the target", bad)
+        log_z, ratio = weights.normalise(log_w)
+        k, warning = weights.heaviest_tail(log_w, pool.prompts)
+        return cls(repr(target), source, target.prior, pool, log_z, ratio, pareto_k=k, warning=warning)
+
+    @property
+    def n(self) -> int:
+        return self.ratio.shape[1]
+
+    def estimate(self, per_prompt: torch.Tensor, influence: torch.Tensor) -> Estimate:
+        """A mean over prompts of a figure of the reference's samples, exact where the reference is."""
+        est = combine(per_prompt, torch.zeros_like(influence) if self.exact else influence)
+        return replace(est, unreliable=self.warning)
+
+    def log_z_estimate(self) -> Estimate:
+        return self.estimate(self.log_z, self.ratio - 1)
+
+    def expect(self, values: torch.Tensor) -> Estimate:
+        """E_π*[values] for values [C, n] of the reference's samples."""
+        return self.estimate(*snis_mean(values, self.ratio))
+
+    def statistic(self, name: str) -> Estimate:
+        return self.expect(self.samples.grid(self.samples.stats[name]))
+
+    @torch.no_grad()
+    def scored_under(self, model: LM) -> tuple[Estimate, Estimate]:
+        """(EUBO_q, KL(π*‖q)) of `model` q from the reference's samples scored under q: no generation, and the
+        weights are the reference's own, whatever q is."""
+        model.check_compatible(self.prior)
+        samples = self.samples
+        log_q = samples.grid(model.log_prob(samples.sample_prompts, samples.continuations).double().cpu())
+        log_ratio = samples.grid(samples.log_target) - log_q  # log P − log q, −inf off the target's support
+        eubo, influence = snis_mean(log_ratio, self.ratio)
+        kl = (eubo - self.log_z, influence - (self.ratio - 1))  # log Ẑ_ref is estimated from the same samples
+        return self.estimate(eubo, influence), self.estimate(*kl)
+
+    def to_json(self) -> dict:
+        out = {"source": self.source, "n": self.n, "exact": self.exact, "log_z": self.log_z_estimate().to_json(),
+               "log_z_per_prompt": self.log_z.tolist(), "pareto_k": weights.json_float(self.pareto_k),
+               "pareto_k_threshold": weights.json_float(weights.k_threshold(self.n)),
+               "ess": weights.total_ess(self.samples.grid(self.samples.log_w))}
+        return {**out, "unreliable": self.warning} if self.warning else out
+
+    def __str__(self) -> str:
+        est = self.log_z_estimate()
+        where = "exact, by enumeration" if self.exact else f"{self.n} samples of the {self.source} per prompt"
+        return (f"reference of {self.target}: log Z = {est.value:.4f} ± {est.stderr:.4f} ({where}; Pareto k̂ "
+                f"{self.pareto_k:.2f})" + (f"\n! unreliable: {self.warning}" if self.warning else ""))
+
+
+def enumerable(target: Target) -> bool:
+    """Whether the target's space is small enough for "auto" to enumerate."""
+    prior = target.prior
+    return count(prior.model.config.vocab_size, prior.eos_ids.tolist(), target.max_new_tokens) <= EXACT_UP_TO
+
+
+def reference(target: Target, n: int = 1024, *, seed: int = 0, source: str = "auto") -> Reference:
+    """The reference of `target`: from n samples per prompt of its prior (`source="prior"`), or on a toy prior
+    small enough to enumerate, exact (`source="exact"`); "auto" enumerates where that is cheap (`EXACT_UP_TO`)."""
+    if source not in SOURCES:
+        raise ValueError(f"source: expected one of {', '.join(SOURCES)}, got {source!r}")
+    prior = target.prior
+    if source == "auto":
+        source = "exact" if enumerable(target) else "prior"
+    if source == "exact":
+        space = Exact(target)
+        if torch.isneginf(space.log_z).any():
+            bad = [p for p, z in zip(target.prompts, space.log_z.tolist()) if z == -math.inf]
+            raise NoSupport(f"no continuation of prompt(s) {bad} has positive target weight: the target is empty "
+                            f"there (Z = 0), and has no reference", bad)
+        size = len(space.sequences)
+        prompt_index = torch.arange(len(target.prompts)).repeat_interleave(size)
+        pool = target.score(target.prompts, prompt_index, space.sequences * len(target.prompts),
+                            space.texts * len(target.prompts), log_proposal=space.log_prior.flatten(),
+                            log_prior=space.log_prior.flatten())
+        ratio = torch.exp(space.log_posterior) * size  # π* exactly, as weights of mean 1
+        return Reference(repr(target), "exact", prior, pool, space.log_z, ratio, exact=True, pareto_k=-math.inf)
+    with torch.no_grad():
+        samples = prior.sample(target.prompts, n, target.max_new_tokens, seed=seed)
+        return Reference.from_pool(target.score_samples(samples, prior), target)
