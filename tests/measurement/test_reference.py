@@ -110,3 +110,21 @@ def test_the_api_scorecard_measures_against_a_reference_by_default(target, model
     card = bl.scorecard(models["pure RL, collapsed"], target, 64)
     assert card.reference["exact"]
     assert card["log_z"].value == pytest.approx(exact["prior"]["log_z"], abs=1e-5)
+
+
+def test_the_reference_knows_where_the_target_lies(target):
+    """π*'s own reward, KL(π*‖π0) and entropy from the prior's samples, against enumeration."""
+    space = Exact(target)
+    post = space.log_posterior.exp()
+
+    def expect(values):
+        return (post * values).nan_to_num().sum(1).mean().item()
+
+    truth = {"log_z": space.log_z.mean().item(), "target_reward_mean": expect(space.stats[target.reward_name]),
+             "kl_target_prior": expect(space.log_posterior - space.log_prior),
+             "target_entropy": expect(-space.log_posterior)}
+    figures = bl.reference(target, 1024, seed=1, source="prior").figures()
+    exact = bl.reference(target).figures()
+    for key, value in truth.items():
+        assert exact[key].value == pytest.approx(value, abs=1e-5), key
+        assert abs(figures[key].value - value) <= WITHIN * figures[key].stderr, (key, figures[key], value)

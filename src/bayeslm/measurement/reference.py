@@ -86,6 +86,18 @@ class Reference:
     def statistic(self, name: str) -> Estimate:
         return self.expect(self.samples.grid(self.samples.stats[name]))
 
+    def figures(self) -> dict[str, Estimate]:
+        """π*'s own figures: log Z, its reward, KL(π*‖π0) = E_π*[log φ] − log Z and H(π*) = log Z − E_π*[log P]
+        (where KL-RL's optimum lies; each with log Ẑ's own part of the standard error)."""
+        grid = self.samples.grid
+        log_phi, log_p = grid(self.samples.log_phi), grid(self.samples.log_target)
+        phi, phi_influence = snis_mean(log_phi, self.ratio)
+        p, p_influence = snis_mean(log_p, self.ratio)
+        return {"log_z": self.log_z_estimate(),
+                "target_reward_mean": self.statistic(self.samples.reward_name),
+                "kl_target_prior": self.estimate(phi - self.log_z, phi_influence - (self.ratio - 1)),
+                "target_entropy": self.estimate(self.log_z - p, (self.ratio - 1) - p_influence)}
+
     @torch.no_grad()
     def scored_under(self, model: LM) -> tuple[Estimate, Estimate]:
         """(EUBO_q, KL(π*‖q)) of `model` q from the reference's samples scored under q: no generation, and the
@@ -99,7 +111,8 @@ class Reference:
         return self.estimate(eubo, influence), self.estimate(*kl)
 
     def to_json(self) -> dict:
-        out = {"source": self.source, "n": self.n, "exact": self.exact, "log_z": self.log_z_estimate().to_json(),
+        out = {"source": self.source, "n": self.n, "exact": self.exact,
+               **{key: est.to_json() for key, est in self.figures().items()},
                "log_z_per_prompt": self.log_z.tolist(), "pareto_k": weights.json_float(self.pareto_k),
                "pareto_k_threshold": weights.json_float(weights.k_threshold(self.n)),
                "ess": weights.total_ess(self.samples.grid(self.samples.log_w))}
