@@ -5,6 +5,7 @@ collapse, KL-RL at a learning rate that overshoots, KL-RL converged, and a netwo
 import math
 
 import pytest
+import torch
 from conftest import TOY_TARGET
 
 import bayeslm as bl
@@ -128,3 +129,17 @@ def test_the_reference_knows_where_the_target_lies(target):
     for key, value in truth.items():
         assert exact[key].value == pytest.approx(value, abs=1e-5), key
         assert abs(figures[key].value - value) <= WITHIN * figures[key].stderr, (key, figures[key], value)
+
+
+def test_a_cached_reference_is_reused_only_while_it_is_still_true(target, tmp_path, monkeypatch):
+    monkeypatch.setenv("BAYESLM_CACHE", str(tmp_path))
+    first = bl.reference(target, 64, seed=5, source="prior")
+    [path] = (tmp_path / "references").iterdir()
+    assert torch.equal(bl.reference(target, 64, seed=5, source="prior").log_z, first.log_z)
+    held = torch.load(path, weights_only=True)
+    held["log_phi"] = held["log_phi"] + 1.0  # as if the reward function had changed since
+    torch.save(held, path)
+    assert torch.equal(bl.reference(target, 64, seed=5, source="prior").log_z, first.log_z)  # drawn anew
+    path.write_bytes(b"not a reference")
+    assert torch.equal(bl.reference(target, 64, seed=5, source="prior").log_z, first.log_z)
+    assert bl.reference(target, 64, seed=6, source="prior").log_z.ne(first.log_z).any()  # another seed, another key

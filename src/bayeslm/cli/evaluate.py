@@ -51,7 +51,7 @@ def run(args) -> int:
     """Launched as several processes (torchrun), each draws and scores its share of every prompt's samples."""
     from bayeslm.distributions.loading import load_lm
     from bayeslm.measurement.evaluation import pooled, target_reference
-    from bayeslm.measurement.reference import REFERENCE_SEED, enumerable
+    from bayeslm.measurement.reference import REFERENCE_SEED
     from bayeslm.measurement.scorecard import card
     from bayeslm.modelling.potentials.language import explained
     from bayeslm.modelling.target import factors
@@ -72,19 +72,16 @@ def run(args) -> int:
 
             exact = world.on_main(Exact, target)
         samples = pooled(model, target, args.n, seed=args.seed, world=world)
-        source = args.reference_source if args.reference_source != "auto" else (
-            "exact" if enumerable(target) else "prior")
-        references = (pooled(target.prior, target, args.reference, seed=args.seed + REFERENCE_SEED, world=world)
-                      if source == "prior" else None)
+        try:
+            ref = target_reference(target, args.reference, seed=args.seed + REFERENCE_SEED,
+                                   source=args.reference_source, world=world)
+        except NoSupport as error:
+            print(f"bayeslm: warning: no reference for the target, the figures come from the model's own samples: "
+                  f"{error}", file=sys.stderr)
+            ref = None
         certificate = world.on_main(_certificate, model, target, samples, log_bound, args) if args.certify else None
     if not world.main:
         return 0
-    try:
-        ref = target_reference(target, references)
-    except NoSupport as error:
-        print(f"bayeslm: warning: no reference for the target, the figures come from the model's own samples: "
-              f"{error}", file=sys.stderr)
-        ref = None
     try:
         result = card(samples, target, reference=ref, model=model)
     except NoSupport as error:

@@ -55,24 +55,30 @@ def evaluate(model: LM, target: Target, n: int, *, seed: int, run_dir: Path | No
     scorecard, the others None."""
     sources = {"model": model, "prior": target.prior} if prior_too else {"model": model}
     pools = {source: pooled(lm, target, n, seed=seed, world=world) for source, lm in sources.items()}
-    references = (None if enumerable(target)  # then exact, by enumeration on rank 0
-                  else pooled(target.prior, target, reference_n, seed=seed + REFERENCE_SEED, world=world))
-    return world.on_main(_write, pools, references, sources, target, seed, run_dir)
-
-
-def target_reference(target: Target, references: ScoredSamples | None) -> Reference:
-    """The reference from the prior's samples `references`, or exact where they are None."""
-    return Reference.from_pool(references, target) if references is not None else reference(target, source="exact")
-
-
-def _write(pools: dict[str, ScoredSamples], references: ScoredSamples | None, models: dict[str, LM], target: Target,
-           seed: int, run_dir: Path | None) -> Scorecard:
     try:
-        ref = target_reference(target, references)
+        ref = target_reference(target, reference_n, seed=seed + REFERENCE_SEED, world=world)
     except NoSupport as error:  # a rare constraint: each model is then scored on its own samples, and says so
         print(f"bayeslm: warning: no reference for the target, each model's figures come from its own samples: "
               f"{error}", file=sys.stderr)
         ref = None
+    return world.on_main(_write, pools, ref, sources, target, seed, run_dir)
+
+
+def target_reference(target: Target, n: int, *, seed: int, source: str = "auto", world: World = World()
+                     ) -> Reference | None:
+    """The target's reference (`bayeslm.measurement.reference`) on rank 0 (None elsewhere): exact where the space
+    is small enough (or `source="exact"`), else n samples of the prior per prompt, cached when one process draws
+    them all and shared out when several do. A collective."""
+    if source == "auto":
+        source = "exact" if enumerable(target) else "prior"
+    if source == "exact" or world.size == 1:
+        return world.on_main(lambda: reference(target, n, seed=seed, source=source))
+    pool = pooled(target.prior, target, n, seed=seed, world=world)
+    return world.on_main(Reference.from_pool, pool, target)
+
+
+def _write(pools: dict[str, ScoredSamples], ref: Reference | None, models: dict[str, LM], target: Target, seed: int,
+           run_dir: Path | None) -> Scorecard:
     cards = {}
     for source, samples in pools.items():
         try:

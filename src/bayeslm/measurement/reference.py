@@ -14,24 +14,36 @@ and a figure is as trustworthy as its own ingredients: KL(q‖π*) needs no impo
 
 Sources: a pool of the prior's samples (x_i ~ π0, w_i = φ(x_i), log Ẑ = log mean w, w̄_i = w_i/Σw; unbiased in
 Z, its k̂ judging the tail), or on a toy prior the enumeration itself (w̄ = π* exactly, no sampling error).
+
+A reference drawn from the prior is cached under `$BAYESLM_CACHE/references`, keyed by everything that defines
+it (the prior's source and warp, the prompt format, the potential, the prompts, the length, n, the seed). A cached
+one is used only after it proves itself: every sample's log φ recomputed and a few samples' log π0 rescored must
+match what was stored (a reward function or a model directory edited since is caught), else it is drawn anew.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import pickle
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 
 from bayeslm import weights
 from bayeslm.distributions.enumeration import count
 from bayeslm.distributions.lm import LM
+from bayeslm.distributions.loading import cache_dir
 from bayeslm.measurement.exact import Exact
 from bayeslm.modelling.scored import ScoredSamples
-from bayeslm.modelling.target import Target
+from bayeslm.modelling.target import Target, statistics_of
 from bayeslm.weights import Estimate, NoSupport, combine, snis_mean
 
 SOURCES = ("auto", "prior", "exact")
+CACHE_FORMAT = 1  # bumped whenever what a cached reference holds, or how it is drawn, changes
+CHECKED_ROWS = 8  # samples whose log π0 a cached reference rescored before it is trusted
 REFERENCE_SEED = 7_919  # added to a scorecard's seed: the reference's samples are drawn apart from the prior's own
 # "auto" enumerates a space of at most this many continuations (a toy prior: a fraction of a second) and samples
 # the prior otherwise: where it can be had, the exact reference beats any sample of it.
@@ -104,7 +116,8 @@ class Reference:
         weights are the reference's own, whatever q is."""
         model.check_compatible(self.prior)
         samples = self.samples
-        log_q = samples.grid(model.log_prob(samples.sample_prompts, samples.continuations).double().cpu())
+        log_q = samples.grid(samples.log_prior if model.same_distribution(self.prior) else
+                             model.log_prob(samples.sample_prompts, samples.continuations).double().cpu())
         log_ratio = samples.grid(samples.log_target) - log_q  # log P − log q, −inf off the target's support
         eubo, influence = snis_mean(log_ratio, self.ratio)
         kl = (eubo - self.log_z, influence - (self.ratio - 1))  # log Ẑ_ref is estimated from the same samples
@@ -152,6 +165,53 @@ def reference(target: Target, n: int = 1024, *, seed: int = 0, source: str = "au
                             log_prior=space.log_prior.flatten())
         ratio = torch.exp(space.log_posterior) * size  # π* exactly, as weights of mean 1
         return Reference(repr(target), "exact", prior, pool, space.log_z, ratio, exact=True, pareto_k=-math.inf)
+    path = cache_dir() / "references" / f"{_key(target, n, seed)}.pt"
+    cached = _load(path, target)
+    if cached is not None:
+        return cached
     with torch.no_grad():
         samples = prior.sample(target.prompts, n, target.max_new_tokens, seed=seed)
-        return Reference.from_pool(target.score_samples(samples, prior), target)
+        ref = Reference.from_pool(target.score_samples(samples, prior), target)
+    _save(ref, path)
+    return ref
+
+
+def _key(target: Target, n: int, seed: int) -> str:
+    prior = target.prior
+    defined = {"format": CACHE_FORMAT, "prior": prior.source, "name": prior.name, "warp": repr(prior.warp),
+               "chat": prior.chat_spec, "potential": repr(target.potential), "prompts": list(target.prompts),
+               "max_new_tokens": target.max_new_tokens, "n": n, "seed": seed}
+    return hashlib.sha256(json.dumps(defined, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _save(ref: Reference, path: Path):
+    s = ref.samples
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_suffix(".writing")
+        torch.save({"prompts": s.prompts, "prompt_index": s.prompt_index, "continuations": s.continuations,
+                    "texts": s.texts, "log_proposal": s.log_proposal, "log_prior": s.log_prior, "log_phi": s.log_phi,
+                    "stats": s.stats, "reward_name": s.reward_name}, staging)
+        staging.replace(path)  # whole or not at all
+    except OSError:  # a read-only or full cache costs the next call a new reference, nothing else
+        pass
+
+
+@torch.no_grad()
+def _load(path: Path, target: Target) -> Reference | None:
+    """The cached reference at `path`, if it is there, readable and still true of `target`."""
+    try:
+        held = torch.load(path, weights_only=True)
+        pool = ScoredSamples(held["prompts"], held["prompt_index"], held["continuations"], held["texts"],
+                             held["log_proposal"], held["log_prior"], held["log_phi"], held["stats"],
+                             held["reward_name"], proposal=target.prior.name)
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError, pickle.UnpicklingError):
+        return None
+    sample_prompts = pool.sample_prompts
+    log_phi = target.potential.log_phi(statistics_of(target.potential, pool.texts, sample_prompts, pool.continuations))
+    rows = list(range(0, len(pool), max(1, len(pool) // CHECKED_ROWS)))[:CHECKED_ROWS]
+    log_prior = target.prior.log_prob([sample_prompts[i] for i in rows], [pool.continuations[i] for i in rows])
+    if not (torch.allclose(log_phi.double(), pool.log_phi, atol=1e-6, equal_nan=True)
+            and torch.allclose(log_prior.double().cpu(), pool.log_prior[rows], atol=1e-3)):
+        return None
+    return Reference.from_pool(pool, target)
