@@ -140,24 +140,32 @@ def test_demo_plans_trains_evaluates_and_reports(tmp_path, kl_budget):
     assert f"beta: {round(summary['beta'], 4)}" in (out / "target.yaml").read_text()
     assert Path(summary["report"]).is_file() and "<h2>β plan</h2>" in Path(summary["report"]).read_text()
     figures = summary["figures"]
-    assert figures["kl_model_prior"]["prior"] == 0 and figures["kl_model_prior"]["model"] > 0
+    assert figures["kl_model_prior"]["prior"]["value"] == 0 and figures["kl_model_prior"]["model"]["value"] > 0
+    # π* beside them, from the reference: its ELBO is log Z, and it is 0 nats from itself
+    assert figures["elbo"]["target"]["value"] == summary["reference"]["log_z"]["value"]
+    assert figures["kl_model_target"]["target"]["value"] == 0
     shown = table(summary)
-    assert "KL(q‖π*)" in shown and "±" in shown and any(v in shown for v in ("better", "WORSE", "within noise"))
+    assert "KL(q‖π*)" in shown and "target π*" in shown and "±" in shown
+    assert any(v in shown for v in ("better", "WORSE", "within noise")) and summary["verdict"] in shown
     with pytest.raises(RunExists, match="already holds a run"):  # a second demo never replaces the first silently
         run_demo(out, quiet=True, prior={"toy": {"seed": 0, "train_steps": 50}}, prompts=PROMPTS, budget=budget)
 
 
-def test_the_demo_table_says_which_way_each_figure_moved():
-    from bayeslm.experiments.demo import table
+def test_kl_to_the_target_of_two_models_against_one_reference_is_judged_by_their_elbos():
+    """log Z_ref is common to both KLs and cancels in their difference: a reference too noisy to tell either KL
+    well still lets the ELBOs tell which model is closer."""
+    from bayeslm.measurement.compare import card_change, change
 
-    def row(prior, model, se=0.1):
-        return {"prior": prior, "model": model, "prior_stderr": se, "model_stderr": se}
+    def card(elbo, log_z=(5.0, 6.0)):
+        reference = {"log_z_per_prompt": list(log_z)}
+        return {"elbo": {"value": elbo, "stderr": 0.1}, "reference": reference,
+                "kl_model_target": {"value": sum(log_z) / 2 - elbo, "stderr": 1.0}}
 
-    figures = {"reward_mean": row(0.3, 0.6), "kl_model_target": row(1.5, 1.4), "kl_target_model": row(0.9, 1.4),
-               "kl_model_prior": row(0.0, 1.0), "entropy": row(30.0, 29.0), "distinct_2": row(0.9, 0.8, None)}
-    lines = dict((line[:16].strip(), line) for line in table({"figures": figures}).splitlines()[1:])
-    assert lines["reward E_q[r]"].endswith("better") and lines["KL(π*‖q)"].endswith("WORSE")
-    assert lines["KL(q‖π*)"].endswith("(within noise)") and lines["KL(q‖π0)"].endswith("+1.000")
+    prior, model = card(3.0), card(3.5)
+    assert change("kl_model_target", prior["kl_model_target"], model["kl_model_target"])[1] == "within noise"
+    assert card_change("kl_model_target", prior, model) == (-0.5, "better")
+    other = card(3.5, log_z=(5.0, 6.1))  # another reference: the KLs are judged as they stand
+    assert card_change("kl_model_target", prior, other)[1] == "within noise"
 
 
 def test_the_report_judges_each_change_and_says_whether_training_worked(run_dir, tmp_path):

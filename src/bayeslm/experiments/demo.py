@@ -3,8 +3,9 @@
 For a positive-sentiment target π*_β ∝ π0·exp(VADER/β):
   1. plan β from prior samples, as the β whose posterior is KL(π*_β‖π0) = `kl_budget` nats from the prior;
   2. fine-tune π_θ towards π*_β with KL-regularised RL (variational inference) and LoRA;
-  3. score the prior and π_θ against π*_β (the scorecard, with standard errors) and keep samples of each;
-  4. write the HTML report and print a before/after table.
+  3. score the prior and π_θ against π*_β's reference (log Z and π*'s samples, drawn once from the prior), so that
+     KL(q‖π*) = log Z_ref − ELBO_q of both is on one scale, and keep samples of each;
+  4. write the HTML report and print a before/after table, with where π* itself lies beside them.
 The budgets are sized for 2 CPU cores: the full demo in under 15 minutes, `--quick` in under 3.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from bayeslm.config import load
 from bayeslm.distributions.loading import resolve_decoding
-from bayeslm.measurement.compare import change
+from bayeslm.measurement.compare import card_change, summary
 from bayeslm.measurement.plan import MIN_ESS, Plan, plan_json
 from bayeslm.measurement.report import write_report
 from bayeslm.modelling.target_file import parse_target
@@ -37,14 +38,19 @@ class Budget:
     samples_per_prompt: int
     max_new_tokens: int
     eval_n: int  # samples per prompt for each scorecard
+    lr: float = 1e-3
+    reference_n: int = 1024  # prior samples per prompt for the target's reference
 
 
-FULL = Budget(plan_n=128, kl_budget=2.0, steps=30, samples_per_prompt=8, max_new_tokens=24, eval_n=32)
-QUICK = Budget(plan_n=64, kl_budget=1.0, steps=8, samples_per_prompt=6, max_new_tokens=12, eval_n=16)
+FULL = Budget(plan_n=128, kl_budget=2.0, steps=30, samples_per_prompt=8, max_new_tokens=24, eval_n=256)
+QUICK = Budget(plan_n=64, kl_budget=1.0, steps=8, samples_per_prompt=6, max_new_tokens=12, eval_n=32,
+               reference_n=128)
 
-SHOWN = [("reward_mean", "reward E_q[r]"), ("kl_model_target", "KL(q‖π*)"), ("kl_target_model", "KL(π*‖q)"),
-         ("kl_model_prior", "KL(q‖π0)"), ("entropy", "entropy H(q)"), ("distinct_2", "distinct-2")]
-
+# The table's rows: a figure of q, and the same figure of π* itself (from the reference; KL(π*‖π*) = 0).
+SHOWN = [("kl_model_target", "KL(q‖π*)", "zero"), ("elbo", "ELBO", "log_z"),
+         ("reward_mean", "reward E_q[r]", "target_reward_mean"), ("kl_target_model", "KL(π*‖q)", "zero"),
+         ("kl_model_prior", "KL(q‖π0)", "kl_target_prior"), ("entropy", "entropy H(q)", "target_entropy"),
+         ("distinct_2", "distinct-2", None)]
 
 
 
@@ -80,55 +86,55 @@ def run_demo(out: Path, *, quick: bool = False, overwrite: bool = False, quiet: 
     # lr 1e-3: at 2e-3 the measured KL(π_θ‖π*) bottomed out after about 12 steps and then rose again.
     config = load(TrainConfig, {
         "target": target_spec, "objective": "klrl", "steps": budget.steps, "prompts_per_step": len(prompts),
-        "samples_per_prompt": budget.samples_per_prompt, "lr": 1e-3, "lora": {"r": 8, "alpha": 16},
-        "eval_n": budget.eval_n, "checkpoint_every": max(1, budget.steps // 3), "batch_size": 32, "seed": seed,
+        "samples_per_prompt": budget.samples_per_prompt, "lr": budget.lr, "lora": {"r": 8, "alpha": 16},
+        "eval_n": budget.eval_n, "reference_n": budget.reference_n, "checkpoint_every": max(1, budget.steps // 3), "batch_size": 32, "seed": seed,
         "device": device or "auto", "decoding": resolve_decoding(decoding)})
     train(config, out, resume=False, overwrite=False, quiet=quiet)
     _say(quiet, "3/3 scored the prior and the model against π*; writing the report")
     report, warnings = write_report(out)
     before = json.loads((out / "scorecard_prior.json").read_text())
     after = json.loads((out / "scorecard.json").read_text())
+    target = after.get("reference") or {}
+    target["zero"] = 0.0
+    figures = {}
+    for key, _, at_target in SHOWN:
+        delta, verdict = card_change(key, before, after)
+        figures[key] = {"prior": _figure(before.get(key)), "model": _figure(after.get(key)),
+                        "target": _figure(target.get(at_target)), "change": delta, "verdict": verdict}
     return {"run": str(out), "report": str(report), "beta": beta, "collapse_warnings": warnings,
-            "figures": {key: {"prior": _value(before, key), "model": _value(after, key),
-                              "prior_stderr": _stderr(before, key), "model_stderr": _stderr(after, key),
-                              "prior_unreliable": _unreliable(before, key),
-                              "model_unreliable": _unreliable(after, key)}
-                        for key, _ in SHOWN}}
+            "verdict": summary(before, after), "reference": after.get("reference"), "figures": figures}
 
 
-def table(summary: dict) -> str:
-    """Prior and model side by side, each ± its standard error, and a verdict on the change: better or worse when
-    it exceeds two standard errors of the difference in the direction that brings q to π*, else within noise."""
-    lines = [f"{'':16s} {'prior π0':>18s} {'model q':>18s}  change"]
-    for key, label in SHOWN:
-        row = summary["figures"][key]
-        cells = [f"{row[side]:9.3f} ± {row[side + '_stderr']:5.3f}" if row[side + "_stderr"] is not None
-                 else (f"{row[side]:17.3f}" if row[side] is not None else f"{'inf':>17s}") for side in ("prior", "model")]
-        lines.append(f"{label:16s} {cells[0]:>18s} {cells[1]:>18s}  {_verdict(key, row)}")
-    return "\n".join(lines)
+def table(result: dict) -> str:
+    """Prior, model and π* itself side by side, each ± its standard error, and a verdict on the change: better or
+    worse when it exceeds two standard errors of the difference in the direction that brings q to π*, else within
+    noise (KL(q‖π*) of two models against one reference: its ELBO's change)."""
+    lines = [f"{'':14s} {'prior π0':>17s} {'model q':>17s} {'target π*':>17s}  change"]
+    for key, label, _ in SHOWN:
+        row = result["figures"][key]
+        cells = [_cell(row[side]) for side in ("prior", "model", "target")]
+        delta, verdict = row["change"], row["verdict"]
+        change_text = "" if delta is None else f"{delta:+.3f}" + (f"  {verdict}" if verdict else "")
+        lines.append(f"{label:14s} {cells[0]:>17s} {cells[1]:>17s} {cells[2]:>17s}  {change_text}")
+    return "\n".join(lines + ["", result["verdict"]])
 
 
-def _verdict(key: str, row: dict) -> str:
-    delta, verdict = change(key, *({"value": row[side], "stderr": row[f"{side}_stderr"],
-                                    "unreliable": row.get(f"{side}_unreliable")} for side in ("prior", "model")))
-    if delta is None:
-        return ""
-    return f"{delta:+.3f}" + {"": "", "within noise": "  (within noise)"}.get(verdict, f"  {verdict}")
+def _figure(figure) -> dict | None:
+    """{value, stderr, unreliable} of a scorecard entry (a number has no standard error)."""
+    if figure is None:
+        return None
+    if isinstance(figure, dict):
+        return {"value": figure.get("value"), "stderr": figure.get("stderr"), "unreliable": figure.get("unreliable")}
+    return {"value": figure, "stderr": None, "unreliable": None}
 
 
-def _unreliable(card: dict, key: str):
-    figure = card[key]
-    return figure.get("unreliable") if isinstance(figure, dict) else None
-
-
-def _stderr(card: dict, key: str):
-    figure = card[key]
-    return figure["stderr"] if isinstance(figure, dict) else None
-
-
-def _value(card: dict, key: str):
-    figure = card[key]
-    return figure["value"] if isinstance(figure, dict) else figure
+def _cell(figure: dict | None) -> str:
+    if figure is None:
+        return "–"
+    if figure["value"] is None:
+        return "inf"
+    shown = f"{figure['value']:.3f}" + (f" ± {figure['stderr']:.3f}" if figure["stderr"] is not None else "")
+    return shown + (" !" if figure["unreliable"] else "")
 
 
 def _say(quiet: bool, message: str):

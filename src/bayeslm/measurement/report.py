@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from bayeslm.config import ConfigError
-from bayeslm.measurement.compare import change, summary
+from bayeslm.measurement.compare import card_change, summary
 from bayeslm.measurement.scorecard import FIGURES
 from bayeslm.outputs import refuse_to_replace
 
@@ -154,7 +154,7 @@ def _scorecard_section(run: Run) -> str:
     for key, label in FIGURES:
         cells = "".join(f"<td>{_estimate(card.get(key))}</td>" for _, card in cards)
         if both:
-            cells += f"<td>{_change(*change(key, run.prior_card.get(key), run.card.get(key)))}</td>"
+            cells += f"<td>{_change(*card_change(key, run.prior_card, run.card))}</td>"
         rows.append(f"<tr><th>{_e(label)}</th>{cells}</tr>")
     for key, label in (("ess", "effective samples"), ("distinct_2", "distinct-2"), ("self_bleu", "self-BLEU")):
         cells = "".join(f"<td>{_number(card.get(key))}</td>" for _, card in cards) + ("<td></td>" if both else "")
