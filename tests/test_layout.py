@@ -17,7 +17,7 @@ LAYERS = [
     {"bayeslm.measurement"},
     {"bayeslm.training"},
     {"bayeslm.api", "bayeslm.experiments"},
-    {"bayeslm.cli", "bayeslm.__main__"},
+    {"bayeslm.cli", "bayeslm.__main__", "bayeslm.preflight"},
 ]
 MAX_LINES = 400
 

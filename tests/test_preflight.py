@@ -81,3 +81,31 @@ def test_the_target_keys_are_the_loader_s():
     from bayeslm.preflight import TARGET_KEYS
 
     assert set(PROMPT_KEYS) <= TARGET_KEYS
+
+
+@pytest.mark.parametrize("text, message", [
+    ("prior: {toy: {seed: 0}}\npotentials:\n\t- {exponential: {reward: length, beta: 1}}\n",
+     "not valid YAML at line 3, column 1"),
+    ("prior: {toy: {seed: 0}\n", "not valid YAML at line 2, column 1"),
+    ("a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+     "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+     "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n", "expands to more than 100,000 values"),
+    ("prior: {toy: {seed: 0}}\nprompts: [[{role: user, content: a}, {role: assistant, content: b}, "
+     "{role: user, content: c}]]\npotentials: [{exponential: {reward: length, beta: 1}}]\n",
+     "a conversation prompt must be"),
+    ("prior: {toy: {seed: 0}}\nprompts_file: p.jsonl\npotentials: [{exponential: {reward: length, beta: 1}}]\n",
+     "p.jsonl line 2 is not JSON"),
+])
+def test_yaml_and_prompt_mistakes_are_refused_before_torch_naming_file_and_line(text, message, tmp_path):
+    (tmp_path / "p.jsonl").write_text('"fine"\n{not json\n')
+    path = tmp_path / "target.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as refused:
+        check_target_file(path)
+    if "YAML" in message or "expands" in message:  # where in the file; a prompt's error names its key
+        assert str(refused.value).startswith(str(path))
+
+
+def test_merge_keys_work_as_in_any_yaml_tool():
+    data = load_yaml("base: &base {steps: 3, lr: 0.001}\nrun:\n  <<: *base\n  lr: 0.01\n")
+    assert data["run"] == {"steps": 3, "lr": 0.01}

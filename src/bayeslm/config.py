@@ -22,18 +22,53 @@ class ConfigError(ValueError):
     """A config or target file that cannot be used as written; the message names the field."""
 
 
+# The most values a document may expand to, its aliases followed: a config is small, and an alias bomb (aliases of
+# aliases, each doubling the data) is refused before it is built rather than after it fills the memory.
+MAX_EXPANDED = 100_000
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """YAML as people write it: a key given twice is an error (PyYAML keeps the last silently), and numbers like
-    1e-3 are numbers (YAML 1.1 reads them as text; YAML 1.2 and every other tool read them as floats)."""
+    """YAML as people write it: a key given twice is an error (PyYAML keeps the last silently), merge keys (`<<`)
+    work as everywhere else, numbers like 1e-3 are numbers (YAML 1.1 reads them as text; YAML 1.2 and every other
+    tool read them as floats), and a document may expand to at most MAX_EXPANDED values."""
+
+    def get_single_data(self):
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, {}, set())
+        return self.construct_document(node)
 
     def construct_mapping(self, node, deep=False):
         seen = set()
-        for key_node, _ in node.value:
+        for key_node, _ in node.value:  # the keys as written: merged ones (`<<`) may be overridden, not repeated
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise ConfigError(f"the key {key!r} is given twice (line {key_node.start_mark.line + 1}); keep one")
             seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+def _expanded_size(node, sizes: dict, open_nodes: set) -> int:
+    """How many values `node` stands for with every alias followed (memoised: linear in the document)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_nodes:
+        raise ConfigError(f"an alias refers to the value that contains it (line {node.start_mark.line + 1}): such "
+                          "a value never ends; copy the part you need instead")
+    open_nodes.add(id(node))
+    children = ([part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode)
+                else node.value if isinstance(node, yaml.SequenceNode) else [])
+    size = 1 + sum(_expanded_size(child, sizes, open_nodes) for child in children)
+    open_nodes.discard(id(node))
+    if size > MAX_EXPANDED:
+        raise ConfigError(f"the value at line {node.start_mark.line + 1} expands to more than {MAX_EXPANDED:,} "
+                          "values once its aliases (*name) are followed: a config never needs that many; write "
+                          "it without nested aliases")
+    sizes[id(node)] = size
+    return size
 
 
 _StrictLoader.add_implicit_resolver(
@@ -42,8 +77,17 @@ _StrictLoader.add_implicit_resolver(
 
 
 def load_yaml(text: str):
-    """The data of a YAML document (see `_StrictLoader`)."""
-    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader: plain data only
+    """The data of a YAML document (see `_StrictLoader`); malformed YAML is a ConfigError naming line and column."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader: plain data only
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = error.problem or error.context or "malformed"
+        hint = " (YAML indents with spaces, never tabs)" if "\\t" in problem else ""
+        raise ConfigError(f"not valid YAML{where}: {problem}{hint}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"not valid YAML: {error}") from None
 
 
 def unknown_keys(where: str, unknown, allowed) -> str:

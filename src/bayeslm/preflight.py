@@ -22,22 +22,27 @@ from typing import Any, Literal
 
 from bayeslm import config
 from bayeslm.config import ConfigError, load, load_yaml, mapping_with
+from bayeslm.modelling.prompts import PROMPT_KEYS, TARGET_KEYS, read_prompts
 from bayeslm.registry import unknown_entry
 
 SCHEMA = Path(__file__).with_name("schema.json")
-# A target file's keys (the prompt keys are `bayeslm.modelling.prompts.PROMPT_KEYS`)
-TARGET_KEYS = {"prior", "potentials", "prompts", "prompts_file", "prompts_dataset", "prompts_column",
-               "max_new_tokens", "chat"}
 
 
-def check_target(data) -> None:
-    """Raises ConfigError for what a target file's data gets wrong that can be told without code."""
+def check_target(data, base: Path = Path(".")) -> None:
+    """Raises ConfigError for what a target file's data gets wrong that can be told without code: its keys, its
+    potentials' kinds and options, and its prompts (a list, or a text, JSON-lines or CSV file; a Parquet file or
+    a dataset needs its library, and is left to the full validation)."""
     mapping_with("target", data, {"prior", "potentials"}, TARGET_KEYS - {"prior", "potentials"})
     entries = data["potentials"]
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"potentials: expected a non-empty list, got {entries!r}")
     for i, entry in enumerate(entries):
         _entry("potential", entry, f"potentials[{i}]")
+    light = not ({"prompts_dataset", "prompts_file"} & set(data)) or (
+        isinstance(data.get("prompts_file"), str) and Path(data["prompts_file"]).suffix in (".txt", ".jsonl", ".csv")
+        and (base / data["prompts_file"]).is_file())
+    if light:
+        read_prompts({k: v for k, v in data.items() if k in PROMPT_KEYS}, base)
 
 
 def check_train(data: dict, base: Path) -> None:
@@ -49,7 +54,7 @@ def check_train(data: dict, base: Path) -> None:
         _entry("objective", objective, "objective")
     target = data.get("target")
     if isinstance(target, dict):
-        check_target(target)
+        check_target(target, base)
     elif isinstance(target, str) and (base / target).is_file():
         check_target_file(base / target)
 
@@ -61,7 +66,7 @@ def check_target_file(path: Path) -> None:
         return  # the full loader says what is wrong with reading it
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
-    check_target(data)
+    check_target(data, path.parent)
 
 
 def _entry(kind: str, spec, where: str):

@@ -31,11 +31,9 @@ def add(sub, parents):
 
 def load_data(path: Path, assignments: list[str]) -> dict:
     """The config's YAML data with the --set overrides applied."""
-    import yaml
-
     try:
         data = load_yaml(path.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read the config {path}: {error}") from None
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None

@@ -29,6 +29,9 @@ from pathlib import Path
 from bayeslm.config import ConfigError
 
 PROMPT_KEYS = ("prompts", "prompts_file", "prompts_dataset", "prompts_column")
+# Every key of a target file: its prompts' and these (here, where both the target file's loader and the check
+# before torch can read them).
+TARGET_KEYS = {"prior", "potentials", "max_new_tokens", "chat", *PROMPT_KEYS}
 SOURCES = ("prompts", "prompts_file", "prompts_dataset")
 
 

@@ -23,14 +23,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import yaml
-
 from bayeslm.config import ConfigError, load_yaml, mapping_with
 from bayeslm.distributions.loading import load_lm, resolve_source
 from bayeslm.modelling.potentials import POTENTIALS
-from bayeslm.modelling.prompts import read_prompts
+from bayeslm.modelling.prompts import TARGET_KEYS, read_prompts
 from bayeslm.modelling.target import Product, Target
-from bayeslm.preflight import TARGET_KEYS
 
 
 def _number(where: str, value, *, positive: bool = False, integer: bool = False):
@@ -125,8 +122,6 @@ def load_target(path: str | Path, *, batch_size: int = 64, device: str | None = 
         raise ConfigError(f"cannot read the target file {path} ({error.strerror or error})") from None
     except UnicodeDecodeError as error:
         raise ConfigError(f"the target file {path} is not UTF-8 text ({error}); re-save it as UTF-8") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
     return parse_target(data, path.parent, batch_size=batch_size, device=device, decoding=decoding)
