@@ -11,6 +11,13 @@
    estimate within 3 se of its exact value?
 4. SMC (`bl.samplers.smc`): --reps independent runs of 64 particles on three prefix targets: the coverage of
    log Ẑ ± 2 se, its bias (log Ẑ is biased low) and its spread against the standard errors.
+5. Against the reference (`bl.reference`): --reference-reps repetitions, each a fresh reference of 1024 prior
+   samples per prompt and n samples of each of five models near and far from the toy keyword target (the prior,
+   pure RL run to collapse, KL-RL at a learning rate that overshoots, KL-RL converged, a network of another
+   seed): how often each figure's unmarked ±2 se interval covers the exact value, beside the same figures from
+   the model's own samples (what scorecards did before the reference).
+
+    .venv/bin/python bench/reliability.py --parts reference --reference-reps 100
 """
 
 from __future__ import annotations
@@ -140,25 +147,81 @@ def smc_runs(runs: int) -> list[dict]:
     return rows
 
 
+REFERENCE_FIGURES = ("log_z", "eubo", "kl_model_target", "kl_target_model", "tv_model_target", "target_reward_mean")
+
+
+def against_reference(n: int, reps: int) -> list[dict]:
+    from bayeslm.modelling.target_file import parse_target
+
+    target = parse_target({"prior": {"toy": {"seed": 0, "train_steps": 50}}, "prompts": ["", "the movie"],
+                           "max_new_tokens": 3,
+                           "potentials": [{"exponential": {"reward": {"keyword": ["good"]}, "beta": 0.5}}]})
+
+    def trained(objective, steps, lr):
+        return bl.train(target, objective, steps=steps, lr=lr, samples_per_prompt=8, eval_n=0, quiet=True).model
+
+    models = {"prior": target.prior, "pure RL, collapsed": trained(bl.RL(), 40, 3e-2),
+              "KL-RL, overshooting": trained(bl.KLRL(), 40, 5e-2), "KL-RL, converged": trained(bl.KLRL(), 100, 3e-3),
+              "another seed": bl.load_lm({"toy": {"seed": 3, "train_steps": 50}})}
+    space = Exact(target)
+    truth = {name: space.scorecard(model) for name, model in models.items()}
+    tally = {(name, side): {key: [0, 0] for key in REFERENCE_FIGURES} for name in models
+             for side in ("reference", "own samples")}
+    for rep in range(reps):
+        reference = bl.reference(target, 1024, seed=5000 + rep, source="prior")
+        for name, model in models.items():
+            for side, ref in (("reference", reference), ("own samples", None)):
+                card = scorecard(model, target, n, seed=6000 + rep, reference=ref)
+                for key in REFERENCE_FIGURES:
+                    if not card[key].unreliable:
+                        tally[name, side][key][0] += 1
+                        tally[name, side][key][1] += abs(card[key].value - truth[name][key]) <= 2 * card[key].stderr
+    rows = []
+    for (name, side), counts in tally.items():
+        row = {"model": name, "measured": side, "reps": reps,
+               "coverage": {k: c / u if u else None for k, (u, c) in counts.items()},
+               "unmarked": {k: u for k, (u, _) in counts.items()},
+               "exact": {k: truth[name][k] for k in REFERENCE_FIGURES}}
+        rows.append(row)
+        print(f"  {name:20s} {side:12s} " + "  ".join(
+            f"{k} {row['coverage'][k]:.2f} ({row['unmarked'][k]})" if row["coverage"][k] is not None
+            else f"{k} – (0)" for k in REFERENCE_FIGURES))
+    return rows
+
+
+PARTS = ("far", "coverage", "certified", "smc", "reference")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=200)
     parser.add_argument("--certify-reps", type=int, default=100)
+    parser.add_argument("--reference-reps", type=int, default=100)
     parser.add_argument("--n", type=int, default=256)
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"a comma-separated subset of {', '.join(PARTS)}")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    parts = args.parts.split(",")
     torch.set_num_threads(1)
     print(json.dumps(common.machine()))
     started = time.perf_counter()
     results = {"settings": vars(args) | {"json": str(args.json)}}
-    print("1. far models: figures off by more than 3 se, and whether they are marked")
-    results["far_models"] = marked_when_off(args.n)
-    print(f"2. coverage of unmarked ±2 se intervals over {args.reps} scorecards (nominal 0.95)")
-    results["coverage"] = coverage(args.n, args.reps)
-    print(f"3. certified bounds over {args.certify_reps} repetitions")
-    results["certified"] = certified(args.n, args.certify_reps)
-    print(f"4. SMC log Ẑ over {args.reps} independent runs")
-    results["smc"] = smc_runs(args.reps)
+    if "far" in parts:
+        print("1. far models: figures off by more than 3 se, and whether they are marked")
+        results["far_models"] = marked_when_off(args.n)
+    if "coverage" in parts:
+        print(f"2. coverage of unmarked ±2 se intervals over {args.reps} scorecards (nominal 0.95)")
+        results["coverage"] = coverage(args.n, args.reps)
+    if "certified" in parts:
+        print(f"3. certified bounds over {args.certify_reps} repetitions")
+        results["certified"] = certified(args.n, args.certify_reps)
+    if "smc" in parts:
+        print(f"4. SMC log Ẑ over {args.reps} independent runs")
+        results["smc"] = smc_runs(args.reps)
+    if "reference" in parts:
+        print(f"5. coverage of unmarked ±2 se intervals against a fresh reference each time, over "
+              f"{args.reference_reps} repetitions (nominal 0.95; in brackets: how many were unmarked)")
+        results["reference"] = against_reference(args.n, args.reference_reps)
     print(f"done in {time.perf_counter() - started:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

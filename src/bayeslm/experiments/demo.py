@@ -39,6 +39,7 @@ class Budget:
     max_new_tokens: int
     eval_n: int  # samples per prompt for each scorecard
     lr: float = 1e-3
+    schedule: str = "constant"  # the learning rate's decay (TrainConfig.schedule)
     reference_n: int = 1024  # prior samples per prompt for the target's reference
 
 
@@ -86,7 +87,7 @@ def run_demo(out: Path, *, quick: bool = False, overwrite: bool = False, quiet: 
     # lr 1e-3: at 2e-3 the measured KL(π_θ‖π*) bottomed out after about 12 steps and then rose again.
     config = load(TrainConfig, {
         "target": target_spec, "objective": "klrl", "steps": budget.steps, "prompts_per_step": len(prompts),
-        "samples_per_prompt": budget.samples_per_prompt, "lr": budget.lr, "lora": {"r": 8, "alpha": 16},
+        "samples_per_prompt": budget.samples_per_prompt, "lr": budget.lr, "schedule": budget.schedule, "lora": {"r": 8, "alpha": 16},
         "eval_n": budget.eval_n, "reference_n": budget.reference_n, "checkpoint_every": max(1, budget.steps // 3), "batch_size": 32, "seed": seed,
         "device": device or "auto", "decoding": resolve_decoding(decoding)})
     train(config, out, resume=False, overwrite=False, quiet=quiet)

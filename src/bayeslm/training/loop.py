@@ -32,6 +32,7 @@ from bayeslm.parallel import distributed, sharding
 from bayeslm.progress import bar
 from bayeslm.training import checkpoint, heap, model_card, state
 from bayeslm.training.config import TrainConfig
+from bayeslm.training.drift import Drift
 from bayeslm.training.objectives import Step
 from bayeslm.training.run_dir import (
     save_model,
@@ -106,6 +107,7 @@ class Trainer:
         self.done_early = False  # set by a callback: training ends after this step as if it were the last
         self.saved_step = None  # the step of the newest checkpoint on disk
         self.history: list[dict] = []  # every step's figures (what metrics.jsonl holds)
+        self.drift = Drift()  # says when the run leaves π* behind
 
     def _shard(self) -> dict[str, sharding.Sharded]:
         """Shards π_θ and, under full fine-tuning, the prior (`bayeslm.parallel.sharding`)."""
@@ -162,6 +164,10 @@ class Trainer:
         try:
             while self.step < config.steps and not self._stopping() and not self.done_early:
                 record = self.train_step()
+                if (warning := self.drift.observe(record)) is not None:
+                    record["leaving_target"] = True
+                    if world.main:
+                        print(f"bayeslm: warning: {warning}", file=sys.stderr)
                 self.done_early = world.any(bool(world.on_main(self._log, record, sinks)))
                 progress.update(1)
                 progress.set_postfix(reward=f"{record['reward_mean']:.3f}", kl=f"{record['kl_model_prior']:.3f}")

@@ -29,6 +29,7 @@ def save(trainer: Trainer):
         return
     state = {"config": to_dict(trainer.config), "target": trainer.target.fingerprint(),
              "objective": trainer.objective.state_dict(), "proposal_is_copy": trainer.proposal_is_copy,
+             "drift": trainer.drift.state_dict(),
              "torch_rng": torch.get_rng_state().tolist()}
     # Sharded tensors are gathered whole onto rank 0's CPU (a collective): a checkpoint is the same for any number
     # of processes.
@@ -65,6 +66,8 @@ def resume(trainer: Trainer) -> bool:
     trainer.optimizer.load_state_dict(_local_optimizer_state(trainer.optimizer, saved["optimizer"]))
     trainer.scheduler.load_state_dict(saved["scheduler"])
     trainer.objective.load_state_dict(state["objective"])
+    if "drift" in state:  # checkpoints written before the run watched its ELBO have none
+        trainer.drift.load_state_dict(state["drift"])
     torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
     if state["proposal_is_copy"]:
         trainer._copy_proposal("proposal", saved["proposal"])

@@ -1,0 +1,235 @@
+"""The reward–KL frontier on SmolLM2-135M-Instruct: where each method lands against the optimal curve, every figure
+measured against one reference of the target on held-out prompts.
+
+    .venv/bin/python bench/frontier.py --json bench/results/frontier.json --plot docs/frontier.png
+    .venv/bin/python bench/frontier.py --quick            # a few minutes: the pipeline, not the figures
+
+The target is π*_β ∝ π0·exp(VADER/β). β is planned on the 8 training prompts (the β whose posterior sits
+`--kl-budget` nats from the prior); every figure is measured on 8 held-out prompts, against one reference of the
+held-out target (n prior samples per prompt, cached). The optimal curve is π*_β's own (KL(π*_β‖π0), E_π*_β[r]) for
+a range of β, from the same reference samples reweighted by exp(r/β). Each arm lands at (KL(q‖π0), E_q[r]):
+
+    prior            π0 itself
+    pure RL          maximises E[r] (β → 0): collapses off the curve
+    KL-RL β, 2β      maximises E[r] − β·KL(q‖π0), i.e. minimises KL(q‖π*_β)
+    DPG              minimises the forward KL(π*_β‖q), from the prior's samples
+    TB               trajectory balance: fits q and log Z together
+    best-of-n        n = 2, 4, 8, 16 prior samples, the best kept (no training); its law and KLs follow exactly from
+                     the reference's reward table: BoN(v_j)/π0 = (F_j^n − F_{j−1}^n)/p_j over its reward values v_j
+
+Every trained arm gets the same samples (steps × prompts_per_step × samples_per_prompt), learning rate, LoRA rank
+and seeds; mean ± standard error over the seeds. Each record holds the command, commit, date, machine and load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import PROMPTS, ROOT, machine
+
+import torch  # noqa: E402
+
+import bayeslm as bl  # noqa: E402
+from bayeslm.measurement.plan import Plan  # noqa: E402
+from bayeslm.measurement.scorecard import scorecard  # noqa: E402
+from bayeslm.weights import log_mean_exp  # noqa: E402
+
+TRAIN, HELD_OUT = PROMPTS[:8], PROMPTS[8:]
+FIGURES = ("reward_mean", "kl_model_prior", "kl_model_target", "kl_target_model", "elbo", "entropy", "distinct_2")
+CURVE_BETAS = [0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 3.0]
+BEST_OF = (2, 4, 8, 16)
+
+
+def target_for(prompts, beta: float, max_new_tokens: int):
+    """A fresh prior each time: LoRA injects into the prior's own modules, so every trained arm needs its own."""
+    prior = bl.load_lm("default", batch_size=32)
+    return (prior * bl.Exponential(bl.rewards.sentiment(), beta=beta)).given(prompts, max_new_tokens)
+
+
+def curve(reference, beta: float) -> list[dict]:
+    """π*_b's (KL(π*_b‖π0), E_π*_b[r]) for each b in CURVE_BETAS, from the reference's prior samples reweighted by
+    exp(r/b) (the reference's own weights are exp(r/β): the samples are the prior's)."""
+    samples = reference.samples
+    reward = samples.grid(samples.reward)
+    points = []
+    for b in CURVE_BETAS + [beta]:
+        log_w = reward / b
+        log_z = log_mean_exp(log_w, -1)
+        weights = torch.softmax(log_w, -1)
+        points.append({"beta": b, "reward": (weights * reward).sum(-1).mean().item(),
+                       "kl_to_prior": ((weights * log_w).sum(-1) - log_z).mean().item(),
+                       "ess": (1 / (weights ** 2).sum(-1)).mean().item()})
+    return sorted(points, key=lambda p: p["beta"])
+
+
+def best_of_n(reference, beta: float, n: int) -> dict:
+    """Best-of-n from the prior, exactly on the reference's empirical reward distribution: E[r], KL to the prior
+    and both KLs to π*_β (which has density ratio exp(r/β)/Z to π0)."""
+    samples = reference.samples
+    reward = samples.grid(samples.reward)
+    rows = {"reward_mean": [], "kl_model_prior": [], "kl_model_target": [], "kl_target_model": []}
+    for c in range(reward.shape[0]):
+        values, counts = torch.unique(reward[c], return_counts=True)  # sorted
+        p = counts.double() / counts.sum()
+        cdf = p.cumsum(0)
+        below = torch.cat([torch.zeros(1, dtype=torch.float64), cdf[:-1]])
+        bon = cdf ** n - below ** n  # P_BoN(reward = v_j)
+        log_ratio = torch.log(bon) - torch.log(p)  # BoN/π0 on each text of reward v_j
+        log_z = torch.logsumexp(values / beta + torch.log(p), 0)
+        target = torch.softmax(values / beta + torch.log(p), 0)  # π*_β's law of the reward
+        rows["reward_mean"].append((bon * values).sum().item())
+        rows["kl_model_prior"].append((bon * log_ratio).sum().item())
+        rows["kl_model_target"].append((bon * (log_ratio - values / beta)).sum().item() + log_z.item())
+        rows["kl_target_model"].append((target * (values / beta - log_ratio)).sum().item() - log_z.item())
+    return {key: {"value": statistics.fmean(v), "stderr": None} for key, v in rows.items()}
+
+
+def train_arm(objective, beta: float, seed: int, args) -> tuple:
+    target = target_for(TRAIN, beta, args.max_new_tokens)
+    started = time.perf_counter()
+    run = bl.train(target, objective, steps=args.steps, prompts_per_step=args.prompts_per_step,
+                   samples_per_prompt=args.samples_per_prompt, lr=args.lr, lora=bl.LoRA(r=8), seed=seed,
+                   eval_n=0, quiet=True)
+    return run.model, time.perf_counter() - started
+
+
+def figures(card) -> dict:
+    out = {key: (card[key].to_json() if key in card.estimates else {"value": card.diversity[key], "stderr": None})
+           for key in FIGURES}
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=24)
+    parser.add_argument("--prompts-per-step", type=int, default=4)
+    parser.add_argument("--samples-per-prompt", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--kl-budget", type=float, default=2.0)
+    parser.add_argument("--reference-n", type=int, default=256, help="prior samples per held-out prompt")
+    parser.add_argument("--eval-n", type=int, default=32, help="samples of each model per held-out prompt")
+    parser.add_argument("--arms", default="prior,rl,klrl,klrl_2beta,dpg,tb,best_of")
+    parser.add_argument("--quick", action="store_true", help="one seed, 4 steps, small pools: checks the pipeline")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--plot", type=Path)
+    args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.steps, args.reference_n, args.eval_n, args.max_new_tokens = 1, 4, 32, 8, 12
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    started = time.perf_counter()
+
+    planner = Plan(target_for(TRAIN, 1.0, args.max_new_tokens), 128, seed=0)  # β planned on training prompts
+    beta = planner.beta_for_kl(args.kl_budget)
+    held_out = target_for(HELD_OUT, beta, args.max_new_tokens)
+    reference = bl.reference(held_out, args.reference_n, seed=1, source="prior")
+    print(f"β = {beta:.4g} (planned for KL(π*‖π0) = {args.kl_budget} nats on the training prompts)\n{reference}",
+          flush=True)
+    objectives = {"rl": (lambda: bl.RL(), beta), "klrl": (lambda: bl.KLRL(), beta),
+                  "klrl_2beta": (lambda: bl.KLRL(), 2 * beta), "dpg": (lambda: bl.DPG(proposal="prior"), beta),
+                  "tb": (lambda: bl.TB(), beta)}
+    arms = args.arms.split(",")
+    results = {}
+    for arm in arms:
+        if arm == "best_of":
+            for n in BEST_OF:
+                results[f"best_of_{n}"] = {"runs": [best_of_n(reference, beta, n)], "samples": n, "seconds": None}
+            continue
+        runs, seconds = [], []
+        for seed in range(args.seeds):
+            if arm == "prior":
+                model, took = held_out.prior, 0.0
+            else:
+                make, arm_beta = objectives[arm]
+                model, took = train_arm(make(), arm_beta, seed, args)
+            card = scorecard(model, held_out, args.eval_n, seed=100 + seed, reference=reference)
+            runs.append(figures(card))
+            seconds.append(took)
+            print(f"{arm} seed {seed}: " + ", ".join(f"{k} {v['value']:.3f}" for k, v in runs[-1].items()
+                                                     if v["value"] is not None) + f" ({took:.0f} s)", flush=True)
+        samples = 0 if arm == "prior" else args.steps * args.prompts_per_step * args.samples_per_prompt
+        results[arm] = {"runs": runs, "samples": samples, "seconds": statistics.fmean(seconds)}
+    summary = {arm: aggregate(r["runs"]) for arm, r in results.items()}
+    table = render(summary, results, beta, reference)
+    print(table)
+    record = {"command": " ".join(["bench/frontier.py", *sys.argv[1:]]),
+              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                       text=True).stdout.strip(),
+              "date": datetime.date.today().isoformat(), "machine": machine(), "load_before": load,
+              "settings": vars(args) | {"json": str(args.json), "plot": str(args.plot)}, "beta": beta,
+              "train_prompts": TRAIN, "held_out_prompts": HELD_OUT, "reference": reference.to_json(),
+              "curve": curve(reference, beta), "arms": results, "summary": summary,
+              "seconds": time.perf_counter() - started, "table": table}
+    if args.json:
+        args.json.write_text(json.dumps(record, indent=1))
+        args.json.with_suffix(".txt").write_text(f"# {record['command']} (commit {record['commit']}, "
+                                                 f"{record['date']})\n{table}\n")
+    if args.plot:
+        plot(record, args.plot)
+
+
+def aggregate(runs: list[dict]) -> dict:
+    """Mean over seeds, and its standard error (between seeds; with one seed, the run's own)."""
+    out = {}
+    for key in runs[0]:
+        values = [r[key]["value"] for r in runs]
+        if any(v is None for v in values):
+            out[key] = {"value": None, "stderr": None}
+            continue
+        mean = statistics.fmean(values)
+        stderr = (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1
+                  else runs[0][key]["stderr"])
+        out[key] = {"value": mean, "stderr": stderr}
+    return out
+
+
+def render(summary: dict, results: dict, beta: float, reference) -> str:
+    target = reference.figures()
+    lines = [f"π*: β = {beta:.4g}, E_π*[r] = {target['target_reward_mean']}, KL(π*‖π0) = "
+             f"{target['kl_target_prior']}, log Z = {target['log_z']}", "",
+             f"{'arm':12s}" + "".join(f" {k:>17s}" for k in FIGURES) + f" {'samples':>8s} {'seconds':>8s}"]
+    for arm, figures_ in summary.items():
+        cells = []
+        for key in FIGURES:
+            e = figures_[key]
+            cells.append("inf" if e["value"] is None else f"{e['value']:.3f}" + (
+                f" ± {e['stderr']:.3f}" if e["stderr"] is not None else ""))
+        seconds = results[arm]["seconds"]
+        lines.append(f"{arm:12s}" + "".join(f" {c:>17s}" for c in cells)
+                     + f" {results[arm]['samples']:>8d} {'' if seconds is None else f'{seconds:.0f}':>8s}")
+    return "\n".join(lines)
+
+
+def plot(record: dict, path: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    points = record["curve"]
+    ax.plot([p["kl_to_prior"] for p in points], [p["reward"] for p in points], "k-", label="π*_β (optimal)")
+    for arm, figures_ in record["summary"].items():
+        kl, reward = figures_["kl_model_prior"], figures_["reward_mean"]
+        ax.errorbar(kl["value"], reward["value"], xerr=kl["stderr"] or 0, yerr=reward["stderr"] or 0, fmt="o",
+                    label=arm, capsize=2)
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel("KL(q‖π0), nats")
+    ax.set_ylabel("E_q[VADER]")
+    ax.set_title(f"SmolLM2-135M, held-out prompts, β = {record['beta']:.3g}")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
