@@ -1,6 +1,7 @@
 """A run that leaves π* behind says so while it trains: its batches' ELBO falling means KL(q‖π*) growing."""
 
 import bayeslm as bl
+from bayeslm.measurement.report import write_report
 from bayeslm.modelling.target_file import parse_target
 from bayeslm.training.drift import WINDOW, Drift
 from conftest import TOY_TARGET
@@ -14,11 +15,14 @@ def test_a_falling_elbo_is_said_once_and_a_noisy_flat_one_never():
     assert all(flat.observe({"step": i + 1, "elbo": (-1) ** i * 2.0}) is None for i in range(4 * WINDOW))
 
 
-def test_pure_rl_run_to_collapse_is_said_to_leave_the_target_while_it_trains(capsys):
+def test_pure_rl_run_to_collapse_is_said_to_leave_the_target_while_it_trains_and_in_the_report(capsys, tmp_path):
     target = parse_target(TOY_TARGET)
-    run = bl.train(target, bl.RL(), steps=40, lr=3e-2, samples_per_prompt=8, eval_n=0, quiet=True)
+    run = bl.train(target, bl.RL(), steps=40, lr=3e-2, samples_per_prompt=8, eval_n=0, quiet=True,
+                   out=tmp_path / "run")
     assert any(record.get("leaving_target") for record in run.metrics)
     assert "bayeslm: warning: step" in capsys.readouterr().err
+    page = write_report(tmp_path / "run")[0].read_text()
+    assert "id=leaving" in page and "The run left π* behind" in page
 
 
 def test_kl_rl_towards_the_target_is_not(capsys):

@@ -105,6 +105,12 @@ def render(run: Run) -> str:
     status = ("finished" if run.card is not None else "no final scorecard yet (interrupted, or still running)")
     parts = [f"<h1>{_e(title)}</h1>",
              f"<p class=sub>{_e(str(run.path.resolve()))} · {steps} of {config.get('steps')} steps · {status}</p>"]
+    left = next((m["step"] for m in run.metrics if m.get("leaving_target")), None)
+    if left is not None:
+        parts.append(f"<div class=warning id=leaving><strong>The run left π* behind.</strong> From step {left} the "
+                     "ELBO of its batches fell significantly below where it started: the model was moving away "
+                     "from the target (KL(q‖π*) growing). Lower the learning rate, or train with more samples a "
+                     "step.</div>")
     warnings = collapse_warnings(run)
     if warnings:
         parts.append("<div class=warning id=collapse><strong>Distribution collapse.</strong> "
