@@ -4,7 +4,8 @@ what was wrong, prints no traceback, and leaves every file that existed before b
 Class 1: outputs never replace what the user keeps (a directory bayeslm did not make, an input, a file of a run).
 Class 2: a run never saves, and bayeslm never samples from, a model with NaN or infinite weights.
 Class 3: a config or target file names only what its author declared for bayeslm, never the standard library or
-an installed package's arbitrary callable."""
+an installed package's arbitrary callable.
+Classes 4 to 7: malformed YAML, damaged run directories, silent or wrong answers."""
 
 from pathlib import Path
 
@@ -129,22 +130,6 @@ def _add(run_dir: Path, name: str) -> Path:
     return run_dir
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_misuse_is_refused_and_touches_nothing(tmp_path, capsys, monkeypatch, case):
-    setup, expected, words = CASES[case]
-    monkeypatch.chdir(tmp_path)
-    argv = setup(tmp_path)
-    capsys.readouterr()
-    before = snapshot(tmp_path)
-    code, out, err = run(capsys, *argv, "--quiet")
-    first = err.strip().splitlines()[0] if err.strip() else ""
-    assert code == expected, err
-    assert first.startswith("bayeslm: error:") and words in first, first
-    assert "Traceback" not in err
-    after = snapshot(tmp_path)
-    assert {name: after.get(name) for name in before} == before  # every file that was there, byte for byte
-
-
 def test_a_reward_of_ones_own_project_and_a_declared_sampler_still_run(tmp_path, capsys, monkeypatch):
     """The control of class 3: a reward function of the user's own project, and a declared sampler, still run."""
     monkeypatch.chdir(tmp_path)
@@ -162,3 +147,69 @@ def test_overwrite_replaces_only_what_bayeslm_wrote(tmp_path, capsys, monkeypatc
     assert code == 0, err
     assert not (run_dir / "report.html").exists() and (run_dir / "model").is_dir()
     assert (tmp_path / "train.yaml").is_file() and (tmp_path / "target.yaml").is_file()
+
+
+# Classes 4 to 7: YAML, errors that need no model, raw tracebacks, silent or wrong.
+MORE = {
+    "a tab in the target file": (
+        lambda d: ["evaluate", "--target", write(d / "t.yaml", "prior: {toy: {seed: 0}}\n\tprompts: [a]\n")],
+        2, "not valid YAML at line 2"),
+    "report on a run whose config is not a mapping": (
+        lambda d: ["report", _config_text(a_run(d), "- just\n- a list\n")], 2, "not a run's config"),
+    "report on a run whose config is empty": (
+        lambda d: ["report", _config_text(a_run(d), "")], 2, "not a run's config"),
+    "a prompts_file that is a directory but not a dataset": (
+        lambda d: ["evaluate", "--target", _prompts_dir(d)], 2, "not a dataset saved with"),
+    "a log bound that is not a number": (
+        lambda d: ["evaluate", "--target", target(d), "--certify", "--log-bound", "nan"], 2,
+        "--log-bound: expected a finite number"),
+}
+
+
+def _config_text(run_dir: Path, text: str) -> Path:
+    (run_dir / "config.yaml").write_text(text)
+    return run_dir
+
+
+def _prompts_dir(directory: Path) -> str:
+    (directory / "prompts").mkdir()
+    (directory / "prompts" / "a.txt").write_text("not a dataset")
+    return write(directory / "t.yaml", {"prior": TOY, "prompts_file": "prompts", "max_new_tokens": 3,
+                                        "potentials": LENGTH})
+
+
+@pytest.mark.parametrize("case", {**CASES, **MORE})
+def test_misuse_is_refused_and_touches_nothing(tmp_path, capsys, monkeypatch, case):
+    setup, expected, words = {**CASES, **MORE}[case]
+    monkeypatch.chdir(tmp_path)
+    argv = setup(tmp_path)
+    capsys.readouterr()
+    before = snapshot(tmp_path)
+    code, out, err = run(capsys, *argv, "--quiet")
+    first = err.strip().splitlines()[0] if err.strip() else ""
+    assert code == expected, err
+    assert first.startswith("bayeslm: error:") and words in first, first
+    assert "Traceback" not in err
+    after = snapshot(tmp_path)
+    assert {name: after.get(name) for name in before} == before  # every file that was there, byte for byte
+
+
+def test_a_string_given_as_the_prompts_is_refused_not_split_into_characters():
+    target = bl_target()
+    with pytest.raises(TypeError, match=r"given\(\['the movie'\]\)"):
+        target.given("the movie")
+
+
+def test_resuming_with_fewer_steps_than_done_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main([str(a) for a in ("train", config(tmp_path, steps=3), "--out", tmp_path / "run", "--quiet")]) == 0
+    before = snapshot(tmp_path / "run")
+    code, _, err = run(capsys, "train", config(tmp_path, steps=2), "--out", tmp_path / "run", "--resume", "--quiet")
+    assert code == 2 and "its checkpoint is at step 3 already" in err
+    assert snapshot(tmp_path / "run") == before
+
+
+def bl_target():
+    from bayeslm.modelling.target_file import parse_target
+
+    return parse_target({"prior": TOY, "prompts": ["the"], "max_new_tokens": 3, "potentials": LENGTH})

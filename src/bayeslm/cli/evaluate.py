@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 from bayeslm.cli.common import masked_proposal, models_from, positive_int, preflight_target, subparser
@@ -127,6 +128,8 @@ def _certifiable(args, target) -> float | None:
             raise ConfigError("--reward-max and --log-bound go with --certify")
         return None
     if args.log_bound is not None:
+        if not math.isfinite(args.log_bound):
+            raise ConfigError(f"--log-bound: expected a finite number (log M), got {args.log_bound}")
         return args.log_bound
     try:
         return known_log_bound(target, reward_max=args.reward_max)

@@ -70,7 +70,14 @@ def load_run(path: Path) -> Run:
     def document(name):
         return json.loads(text(name)) if text(name) is not None else None
 
-    return Run(path, yaml.safe_load(text("config.yaml")), text("target.yaml"), lines("metrics.jsonl"),
+    try:
+        config = yaml.safe_load(text("config.yaml"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path / 'config.yaml'} is not valid YAML ({error}); the run directory is damaged") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path / 'config.yaml'} holds {type(config).__name__}, not a run's config: the run "
+                          "directory is damaged, or not one `bayeslm train` wrote")
+    return Run(path, config, text("target.yaml"), lines("metrics.jsonl"),
                document("scorecard.json"), document("scorecard_prior.json"), lines("samples.jsonl"),
                document("plan.json"), document("prompts.json"))
 

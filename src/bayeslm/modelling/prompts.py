@@ -97,7 +97,14 @@ def _values(data: dict, base: Path, where: str) -> list:
 
 def _file(path: Path, column: str, where: str) -> list:
     if path.is_dir():
-        return _column(_need("datasets", where).load_from_disk(str(path)), column, str(path), where)
+        datasets = _need("datasets", where)
+        try:
+            saved = datasets.load_from_disk(str(path))
+        except (FileNotFoundError, ValueError, OSError) as error:
+            raise ConfigError(f"{where}prompts_file: {path} is a directory but not a dataset saved with "
+                              f"Dataset.save_to_disk ({type(error).__name__}: {error}); give a file of prompts, or "
+                              "that directory") from None
+        return _column(saved, column, str(path), where)
     if path.suffix == ".parquet":
         pyarrow_parquet = _need("pyarrow", where, module="pyarrow.parquet")
         try:

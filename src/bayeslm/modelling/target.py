@@ -132,6 +132,9 @@ class Target:
 
     def given(self, prompts: Sequence[str], max_new_tokens: int | None = None) -> Target:
         """The same target conditioned on other prompts (and optionally another length limit)."""
+        if isinstance(prompts, str):  # a string is a sequence too: it would be one prompt per character
+            raise TypeError(f"given takes a list of prompts, got the string {prompts!r}: write "
+                            f"given([{prompts!r}])")
         return replace(self, prompts=list(prompts),
                        max_new_tokens=self.max_new_tokens if max_new_tokens is None else max_new_tokens)
 

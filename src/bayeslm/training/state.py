@@ -71,6 +71,10 @@ def resume(trainer: Trainer) -> bool:
     torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
     if state["proposal_is_copy"]:
         trainer._copy_proposal("proposal", saved["proposal"])
+    if state["step"] > trainer.config.steps:
+        raise ConfigError(f"cannot resume {trainer.run_dir} for {trainer.config.steps} steps: its checkpoint is at "
+                          f"step {state['step']} already. Resume with steps of at least {state['step']}, or start a "
+                          "new run")
     trainer.step = trainer.saved_step = state["step"]
     world.on_main(truncate_metrics, run_dir / "metrics.jsonl", trainer.step)
     if not trainer.quiet and world.main:
