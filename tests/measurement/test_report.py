@@ -182,6 +182,9 @@ def test_the_report_judges_each_change_and_says_whether_training_worked(run_dir,
     assert change("kl_model_target", figure(1.0), {"value": None, "stderr": 0.0}) == (None, "")  # infinite
     assert summary({"kl_target_model": figure(1.0), "kl_model_target": figure(1.0)},
                    {"kl_target_model": figure(1.5), "kl_model_target": figure(0.5)}).startswith(
+        "The trained model is closer to the target in KL(q‖π*), what KL-RL minimises, and further in KL(π*‖q)")
+    assert summary({"kl_target_model": figure(1.0), "kl_model_target": figure(1.0)},
+                   {"kl_target_model": figure(1.5), "kl_model_target": figure(1.5)}).startswith(
         "The trained model is further from the target")
 
     worse = tmp_path / "worse"

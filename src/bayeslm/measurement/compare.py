@@ -60,7 +60,14 @@ def summary(before: dict, after: dict) -> str:
                       for (key, label) in (("kl_model_target", "KL(q‖π*)"), ("kl_target_model", "KL(π*‖q)"))
                       for delta, verdict in [verdicts[key]] if delta is not None)
     said = {verdict for _, verdict in verdicts.values()}
-    if "WORSE" in said:
+    reverse, forward = verdicts["kl_model_target"][1], verdicts["kl_target_model"][1]
+    if reverse == "better" and forward == "WORSE":
+        sentence = ("The trained model is closer to the target in KL(q‖π*), what KL-RL minimises, and further in "
+                    "KL(π*‖q): it moved towards π* and covers less of it (the reverse KL seeks a mode)")
+    elif reverse == "WORSE" and forward == "better":
+        sentence = ("The trained model is closer to the target in KL(π*‖q), what DPG minimises, and further in "
+                    "KL(q‖π*): it covers more of π* and puts mass where π* has little")
+    elif "WORSE" in said:
         sentence = "The trained model is further from the target than the prior in at least one KL"
     elif said == {"better"}:
         sentence = "The trained model is closer to the target than the prior in both KLs"
