@@ -9,14 +9,15 @@ def test_quick_start_runs_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     prior = bl.load_lm({"toy": {"seed": 0, "train_steps": 200}})
     target = (prior * bl.Exponential(bl.rewards.sentiment(), beta=0.1)).given(["the movie"], max_new_tokens=4)
-    run = bl.train(target, bl.KLRL(kl="analytic"), steps=6, lora=bl.LoRA(r=8), out="runs/klrl", quiet=True,
-                   lr=3e-3, eval_n=16)
-    dpg = bl.train(target, bl.DPG(proposal="adaptive"), steps=6, lr=3e-4, out="runs/dpg", quiet=True, eval_n=16)
+    run = bl.train(target, bl.KLRL(), steps=6, samples_per_prompt=16, lr=1e-3, lora=bl.LoRA(r=8), out="runs/klrl",
+                   quiet=True, eval_n=16)
+    ref = bl.reference(target)
+    before = bl.scorecard(prior, target, n=256, reference=ref)
+    card = bl.scorecard(run.model, target, n=256, reference=ref)
     draws = bl.sample(target, "smc", n=64)
-    card = bl.scorecard(run.model, target, n=256)
 
     assert run.directory.name == "klrl" and (tmp_path / "runs/klrl/model/config.json").is_file()
-    assert dpg.scorecard.n == 16 and len(dpg.metrics) == 6
+    assert before["log_z"].value == card["log_z"].value and before["kl_model_prior"].value == 0
     assert draws.method == "smc" and len(draws) == 64
     text = str(card)
     for label in ("log Z", "ELBO", "EUBO", "KL(q‖π*)", "KL(π*‖q)", "entropy"):
