@@ -33,9 +33,8 @@ import sys
 import time
 from pathlib import Path
 
-from common import PROMPTS, ROOT, machine
-
 import torch  # noqa: E402
+from common import PROMPTS, ROOT, machine
 
 import bayeslm as bl  # noqa: E402
 from bayeslm.measurement.plan import Plan  # noqa: E402

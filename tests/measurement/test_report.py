@@ -11,9 +11,9 @@ from conftest import PROMPTS
 from bayeslm.cli import main
 from bayeslm.config import load
 from bayeslm.measurement.report import collapse_warnings, load_run, write_report
+from bayeslm.outputs import RunExists
 from bayeslm.training.config import TrainConfig
 from bayeslm.training.run import train
-from bayeslm.outputs import RunExists
 
 TOY_TARGET = {"prior": {"toy": {"seed": 0, "train_steps": 50}}, "prompts": PROMPTS, "max_new_tokens": 3,
               "potentials": [{"exponential": {"reward": {"keyword": ["good"]}, "beta": 0.5}}]}

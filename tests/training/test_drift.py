@@ -1,10 +1,11 @@
 """A run that leaves π* behind says so while it trains: its batches' ELBO falling means KL(q‖π*) growing."""
 
+from conftest import TOY_TARGET
+
 import bayeslm as bl
 from bayeslm.measurement.report import write_report
 from bayeslm.modelling.target_file import parse_target
 from bayeslm.training.drift import WINDOW, Drift
-from conftest import TOY_TARGET
 
 
 def test_a_falling_elbo_is_said_once_and_a_noisy_flat_one_never():

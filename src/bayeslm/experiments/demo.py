@@ -22,9 +22,9 @@ from bayeslm.measurement.compare import card_change, summary
 from bayeslm.measurement.plan import MIN_ESS, Plan, plan_json
 from bayeslm.measurement.report import write_report
 from bayeslm.modelling.target_file import parse_target
+from bayeslm.outputs import prepare_run_dir
 from bayeslm.training.config import TrainConfig
 from bayeslm.training.run import train
-from bayeslm.outputs import prepare_run_dir
 
 PROMPTS = ["Write one sentence about your day.", "Describe the weather today in one sentence."]
 PLANNED_BETAS = [0.03, 0.1, 0.3, 1.0, 3.0]

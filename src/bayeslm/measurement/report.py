@@ -177,11 +177,15 @@ def _scorecard_section(run: Run) -> str:
     reasons = sorted({figure["unreliable"] for _, card in cards for key, _ in FIGURES
                       if isinstance(figure := card.get(key), dict) and figure.get("unreliable")})
     note = "".join(f"<p class=unreliable>! unreliable: {_e(reason)}</p>" for reason in reasons)
+    reference = cards[-1][1].get("reference")
+    source = reference and ("exact" if reference["exact"] else f"{reference['n']} samples of the prior a prompt")
+    against = f"against one reference of the target ({source}: log Z and π*'s samples) " if reference else ""
     return ("<h2>Scorecard</h2><p>Each model q against the target, estimated from "
-            f"{n} fresh samples of q (± one standard error). KL(q‖π*) = log Z − ELBO is what KL-regularised RL "
-            "minimises; KL(π*‖q) = EUBO − log Z what DPG minimises. A missing value is infinite (q puts mass where "
-            "π* has none). The change column judges each move towards the target against two standard errors "
-            f"of the difference.</p>{verdict}"
+            f"{n} fresh samples of q {against}(± one standard error). KL(q‖π*) = log Z − ELBO is what "
+            "KL-regularised RL minimises; KL(π*‖q) = EUBO − log Z what DPG minimises. A missing value is infinite "
+            "(q puts mass where π* has none). The change column judges each move towards the target against two "
+            "standard errors of the difference (for KL(q‖π*) against one reference, of the ELBOs', since log Z "
+            f"cancels).</p>{verdict}"
             f"<table id=scorecard><tr><th></th>{header}</tr>{''.join(rows)}</table>{note}")
 
 

@@ -22,11 +22,11 @@ from bayeslm.config import ConfigError, to_dict
 from bayeslm.distributions.lm import LM
 from bayeslm.measurement.scorecard import Scorecard
 from bayeslm.modelling.target import Target
+from bayeslm.outputs import holds_run, prepare_run_dir, refuse_other_run
 from bayeslm.parallel import distributed
 from bayeslm.training.config import TrainConfig
 from bayeslm.training.loop import Trainer
 from bayeslm.training.objectives import Objective
-from bayeslm.outputs import holds_run, prepare_run_dir, refuse_other_run
 from bayeslm.training.run_dir import target_definition
 from bayeslm.training.setup import eval_prompts, resolve_model, resolve_target
 
