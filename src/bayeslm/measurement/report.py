@@ -75,8 +75,9 @@ def load_run(path: Path) -> Run:
     except yaml.YAMLError as error:
         raise ConfigError(f"{path / 'config.yaml'} is not valid YAML ({error}); the run directory is damaged") from None
     if not isinstance(config, dict):
-        raise ConfigError(f"{path / 'config.yaml'} holds {type(config).__name__}, not a run's config: the run "
-                          "directory is damaged, or not one `bayeslm train` wrote")
+        held = "nothing" if config is None else f"a {type(config).__name__}"
+        raise ConfigError(f"{path / 'config.yaml'} holds {held}, not a run's config: the run directory is damaged, "
+                          "or not one `bayeslm train` wrote")
     return Run(path, config, text("target.yaml"), lines("metrics.jsonl"),
                document("scorecard.json"), document("scorecard_prior.json"), lines("samples.jsonl"),
                document("plan.json"), document("prompts.json"))
