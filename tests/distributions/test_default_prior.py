@@ -69,7 +69,7 @@ def test_evaluate_command_on_the_default_prior(tmp_path, capsys):
     path = tmp_path / "target.yaml"
     path.write_text("prior: default\nprompts: ['Say something kind.']\nmax_new_tokens: 8\n"
                     "potentials:\n  - exponential: {reward: sentiment, beta: 0.1}\n")
-    assert main(["evaluate", "--target", str(path), "-n", "4", "--json"]) == 0
+    assert main(["evaluate", "--target", str(path), "-n", "4", "--reference", "16", "--json"]) == 0
     card = json.loads(capsys.readouterr().out)
     assert card["model"] == "SmolLM2-135M-Instruct" and card["n"] == 4
 
