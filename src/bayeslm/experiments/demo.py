@@ -40,6 +40,7 @@ class Budget:
     eval_n: int  # samples per prompt for each scorecard
     lr: float = 1e-3
     schedule: str = "constant"  # the learning rate's decay (TrainConfig.schedule)
+    warmup_steps: int = 0
     reference_n: int = 1024  # prior samples per prompt for the target's reference
 
 
@@ -91,7 +92,7 @@ def run_demo(out: Path, *, quick: bool = False, overwrite: bool = False, quiet: 
                 f"of {len(prompts)}×{budget.samples_per_prompt} samples, then scoring the prior and the model")
     config = load(TrainConfig, {
         "target": target_spec, "objective": "klrl", "steps": budget.steps, "prompts_per_step": len(prompts),
-        "samples_per_prompt": budget.samples_per_prompt, "lr": budget.lr, "schedule": budget.schedule, "lora": {"r": 8, "alpha": 16},
+        "samples_per_prompt": budget.samples_per_prompt, "lr": budget.lr, "schedule": budget.schedule, "warmup_steps": budget.warmup_steps, "lora": {"r": 8, "alpha": 16},
         "eval_n": budget.eval_n, "reference_n": budget.reference_n, "checkpoint_every": max(1, budget.steps // 3), "batch_size": 32, "seed": seed,
         "device": device or "auto", "decoding": resolve_decoding(decoding)})
     train(config, out, resume=False, overwrite=False, quiet=quiet)
