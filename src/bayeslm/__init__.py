@@ -3,10 +3,11 @@
     import bayeslm as bl
     prior  = bl.load_lm("default")
     target = (prior * bl.Exponential(bl.rewards.sentiment(), beta=0.1)).given(["Describe your day."],
-                                                                               max_new_tokens=32)
-    run    = bl.train(target, bl.KLRL(kl="analytic"), steps=100, lora=bl.LoRA(r=8), out="runs/klrl")
+                                                                               max_new_tokens=24)
+    run    = bl.train(target, bl.KLRL(), steps=30, samples_per_prompt=16, lr=1e-3, lora=bl.LoRA(r=8))
+    ref    = bl.reference(target)                      # log Z and π*'s samples, once per target
+    print(bl.scorecard(run.model, target, n=256, reference=ref))
     draws  = bl.sample(target, "smc", n=64)
-    print(bl.scorecard(run.model, target, n=256))
 
 The packages follow the Bayesian view: `distributions` (the LM π as a distribution: loading, sampling, scoring),
 `modelling` (rewards, potentials φ, the target π* = π0·φ/Z), `training` (objectives and the one loop),

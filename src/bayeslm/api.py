@@ -1,9 +1,9 @@
 """The three calls of the public API, each a thin front on one package: train (bayeslm.training), sample
 (bayeslm.samplers) and scorecard (bayeslm.measurement). The YAML config and the CLI serialise these calls.
 
-    run   = bl.train(target, bl.KLRL(kl="analytic"), steps=100, lora=bl.LoRA(r=8), out="runs/klrl")
+    run   = bl.train(target, bl.KLRL(), steps=30, samples_per_prompt=16, lr=1e-3, lora=bl.LoRA(r=8))
     draws = bl.sample(target, "smc", n=64)
-    card  = bl.scorecard(run.model, target, n=256)
+    card  = bl.scorecard(run.model, target, n=256, reference=bl.reference(target))
 """
 
 from __future__ import annotations
