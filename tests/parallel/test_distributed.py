@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from bayeslm.config import ConfigError, load
 from bayeslm.distributions.loading import load_lm
+from bayeslm.measurement.reference import REFERENCE_SEED, Reference, reference
 from bayeslm.measurement.scorecard import card, pool
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target_file import load_target
@@ -110,7 +111,8 @@ def test_two_processes_train_like_one_holding_the_global_batch(tmp_path):
     config = load(TrainConfig, settings)
     target = resolve_target(config, tmp_path)
     model = load_lm(str(tmp_path / "two/model"), batch_size=config.batch_size).view(name="model")
-    expected = card(_pool_of_halves(model, target, 8, config.seed + 1), target).to_json()
+    exact = reference(target)  # the toy's space is enumerated: the run's reference is exact
+    expected = card(_pool_of_halves(model, target, 8, config.seed + 1), target, reference=exact, model=model).to_json()
     written = json.loads((tmp_path / "two/scorecard.json").read_text())
     assert written["n"] == 8 * len(PROMPTS)
     for key in ("log_z", "elbo", "eubo", "kl_model_target", "kl_model_prior", "reward_mean", "entropy"):
@@ -133,10 +135,14 @@ def test_a_learned_log_z_is_fitted_alike_by_two_processes(tmp_path):
 def test_evaluate_shares_the_sampling_between_processes(tmp_path):
     target_file = tmp_path / "target.yaml"
     target_file.write_text(yaml.safe_dump(TOY_TARGET))
-    done = _bayeslm(2, "evaluate", "--target", str(target_file), "-n", "8", "--seed", "5", "--json")
+    done = _bayeslm(2, "evaluate", "--target", str(target_file), "-n", "8", "--seed", "5", "--json",
+                    "--reference-source", "prior", "--reference", "16")
     written = json.loads(done.stdout)  # printed once, by rank 0
     target = load_target(target_file)
-    expected = card(_pool_of_halves(target.prior, target, 8, 5), target).to_json()
+    # The reference's prior samples are shared out between the processes too.
+    shared = Reference.from_pool(_pool_of_halves(target.prior, target, 16, 5 + REFERENCE_SEED), target)
+    expected = card(_pool_of_halves(target.prior, target, 8, 5), target, reference=shared, model=target.prior).to_json()
+    assert written["reference"]["n"] == 16 and not written["reference"]["exact"]
     assert written["n"] == 8 * len(PROMPTS)
     for key in ("log_z", "elbo", "eubo", "kl_model_target", "reward_mean", "entropy", "distinct_2"):
         value = written[key]["value"] if isinstance(written[key], dict) else written[key]

@@ -65,6 +65,7 @@ class Exact:
             "kl_model_prior_sampled": expect(q, log_q - self.log_prior),
             "entropy": expect(q, -log_q),
         }
+        exact["log_z_model"] = exact["log_z"]  # what q's own log Ẑ estimates (it falls short where q misses mass)
         exact["kl_model_target"] = exact["log_z"] - exact["elbo"]
         exact["kl_target_model"] = exact["eubo"] - exact["log_z"]
         reward = self.stats[self.target.reward_name]
