@@ -128,7 +128,7 @@ def main():
     started = time.perf_counter()
 
     planner = Plan(target_for(TRAIN, 1.0, args.max_new_tokens), 128, seed=0)  # β planned on training prompts
-    beta = planner.beta_for_kl(args.kl_budget)
+    beta = planner.vouched(planner.beta_for_kl(args.kl_budget))  # as the demo: a tilt the pool can see
     held_out = target_for(HELD_OUT, beta, args.max_new_tokens)
     reference = bl.reference(held_out, args.reference_n, seed=1, source="prior")
     print(f"β = {beta:.4g} (planned for KL(π*‖π0) = {args.kl_budget} nats on the training prompts)\n{reference}",
@@ -199,7 +199,10 @@ def render(summary: dict, results: dict, beta: float, reference) -> str:
     for arm, figures_ in summary.items():
         cells = []
         for key in FIGURES:
-            e = figures_[key]
+            e = figures_.get(key)  # best-of-n has no ELBO, entropy or distinct-n from its reward table
+            if e is None:
+                cells.append("–")
+                continue
             cells.append("inf" if e["value"] is None else f"{e['value']:.3f}" + (
                 f" ± {e['stderr']:.3f}" if e["stderr"] is not None else ""))
         seconds = results[arm]["seconds"]

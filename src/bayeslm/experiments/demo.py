@@ -76,11 +76,8 @@ def run_demo(out: Path, *, quick: bool = False, overwrite: bool = False, quiet: 
     planner = Plan(parse_target(target_spec, Path("."), device=device, decoding=decoding), budget.plan_n, seed=seed)
     plan = plan_json(planner, PLANNED_BETAS, kl_budget=budget.kl_budget)
     beta = plan["kl_budget"]["beta"]
-    # With too few effective samples the plan cannot see the posterior it predicts (its KL(π*‖π0) is capped
-    # near log n): raise β until the pool can vouch for it, rather than train towards a tilt nobody measured.
     min_ess = min(MIN_ESS, budget.plan_n / 4)  # a small (quick) pool vouches for a quarter of itself
-    while planner.at(beta).min_ess < min_ess:
-        beta *= 1.25
+    beta = planner.vouched(beta, min_ess)
     if beta != plan["kl_budget"]["beta"]:
         _say(quiet, f"   the budget's β = {plan['kl_budget']['beta']:.3g} rests on fewer than {min_ess:g} effective "
                     f"samples; using β = {beta:.3g}, the smallest the samples can vouch for")

@@ -113,6 +113,13 @@ class Plan:
         """The β at which KL(π*_β‖π0) equals `kl` nats (the largest reward a KL budget allows)."""
         return self._solve(lambda p: p.kl_target_prior.value, kl, "KL(π*‖π0)")
 
+    def vouched(self, beta: float, min_ess: float = MIN_ESS) -> float:
+        """`beta`, raised by steps of 25% until the pool can vouch for its posterior (at least `min_ess` effective
+        samples per prompt): with fewer, the predicted KL(π*‖π0) is capped near log n and nobody measured that tilt."""
+        while self.at(beta).min_ess < min_ess:
+            beta *= 1.25
+        return beta
+
     def beta_for_reward(self, reward: float) -> float:
         """The β at which E_π*_β[r] equals `reward`."""
         return self._solve(lambda p: p.target_reward_mean.value, reward, f"E_π*[{self.reward_name}]")
