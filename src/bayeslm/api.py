@@ -12,7 +12,8 @@ from pathlib import Path
 
 from bayeslm.config import ConfigError, to_dict
 from bayeslm.distributions.lm import LM
-from bayeslm.measurement.reference import Reference
+from bayeslm.measurement.reference import REFERENCE_SEED, Reference
+from bayeslm.measurement.reference import reference as make_reference
 from bayeslm.measurement.scorecard import Scorecard
 from bayeslm.modelling.potentials.language import explained
 from bayeslm.modelling.target import Target
@@ -89,8 +90,6 @@ def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, exact: 
     log Z and π*'s samples come from the target's `reference` (`bl.reference(target)`): pass one to measure several
     models on one scale at the cost of one; without it a reference is made for this call (exact on a toy small
     enough to enumerate, else 1024 samples of the prior per prompt)."""
-    from bayeslm.measurement.reference import REFERENCE_SEED
-    from bayeslm.measurement.reference import reference as make_reference
     from bayeslm.measurement.scorecard import scorecard as estimate
 
     try:

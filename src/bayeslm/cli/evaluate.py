@@ -73,13 +73,8 @@ def run(args) -> int:
 
             exact = world.on_main(Exact, target)
         samples = pooled(model, target, args.n, seed=args.seed, world=world)
-        try:
-            ref = target_reference(target, args.reference, seed=args.seed + REFERENCE_SEED,
-                                   source=args.reference_source, world=world)
-        except NoSupport as error:
-            print(f"bayeslm: warning: no reference for the target, the figures come from the model's own samples: "
-                  f"{error}", file=sys.stderr)
-            ref = None
+        ref = target_reference(target, args.reference, seed=args.seed + REFERENCE_SEED, source=args.reference_source,
+                               world=world)
         certificate = world.on_main(_certificate, model, target, samples, log_bound, args) if args.certify else None
     if not world.main:
         return 0

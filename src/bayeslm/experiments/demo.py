@@ -97,8 +97,7 @@ def run_demo(out: Path, *, quick: bool = False, overwrite: bool = False, quiet: 
     report, warnings = write_report(out)
     before = json.loads((out / "scorecard_prior.json").read_text())
     after = json.loads((out / "scorecard.json").read_text())
-    target = after.get("reference") or {}
-    target["zero"] = 0.0
+    target = {**(after.get("reference") or {}), "zero": 0.0}  # π*'s figures, and KL(π*‖π*) = 0
     figures = {}
     for key, _, at_target in SHOWN:
         delta, verdict = card_change(key, before, after)

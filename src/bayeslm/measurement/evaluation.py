@@ -55,12 +55,7 @@ def evaluate(model: LM, target: Target, n: int, *, seed: int, run_dir: Path | No
     scorecard, the others None."""
     sources = {"model": model, "prior": target.prior} if prior_too else {"model": model}
     pools = {source: pooled(lm, target, n, seed=seed, world=world) for source, lm in sources.items()}
-    try:
-        ref = target_reference(target, reference_n, seed=seed + REFERENCE_SEED, world=world)
-    except NoSupport as error:  # a rare constraint: each model is then scored on its own samples, and says so
-        print(f"bayeslm: warning: no reference for the target, each model's figures come from its own samples: "
-              f"{error}", file=sys.stderr)
-        ref = None
+    ref = target_reference(target, reference_n, seed=seed + REFERENCE_SEED, world=world)
     return world.on_main(_write, pools, ref, sources, target, seed, run_dir)
 
 
@@ -68,13 +63,22 @@ def target_reference(target: Target, n: int, *, seed: int, source: str = "auto",
                      ) -> Reference | None:
     """The target's reference (`bayeslm.measurement.reference`) on rank 0 (None elsewhere): exact where the space
     is small enough (or `source="exact"`), else n samples of the prior per prompt, cached when one process draws
-    them all and shared out when several do. A collective."""
+    them all and shared out when several do. A collective. None, with a warning, where the target has no mass in
+    the reference (a rare constraint): each model is then scored on its own samples, and says so."""
     if source == "auto":
         source = "exact" if enumerable(target) else "prior"
-    if source == "exact" or world.size == 1:
-        return world.on_main(lambda: reference(target, n, seed=seed, source=source))
-    pool = pooled(target.prior, target, n, seed=seed, world=world)
-    return world.on_main(Reference.from_pool, pool, target)
+    pool = None if source == "exact" or world.size == 1 else pooled(target.prior, target, n, seed=seed, world=world)
+
+    def made():
+        try:
+            return (reference(target, n, seed=seed, source=source) if pool is None
+                    else Reference.from_pool(pool, target))
+        except NoSupport as error:
+            print(f"bayeslm: warning: no reference for the target, the figures come from each model's own samples: "
+                  f"{error}", file=sys.stderr)
+            return None
+
+    return world.on_main(made)
 
 
 def _write(pools: dict[str, ScoredSamples], ref: Reference | None, models: dict[str, LM], target: Target, seed: int,

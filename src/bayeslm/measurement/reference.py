@@ -39,6 +39,7 @@ from bayeslm.distributions.loading import cache_dir
 from bayeslm.measurement.exact import Exact
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target, statistics_of
+from bayeslm.samplers.pool import unsupported
 from bayeslm.weights import Estimate, NoSupport, combine, snis_mean
 
 SOURCES = ("auto", "prior", "exact")
@@ -68,13 +69,8 @@ class Reference:
     @classmethod
     def from_pool(cls, pool: ScoredSamples, target: Target, *, source: str = "prior") -> Reference:
         """The reference from samples of a proposal r scored against `target` (log w = log P − log r)."""
+        _require_mass(pool, source)
         log_w = pool.grid(pool.log_w)
-        empty = torch.isneginf(log_w).all(1)
-        if empty.any():
-            bad = [pool.prompts[i] for i in empty.nonzero().flatten().tolist()]
-            raise NoSupport(f"none of the reference's {log_w.shape[1]} samples of the {source} has positive target "
-                            f"weight for prompt(s) {bad}: draw a larger reference, or a rare constraint needs a "
-                            "proposal closer to the target", bad)
         log_z, ratio = weights.normalise(log_w)
         k, warning = weights.heaviest_tail(log_w, pool.prompts)
         return cls(repr(target), source, target.prior, pool, log_z, ratio, pareto_k=k, warning=warning)
@@ -138,6 +134,16 @@ class Reference:
                 f"{self.pareto_k:.2f})" + (f"\n! unreliable: {self.warning}" if self.warning else ""))
 
 
+def _require_mass(pool: ScoredSamples, source: str):
+    """Stops where some prompt has no sample of positive target weight: no log Z and no π* to weigh by."""
+    bad = unsupported(pool)
+    if bad:
+        why = ("no continuation has any: the target is empty there (Z = 0)" if source == "exact" else
+               "draw a larger reference, or a rare constraint needs a proposal closer to the target")
+        raise NoSupport(f"none of the reference's samples ({source}) has positive target weight for prompt(s) "
+                        f"{bad}: {why}", bad)
+
+
 def enumerable(target: Target) -> bool:
     """Whether the target's space is small enough for "auto" to enumerate."""
     prior = target.prior
@@ -154,15 +160,12 @@ def reference(target: Target, n: int = 1024, *, seed: int = 0, source: str = "au
         source = "exact" if enumerable(target) else "prior"
     if source == "exact":
         space = Exact(target)
-        if torch.isneginf(space.log_z).any():
-            bad = [p for p, z in zip(target.prompts, space.log_z.tolist()) if z == -math.inf]
-            raise NoSupport(f"no continuation of prompt(s) {bad} has positive target weight: the target is empty "
-                            f"there (Z = 0), and has no reference", bad)
         size = len(space.sequences)
         prompt_index = torch.arange(len(target.prompts)).repeat_interleave(size)
         pool = target.score(target.prompts, prompt_index, space.sequences * len(target.prompts),
                             space.texts * len(target.prompts), log_proposal=space.log_prior.flatten(),
                             log_prior=space.log_prior.flatten())
+        _require_mass(pool, "exact")
         ratio = torch.exp(space.log_posterior) * size  # π* exactly, as weights of mean 1
         return Reference(repr(target), "exact", prior, pool, space.log_z, ratio, exact=True, pareto_k=-math.inf)
     path = cache_dir() / "references" / f"{_key(target, n, seed)}.pt"
