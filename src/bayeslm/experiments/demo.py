@@ -42,6 +42,7 @@ class Budget:
     schedule: str = "constant"  # the learning rate's decay (TrainConfig.schedule)
     warmup_steps: int = 0
     reference_n: int = 1024  # prior samples per prompt for the target's reference
+    lora_r: int = 8  # LoRA rank (alpha = 2·r, so the update's scale alpha/r stays 2)
 
 
 # Chosen on seeds the demo does not report (bench/demo_budget.py; every try in bench/results/demo_budget.json): at
@@ -89,7 +90,8 @@ def run_demo(out: Path, *, quick: bool = False, overwrite: bool = False, quiet: 
                 f"of {len(prompts)}×{budget.samples_per_prompt} samples, then scoring the prior and the model")
     config = load(TrainConfig, {
         "target": target_spec, "objective": "klrl", "steps": budget.steps, "prompts_per_step": len(prompts),
-        "samples_per_prompt": budget.samples_per_prompt, "lr": budget.lr, "schedule": budget.schedule, "warmup_steps": budget.warmup_steps, "lora": {"r": 8, "alpha": 16},
+        "samples_per_prompt": budget.samples_per_prompt, "lr": budget.lr, "schedule": budget.schedule, "warmup_steps": budget.warmup_steps,
+        "lora": {"r": budget.lora_r, "alpha": 2 * budget.lora_r},
         "eval_n": budget.eval_n, "reference_n": budget.reference_n, "checkpoint_every": max(1, budget.steps // 3), "batch_size": 32, "seed": seed,
         "device": device or "auto", "decoding": resolve_decoding(decoding)})
     train(config, out, resume=False, overwrite=False, quiet=quiet)
