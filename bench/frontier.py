@@ -14,11 +14,14 @@ a range of β, from the same reference samples reweighted by exp(r/β). Each arm
     KL-RL β, 2β      maximises E[r] − β·KL(q‖π0), i.e. minimises KL(q‖π*_β)
     DPG              minimises the forward KL(π*_β‖q), from the prior's samples
     TB               trajectory balance: fits q and log Z together
+    TRL RLOO         TRL's RLOOTrainer at the same β (k1 KL inside the reward), in its own virtual environment
+                     (bench/trl_rloo.py), its merged model scored here like every other arm
     best-of-n        n = 2, 4, 8, 16 prior samples, the best kept (no training); its law and KLs follow exactly from
                      the reference's reward table: BoN(v_j)/π0 = (F_j^n − F_{j−1}^n)/p_j over its reward values v_j
 
 Every trained arm gets the same samples (steps × prompts_per_step × samples_per_prompt), learning rate, LoRA rank
-and seeds; mean ± standard error over the seeds. Each record holds the command, commit, date, machine and load.
+and seeds; mean ± standard error over the seeds. LoRA rank 1 (alpha 2): at rank 8 and this learning rate one Adam
+step moved the demo's model 1.5 nats from the prior, more than π*'s whole KL (bench/results/demo_budget.json). Each record holds the command, commit, date, machine and load.
 """
 
 from __future__ import annotations
@@ -27,16 +30,21 @@ import argparse
 import datetime
 import json
 import math
+import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch  # noqa: E402
-from common import PROMPTS, ROOT, machine
+from common import PROMPTS, ROOT, machine, peer_venv
+from vs_trl import TRL_PACKAGES, TRL_VENV
 
 import bayeslm as bl  # noqa: E402
+from bayeslm.distributions.loading import _default_prior_dir  # noqa: E402
 from bayeslm.measurement.plan import Plan  # noqa: E402
 from bayeslm.measurement.scorecard import scorecard  # noqa: E402
 from bayeslm.weights import log_mean_exp  # noqa: E402
@@ -95,9 +103,29 @@ def train_arm(objective, beta: float, seed: int, args) -> tuple:
     target = target_for(TRAIN, beta, args.max_new_tokens)
     started = time.perf_counter()
     run = bl.train(target, objective, steps=args.steps, prompts_per_step=args.prompts_per_step,
-                   samples_per_prompt=args.samples_per_prompt, lr=args.lr, lora=bl.LoRA(r=8), seed=seed,
-                   eval_n=0, quiet=True)
+                   samples_per_prompt=args.samples_per_prompt, lr=args.lr,
+                   lora=bl.LoRA(r=args.lora_r, alpha=2 * args.lora_r), seed=seed, eval_n=0, quiet=True)
     return run.model, time.perf_counter() - started
+
+
+def trl_arm(beta: float, seed: int, args, work: Path) -> tuple:
+    """TRL's RLOOTrainer with the same samples, β, learning rate and LoRA, run in its own environment; its merged
+    model is loaded here and scored like every other arm. The seconds are TRL's training alone."""
+    python = peer_venv(TRL_VENV, *TRL_PACKAGES)
+    prompts, out = work / "prompts.json", work / f"trl_seed{seed}"
+    prompts.write_text(json.dumps(TRAIN))
+    command = [str(python), str(Path(__file__).with_name("trl_rloo.py")), "--model-dir", str(_default_prior_dir()),
+               "--out", str(out), "--prompts-json", str(prompts), "--steps", str(args.steps),
+               "--prompts-per-step", str(args.prompts_per_step), "--samples-per-prompt", str(args.samples_per_prompt),
+               "--lr", str(args.lr), "--beta", str(beta), "--lora-r", str(args.lora_r),
+               "--max-new-tokens", str(args.max_new_tokens), "--seed", str(seed)]
+    proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-6000:])
+        raise RuntimeError(f"the TRL arm failed (exit {proc.returncode})")
+    result = json.loads(lines[-1][len("RESULT "):])
+    return bl.load_lm(str(out), batch_size=32), result["seconds"], result
 
 
 def figures(card) -> dict:
@@ -113,17 +141,19 @@ def main():
     parser.add_argument("--prompts-per-step", type=int, default=4)
     parser.add_argument("--samples-per-prompt", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--lora-r", type=int, default=1, help="LoRA rank of every trained arm (alpha = 2r)")
     parser.add_argument("--kl-budget", type=float, default=2.0)
     parser.add_argument("--reference-n", type=int, default=256, help="prior samples per held-out prompt")
     parser.add_argument("--eval-n", type=int, default=32, help="samples of each model per held-out prompt")
-    parser.add_argument("--arms", default="prior,rl,klrl,klrl_2beta,dpg,tb,best_of")
+    parser.add_argument("--arms", default="prior,rl,klrl,klrl_2beta,dpg,tb,trl_rloo,best_of")
     parser.add_argument("--quick", action="store_true", help="one seed, 4 steps, small pools: checks the pipeline")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.steps, args.reference_n, args.eval_n, args.max_new_tokens = 1, 4, 32, 8, 12
+    work = Path(tempfile.mkdtemp(prefix="frontier-"))  # the TRL arm's saved models
     load = Path("/proc/loadavg").read_text().split()[:3]
     started = time.perf_counter()
 
@@ -137,7 +167,7 @@ def main():
                   "klrl_2beta": (lambda: bl.KLRL(), 2 * beta), "dpg": (lambda: bl.DPG(proposal="prior"), beta),
                   "tb": (lambda: bl.TB(), beta)}
     arms = args.arms.split(",")
-    results = {}
+    results, peers = {}, {}
     for arm in arms:
         if arm == "best_of":
             for n in BEST_OF:
@@ -147,6 +177,8 @@ def main():
         for seed in range(args.seeds):
             if arm == "prior":
                 model, took = held_out.prior, 0.0
+            elif arm == "trl_rloo":
+                model, took, peers[f"trl_rloo_seed{seed}"] = trl_arm(beta, seed, args, work)
             else:
                 make, arm_beta = objectives[arm]
                 model, took = train_arm(make(), arm_beta, seed, args)
@@ -157,6 +189,7 @@ def main():
                                                      if v["value"] is not None) + f" ({took:.0f} s)", flush=True)
         samples = 0 if arm == "prior" else args.steps * args.prompts_per_step * args.samples_per_prompt
         results[arm] = {"runs": runs, "samples": samples, "seconds": statistics.fmean(seconds)}
+    shutil.rmtree(work)
     summary = {arm: aggregate(r["runs"]) for arm, r in results.items()}
     table = render(summary, results, beta, reference)
     print(table)
@@ -166,7 +199,7 @@ def main():
               "date": datetime.date.today().isoformat(), "machine": machine(), "load_before": load,
               "settings": vars(args) | {"json": str(args.json), "plot": str(args.plot)}, "beta": beta,
               "train_prompts": TRAIN, "held_out_prompts": HELD_OUT, "reference": reference.to_json(),
-              "curve": curve(reference, beta), "arms": results, "summary": summary,
+              "curve": curve(reference, beta), "arms": results, "peers": peers, "summary": summary,
               "seconds": time.perf_counter() - started, "table": table}
     if args.json:
         args.json.write_text(json.dumps(record, indent=1))

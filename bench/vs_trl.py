@@ -38,6 +38,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 TRL_VENV = HERE / ".venv-trl"
 TRL_PY = TRL_VENV / "bin" / "python"
+TRL_PACKAGES = ("trl", "transformers==5.23.0", "peft==0.21.2", "accelerate==1.15.0", "vaderSentiment")
 
 
 # ----- the TRL side (runs inside bench/.venv-trl) ------------------------------------------------------------------
@@ -178,7 +179,7 @@ def main():
     import common
 
     common.print_machine()
-    common.peer_venv(TRL_VENV, "trl", "transformers==5.23.0", "peft==0.21.2", "accelerate==1.15.0", "vaderSentiment")
+    common.peer_venv(TRL_VENV, *TRL_PACKAGES)
 
     from bayeslm.distributions.loading import _default_prior_dir
 

@@ -16,22 +16,27 @@ import dataclasses
 import functools
 import json
 import operator
+import os
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 from bayeslm import config
 from bayeslm.config import ConfigError, load, load_yaml, mapping_with
-from bayeslm.modelling.prompts import PROMPT_KEYS, TARGET_KEYS, read_prompts
+from bayeslm.modelling.prompts import MAX_NEW_TOKENS, PROMPT_KEYS, TARGET_KEYS, read_prompts
 from bayeslm.registry import unknown_entry
 
 SCHEMA = Path(__file__).with_name("schema.json")
+# What a drawn sample holds in memory until it is written (its token ids, its log-probabilities under the
+# sampler, the prior and the target, its text): measured on the toy at 40,000 samples, about 1 KB for 8 tokens.
+SAMPLE_BYTES, TOKEN_BYTES = 512, 96
 
 
-def check_target(data, base: Path = Path(".")) -> None:
+def check_target(data, base: Path = Path(".")) -> int | None:
     """Raises ConfigError for what a target file's data gets wrong that can be told without code: its keys, its
     potentials' kinds and options, and its prompts (a list, or a text, JSON-lines or CSV file; a Parquet file or
-    a dataset needs its library, and is left to the full validation)."""
+    a dataset needs its library, and is left to the full validation). Returns the number of prompts when it was
+    read."""
     mapping_with("target", data, {"prior", "potentials"}, TARGET_KEYS - {"prior", "potentials"})
     entries = data["potentials"]
     if not isinstance(entries, list) or not entries:
@@ -42,7 +47,8 @@ def check_target(data, base: Path = Path(".")) -> None:
         isinstance(data.get("prompts_file"), str) and Path(data["prompts_file"]).suffix in (".txt", ".jsonl", ".csv")
         and (base / data["prompts_file"]).is_file())
     if light:
-        read_prompts({k: v for k, v in data.items() if k in PROMPT_KEYS}, base)
+        return len(read_prompts({k: v for k, v in data.items() if k in PROMPT_KEYS}, base)[0])
+    return None
 
 
 def check_train(data: dict, base: Path) -> None:
@@ -59,14 +65,45 @@ def check_train(data: dict, base: Path) -> None:
         check_target_file(base / target)
 
 
-def check_target_file(path: Path) -> None:
+def check_target_file(path: Path, n: int | None = None) -> None:
+    """The target file's data (`check_target`), and, given `n` samples per prompt, that they fit in memory."""
     try:
         data = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError):
         return  # the full loader says what is wrong with reading it
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
-    check_target(data, path.parent)
+    prompts = check_target(data, path.parent)
+    tokens = data.get("max_new_tokens", MAX_NEW_TOKENS)
+    if n is not None and prompts and isinstance(tokens, int) and tokens > 0:
+        check_fits_memory(n, prompts, tokens)
+
+
+def check_fits_memory(n: int, prompts: int, max_new_tokens: int) -> None:
+    """Refuses -n whose samples, held until they are written, could not fit in the memory available now: found
+    at once rather than after hours of sampling (or never, the machine swapping)."""
+    available = _available_memory()
+    need = n * prompts * (SAMPLE_BYTES + TOKEN_BYTES * max_new_tokens)
+    if available is not None and need > available:
+        fits = available // (prompts * (SAMPLE_BYTES + TOKEN_BYTES * max_new_tokens))
+        raise ConfigError(f"-n {n}: {prompts} prompt(s) × {n:,} samples of up to {max_new_tokens} tokens would "
+                          f"hold about {need / 2**30:.0f} GiB until written, and {available / 2**30:.0f} GiB are "
+                          f"available: draw at most about {fits:,} per prompt, and more in further runs with "
+                          "other --seed values")
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable; else free pages; None if unknown)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _entry(kind: str, spec, where: str):

@@ -105,8 +105,24 @@ def combine(per_prompt, influences) -> Estimate:
 
 
 def difference(a: Estimate, b: Estimate) -> Estimate:
-    """a − b for estimates from independent samples: their variances add; unreliable where either is."""
-    return Estimate(a.value - b.value, math.hypot(a.stderr, b.stderr), a.unreliable or b.unreliable)
+    """a − b for estimates from independent samples: their variances add; unreliable where either is, or where
+    floating point cannot hold the difference (`rounding`)."""
+    value = a.value - b.value
+    return Estimate(value, math.hypot(a.stderr, b.stderr), a.unreliable or b.unreliable or rounding(a.value, b.value))
+
+
+# Sums of a few thousand float64 terms keep about 2^-40 of their magnitude; a difference of two of them needs that
+# below a thousandth of a nat (log φ past ~1e9: a β of 1e-9 on a reward of order 1).
+ROUNDING, PRECISION = 2.0 ** -40, 1e-3
+
+
+def rounding(a: float, b: float) -> str | None:
+    """Why a − b cannot be trusted when a and b are so large that floating point loses their difference."""
+    lost = (abs(a) + abs(b)) * ROUNDING
+    if math.isfinite(lost) and lost > PRECISION:
+        return (f"a difference of two figures near {max(abs(a), abs(b)):.3g}, of which floating point keeps only "
+                f"about ±{lost:.3g}: log φ is too large (a larger β keeps it exact)")
+    return None
 
 
 def mean(values: Sequence[torch.Tensor] | torch.Tensor) -> Estimate:

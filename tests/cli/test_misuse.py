@@ -160,6 +160,11 @@ MORE = {
         lambda d: ["report", _config_text(a_run(d), "")], 2, "not a run's config"),
     "a prompts_file that is a directory but not a dataset": (
         lambda d: ["evaluate", "--target", _prompts_dir(d)], 2, "not a dataset saved with"),
+    "more samples than memory holds": (
+        lambda d: ["sample", "--target", target(d), "--method", "ancestral", "-n", 10**12], 2, "would hold about"),
+    "chat: true on the toy prior": (
+        lambda d: ["evaluate", "--target", write(d / "t.yaml", {"prior": TOY, "prompts": ["the"], "chat": True,
+                                                               "potentials": LENGTH})], 2, "has no chat template"),
     "a log bound that is not a number": (
         lambda d: ["evaluate", "--target", target(d), "--certify", "--log-bound", "nan"], 2,
         "--log-bound: expected a finite number"),
@@ -213,3 +218,26 @@ def bl_target():
     from bayeslm.modelling.target_file import parse_target
 
     return parse_target({"prior": TOY, "prompts": ["the"], "max_new_tokens": 3, "potentials": LENGTH})
+
+
+def test_sigterm_while_sampling_leaves_neither_a_partial_nor_an_output_file(tmp_path):
+    """SIGTERM (a scheduler's stop) cleans up as Ctrl-C does: the side file goes, --out is never half written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "samples.jsonl"
+    command = [sys.executable, "-m", "bayeslm", "sample", "--target", target(tmp_path), "--method", "ancestral",
+               "-n", "2000000", "--out", str(out), "--quiet"]
+    process = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    partial = tmp_path / "samples.jsonl.partial"
+    deadline = time.monotonic() + 120
+    while not partial.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert partial.exists(), "sampling ended before the signal could be sent"
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "bayeslm: terminated (SIGTERM)" and "Traceback" not in err
+    assert not partial.exists() and not out.exists()

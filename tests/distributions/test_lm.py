@@ -199,3 +199,8 @@ def test_draw_follows_the_distribution_and_never_an_impossible_token():
     assert counts[probs == 0].sum() == 0
     seen = probs > 0
     assert scipy.stats.chisquare(counts[seen].numpy(), (probs[seen] * len(tokens)).numpy()).pvalue > 1e-3
+
+
+def test_a_temperature_whose_division_overflows_is_refused(prior):
+    with pytest.raises(ValueError, match="at least 1e-06 .* top_k: 1"):
+        prior.warped(temperature=1e-50)

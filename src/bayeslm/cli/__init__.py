@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import warnings
 
 from bayeslm.cli import demo, evaluate, guard, plan, report, reproduce, sample, train
@@ -59,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     from bayeslm.training.objectives.log_z import NoTargetMass
     from bayeslm.weights import NoSupport
 
+    if threading.current_thread() is threading.main_thread():  # handlers can be set only there
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         if args.device:
             resolve_device(args.device)  # a wrong device fails now, before any model loads
@@ -72,9 +76,21 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except Terminated:
+        print("bayeslm: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt as interrupt:
         print(f"bayeslm: interrupted{': ' + str(interrupt) if str(interrupt) else ''}", file=sys.stderr)
         return 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, so that its clean-up runs as for Ctrl-C (a side file removed, an
+    output left as it was) instead of the process vanishing mid-write."""
+
+
+def _terminated(signum, frame):
+    raise Terminated
 
 
 if __name__ == "__main__":

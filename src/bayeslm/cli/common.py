@@ -52,7 +52,7 @@ def preflight_target(args):
     """The --target file checked before torch is imported (`bayeslm.preflight`): evaluate, sample and plan."""
     from bayeslm.preflight import check_target_file
 
-    check_target_file(Path(args.target))
+    check_target_file(Path(args.target), getattr(args, "n", None))
 
 
 def masked_proposal(target, model):

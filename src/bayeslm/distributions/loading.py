@@ -102,6 +102,9 @@ def load_lm(source: str | dict = "default", *, batch_size: int = 64, chat: bool 
             raise ValueError(f"a model given by path must be {{path: DIR, trust_remote_code: true/false}}, got "
                              f"{source!r}")
         lm = _load_pretrained(Path(source["path"]), chat=chat, name=source["path"], trust_remote_code=trust)
+    elif (source == "toy" or isinstance(source, dict) and list(source) == ["toy"]) and chat not in (None, False):
+        raise ValueError(f"chat: the toy prior has no chat template, so chat: {chat!r} cannot apply; leave chat "
+                         "out (or false) and give plain prompts")
     elif isinstance(source, dict):
         if list(source) != ["toy"]:
             raise ValueError(f"a model given as a mapping must be {{toy: {{...}}}} or {{path: DIR, "

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+MIN_TEMPERATURE = 1e-6  # logits of order 100 divided by it stay far inside float32's range (3.4e38)
+
 
 @dataclass(frozen=True)
 class Warp:
@@ -23,8 +25,9 @@ class Warp:
     top_p: float | None = None
 
     def __post_init__(self):
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not self.temperature >= MIN_TEMPERATURE:
+            raise ValueError(f"temperature must be at least {MIN_TEMPERATURE:g} (below it the logits divided by it "
+                             f"overflow float32), got {self.temperature}; for greedy decoding set top_k: 1")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:

@@ -36,9 +36,16 @@ class Exact:
             for name, value in stats.items():
                 self.stats.setdefault(name, []).append(value)
         self.stats = {name: torch.stack(v) for name, v in self.stats.items()}
-        self.log_target = self.log_prior + torch.stack(log_phi)  # unnormalised
-        self.log_z = torch.logsumexp(self.log_target, 1)  # [C]
-        self.log_posterior = self.log_target - self.log_z[:, None]
+        # log φ is shifted by its largest value before log π0 is added: at a tiny β, log φ = r/β is so large that
+        # log π0 would vanish beside it in floating point (π* would lose its prior), and every KL with it.
+        log_phi = torch.stack(log_phi).double()
+        largest = log_phi.max(1).values
+        self.shift = torch.where(torch.isfinite(largest), largest, torch.zeros(()).double())  # [C]
+        self.log_target_shifted = self.log_prior + (log_phi - self.shift[:, None])  # unnormalised, shifted
+        self.log_z_shifted = torch.logsumexp(self.log_target_shifted, 1)  # [C]
+        self.log_target = self.log_target_shifted + self.shift[:, None]  # unnormalised
+        self.log_z = self.log_z_shifted + self.shift
+        self.log_posterior = self.log_target_shifted - self.log_z_shifted[:, None]
 
     @torch.no_grad()
     def log_probs(self, model: LM) -> torch.Tensor:
@@ -56,6 +63,7 @@ class Exact:
             return torch.where(p > 0, p * values, torch.zeros(()).double()).sum(1).mean().item()
 
         log_w = self.log_target - log_q
+        shifted = self.log_target_shifted - log_q  # log w − shift: the KLs from it lose nothing at a tiny β
         exact = {
             "log_z": self.log_z.mean().item(),
             "elbo": expect(q, log_w),
@@ -66,8 +74,8 @@ class Exact:
             "entropy": expect(q, -log_q),
         }
         exact["log_z_model"] = exact["log_z"]  # what q's own log Ẑ estimates (it falls short where q misses mass)
-        exact["kl_model_target"] = exact["log_z"] - exact["elbo"]
-        exact["kl_target_model"] = exact["eubo"] - exact["log_z"]
+        exact["kl_model_target"] = self.log_z_shifted.mean().item() - expect(q, shifted)
+        exact["kl_target_model"] = expect(post, shifted) - self.log_z_shifted.mean().item()
         reward = self.stats[self.target.reward_name]
         exact["reward_mean"] = expect(q, reward)
         exact["target_reward_mean"] = expect(post, reward)

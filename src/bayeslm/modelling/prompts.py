@@ -31,6 +31,7 @@ from bayeslm.config import ConfigError
 PROMPT_KEYS = ("prompts", "prompts_file", "prompts_dataset", "prompts_column")
 # Every key of a target file: its prompts' and these (here, where both the target file's loader and the check
 # before torch can read them).
+MAX_NEW_TOKENS = 32  # a target file's default
 TARGET_KEYS = {"prior", "potentials", "max_new_tokens", "chat", *PROMPT_KEYS}
 SOURCES = ("prompts", "prompts_file", "prompts_dataset")
 

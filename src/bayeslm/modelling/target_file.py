@@ -26,7 +26,7 @@ from pathlib import Path
 from bayeslm.config import ConfigError, load_yaml, mapping_with
 from bayeslm.distributions.loading import load_lm, resolve_source
 from bayeslm.modelling.potentials import POTENTIALS
-from bayeslm.modelling.prompts import TARGET_KEYS, read_prompts
+from bayeslm.modelling.prompts import MAX_NEW_TOKENS, TARGET_KEYS, read_prompts
 from bayeslm.modelling.target import Product, Target
 
 
@@ -86,7 +86,7 @@ def parse_target(data, base: Path = Path("."), *, batch_size: int = 64, device: 
     """A `Target` from the parsed YAML of a target file (relative paths resolve against `base`); its prior is
     loaded onto `device` and samples with `decoding` (see `load_lm`)."""
     mapping_with("target", data, {"prior", "potentials"}, TARGET_KEYS - {"prior", "potentials"})
-    max_new_tokens = _number("max_new_tokens", data.get("max_new_tokens", 32), positive=True, integer=True)
+    max_new_tokens = _number("max_new_tokens", data.get("max_new_tokens", MAX_NEW_TOKENS), positive=True, integer=True)
     prompts, system = read_prompts(data, base)
     chat = _chat(data.get("chat"), system)
     entries = data["potentials"]
