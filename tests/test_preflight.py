@@ -109,3 +109,35 @@ def test_yaml_and_prompt_mistakes_are_refused_before_torch_naming_file_and_line(
 def test_merge_keys_work_as_in_any_yaml_tool():
     data = load_yaml("base: &base {steps: 3, lr: 0.001}\nrun:\n  <<: *base\n  lr: 0.01\n")
     assert data["run"] == {"steps": 3, "lr": 0.01}
+
+
+@pytest.mark.parametrize("potential, message", [
+    ({"regex": {"pattern": "a("}}, "unclosed group"),
+    ({"grammar": {"lark": "start: foo"}}, 'unknown name: "foo"'),
+    ({"json_schema": {"schema": {"type": "objectt"}}}, "Invalid type: objectt"),
+])
+def test_a_pattern_grammar_or_schema_that_does_not_compile_is_refused_before_torch(potential, message, tmp_path):
+    target = {**TARGET, "prior": {"toy": {"seed": 0, "byte_level": True}}, "potentials": [potential]}
+    with pytest.raises(ConfigError, match=message) as early:
+        check_target(target)
+    with pytest.raises(ConfigError, match=message) as late:
+        parse_target(target)
+    assert str(late.value).endswith(str(early.value).split(": ", 1)[1])  # llguidance's words, and where in the file
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(target))
+    code = ("import sys; from pathlib import Path; from bayeslm.preflight import check_target_file\n"
+            f"try:\n    check_target_file(Path({str(path)!r}))\nexcept Exception as e:\n    print(type(e).__name__)\n"
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["ConfigError", "[]"], done.stderr
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--method", "smc", "--ess-threshold", "5"], "--method.smc.ess_threshold: must be in [0, 1], got 5.0"),
+    (["--method", "smc", "--set", "ess_threshold=-1"], "--method.smc.ess_threshold: must be in [0, 1], got -1"),
+    (["--method", "importance", "--ess-threshold", "0.5"], "--ess-threshold is an option of smc, not of importance"),
+])
+def test_a_sampler_option_out_of_range_is_refused_before_any_model_loads(options, message, tmp_path, capsys):
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(TARGET))
+    assert main(["sample", "--target", str(tmp_path / "t.yaml"), *options]) == 2
+    assert capsys.readouterr().err.strip() == f"bayeslm: error: {message}"

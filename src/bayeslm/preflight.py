@@ -42,7 +42,8 @@ def check_target(data, base: Path = Path(".")) -> int | None:
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"potentials: expected a non-empty list, got {entries!r}")
     for i, entry in enumerate(entries):
-        _entry("potential", entry, f"potentials[{i}]")
+        check_entry("potential", entry, f"potentials[{i}]")
+        _language(entry, base, f"potentials[{i}]")
     light = not ({"prompts_dataset", "prompts_file"} & set(data)) or (
         isinstance(data.get("prompts_file"), str) and Path(data["prompts_file"]).suffix in (".txt", ".jsonl", ".csv")
         and (base / data["prompts_file"]).is_file())
@@ -57,7 +58,7 @@ def check_train(data: dict, base: Path) -> None:
     load(_section("train"), data)
     objective = data.get("objective")
     if objective is not None:
-        _entry("objective", objective, "objective")
+        check_entry("objective", objective, "objective")
     target = data.get("target")
     if isinstance(target, dict):
         check_target(target, base)
@@ -106,7 +107,7 @@ def _available_memory() -> int | None:
         return None
 
 
-def _entry(kind: str, spec, where: str):
+def check_entry(kind: str, spec, where: str):
     """A registry entry written as NAME or {NAME: {options}}: a known name (or a dotted path, left to the full
     validation) and, for a known one, its options."""
     names = schema()[kind]
@@ -122,6 +123,37 @@ def _entry(kind: str, spec, where: str):
         raise ConfigError(f"{where}: {unknown_entry(kind, name, names)}")
     if isinstance(options, dict):
         load(_section(f"{kind}:{name}"), options, f"{where}.{name}")
+
+
+# A structured potential's kind of language and where its source is: inline (the option) or in a file.
+LANGUAGES = {"regex": ("regex", "pattern", None), "grammar": ("lark", "lark", "file"),
+             "json_schema": ("json_schema", "schema", "file")}
+
+
+def _language(entry, base: Path, where: str) -> None:
+    """The syntax of a regex, grammar or JSON schema potential (llguidance's check needs no tokenizer); a file
+    that cannot be read or parsed is left to the full validation, which says so."""
+    if not (isinstance(entry, dict) and len(entry) == 1):
+        return
+    name, options = next(iter(entry.items()))
+    if name not in LANGUAGES or not isinstance(options, dict):
+        return
+    kind, inline, file = LANGUAGES[name]
+    source = options.get(inline)
+    if source is None and file and isinstance(options.get(file), str):
+        try:
+            text = (base / options[file]).read_text(encoding="utf-8")
+            source = json.loads(text) if kind == "json_schema" else text
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return
+    if source is None:
+        return
+    from bayeslm.distributions.grammars import checked
+
+    try:
+        checked(kind, source)
+    except ConfigError as error:
+        raise ConfigError(f"{where}.{name}: {error}") from None
 
 
 @cache

@@ -103,6 +103,20 @@ def preflight(args):
     from bayeslm.outputs import refuse_to_replace
 
     preflight_target(args)
+    if ":" not in args.method:  # a registered sampler's options and their ranges (your own: at its build)
+        from bayeslm.preflight import check_entry, schema
+
+        options = {k.removeprefix("option_"): v for k, v in vars(args).items()
+                   if k.startswith("option_") and v is not None}
+        samplers = schema()["sampler"]
+        for option in options if args.method in samplers else ():
+            if option not in samplers[args.method]:
+                owners = [name for name, fields in samplers.items() if option in fields]
+                raise ConfigError(f"--{option.replace('_', '-')} is an option of {', '.join(owners)}, not of "
+                                  f"{args.method}")
+        for assignment in args.set:
+            override(options, assignment)
+        check_entry("sampler", {args.method: options}, "--method")
     if args.out:
         refuse_to_replace(Path(args.out), [Path(args.target), args.proposal and Path(args.proposal)])
 

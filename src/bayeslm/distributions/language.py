@@ -28,24 +28,10 @@ from typing import Sequence
 import torch
 
 from bayeslm.config import ConfigError
+from bayeslm.distributions.grammars import checked
 
-KINDS = ("regex", "lark", "json_schema")
-NO_FORCING = '%llguidance {"no_forcing": true}\n'
 _TOKENIZERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # HF tokenizer -> llguidance's
 _EXECUTOR = None
-
-
-def grammar(kind: str, source) -> str:
-    """The Lark grammar (llguidance's dialect) of a regular expression, a Lark grammar or a JSON schema."""
-    import llguidance
-
-    if kind == "regex":
-        return NO_FORCING + "start: /" + llguidance.regex_to_lark(source, "") + "/\n"
-    if kind == "lark":
-        return NO_FORCING + source
-    if kind == "json_schema":  # a JSON text: the value, with whitespace allowed around it (RFC 8259)
-        return NO_FORCING + "start: /[ \\t\\n\\r]*/ value /[ \\t\\n\\r]*/\nvalue: %json " + json.dumps(source) + "\n"
-    raise ValueError(f"unknown kind of language {kind!r}; expected one of {', '.join(KINDS)}")
 
 
 class Language:
@@ -57,10 +43,10 @@ class Language:
 
         self.kind, self.source = kind, source
         self.tokenizer = _tokenizer(lm)
-        self.grammar = grammar(kind, source)
-        error = llguidance.LLMatcher.validate_grammar(self.grammar, self.tokenizer)
-        if error:  # llguidance's message, without its echo of the grammar wrapped as above
-            raise ConfigError(f"{kind}: {error.split(chr(10) + '   1 |')[0].strip()}")
+        try:
+            self.grammar = checked(kind, source, self.tokenizer)
+        except ConfigError as error:
+            raise ConfigError(f"{kind}: {error}") from None
         self.eos_ids = lm.eos_ids.tolist()
         self.width = lm.model.config.vocab_size  # the logits' width (may exceed the tokenizer's vocabulary)
         self._start = llguidance.LLMatcher(self.tokenizer, self.grammar, log_level=0)
