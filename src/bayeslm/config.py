@@ -137,6 +137,10 @@ def unit_interval(value) -> str | None:
     return None if value is None or 0 <= value <= 1 else "must be in [0, 1]"
 
 
+def seed_range(value) -> str | None:
+    return None if value is None or 0 <= value < 2 ** 63 else "must be in [0, 2^63): torch's seeds are 64-bit"
+
+
 def fraction(value) -> str | None:
     return None if value is None or 0 < value < 1 else "must be in (0, 1)"
 

@@ -165,6 +165,8 @@ MORE = {
     "chat: true on the toy prior": (
         lambda d: ["evaluate", "--target", write(d / "t.yaml", {"prior": TOY, "prompts": ["the"], "chat": True,
                                                                "potentials": LENGTH})], 2, "has no chat template"),
+    "a seed beyond 64 bits": (
+        lambda d: ["train", config(d, seed=10**23), "--out", d / "run"], 2, "seed: must be in [0, 2^63)"),
     "a log bound that is not a number": (
         lambda d: ["evaluate", "--target", target(d), "--certify", "--log-bound", "nan"], 2,
         "--log-bound: expected a finite number"),

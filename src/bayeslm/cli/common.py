@@ -5,7 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bayeslm.config import ConfigError
+from bayeslm.config import ConfigError, seed_range
+
+
+def seed_int(text: str) -> int:
+    """--seed: an integer torch accepts as a seed."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    problem = seed_range(value)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{problem}, got {value}")
+    return value
 
 
 def positive_int(text: str) -> int:

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from bayeslm.cli.common import subparser
+from bayeslm.cli.common import seed_int, subparser
 
 EXAMPLE = """example:
   bayeslm demo --quick                      # a first look, under 3 minutes on 2 CPU cores
@@ -18,7 +18,7 @@ def add(sub, parents):
     parser.add_argument("--quick", action="store_true", help="a smaller budget for a first look (under 3 minutes)")
     parser.add_argument("--out", help="run directory (default runs/demo, or runs/demo-quick with --quick)")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(run=run)
     return parser

@@ -6,7 +6,7 @@ import json
 import math
 import sys
 
-from bayeslm.cli.common import masked_proposal, models_from, positive_int, preflight_target, subparser
+from bayeslm.cli.common import masked_proposal, models_from, positive_int, preflight_target, seed_int, subparser
 
 SHOWN_PROMPTS = 3  # prompts shown templated in the text output (--json has all)
 
@@ -26,7 +26,7 @@ def add(sub, parents):
                         help="evaluate the model masked to the target's regex, grammar and json_schema languages "
                              "(locally constrained decoding): how far it is from the target")
     parser.add_argument("-n", type=positive_int, default=256, help="samples per prompt (default 256)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--exact", action="store_true", help="also compute exact values by enumeration "
                                                              "(toy priors only)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bayeslm.cli.common import positive_int, subparser
+from bayeslm.cli.common import positive_int, seed_int, subparser
 from bayeslm.cli.train import load_data
 from bayeslm.config import ConfigError, override
 
@@ -41,7 +41,7 @@ def add(sub, parents):
     parser.add_argument("--exact", action="store_true", help="also compute the figures by enumeration (toy priors)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a training config key, e.g. --set steps=40 (repeatable)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.set_defaults(run=run, preflight=preflight)

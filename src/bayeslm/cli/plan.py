@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from bayeslm.cli.common import floats, models_from, positive_int, preflight_target, subparser
+from bayeslm.cli.common import floats, models_from, positive_int, preflight_target, seed_int, subparser
 from bayeslm.config import ConfigError
 
 EXAMPLE = """example:
@@ -22,7 +22,7 @@ def add(sub, parents):
     parser.add_argument("--kl-budget", type=float, help="also solve for the beta with KL(π*‖π0) equal to this")
     parser.add_argument("--reward", type=float, help="also solve for the beta with E_π*[r] equal to this")
     parser.add_argument("-n", type=positive_int, default=1024, help="prior samples per prompt (default 1024)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(run=run, preflight=preflight_target)

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from bayeslm.cli.common import floats, masked_proposal, models_from, positive_int, preflight_target, subparser
+from bayeslm.cli.common import floats, masked_proposal, models_from, positive_int, preflight_target, seed_int, subparser
 from bayeslm.config import ConfigError, override
 
 EXAMPLE = """example:
@@ -55,7 +55,7 @@ def add(sub, parents):
                         help="mask the proposal to the target's regex, grammar and json_schema languages (locally "
                              "constrained decoding, its exact log-probabilities kept: the sampler corrects it)")
     parser.add_argument("--out", help="write the samples here (JSON lines) instead of stdout")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an option of the sampler, e.g. for your own sampler (repeatable)")

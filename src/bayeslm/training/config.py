@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from bayeslm.config import ConfigError, field, load, non_negative, positive
+from bayeslm.config import ConfigError, field, load, non_negative, positive, seed_range
 from bayeslm.modelling.prompts import PROMPT_KEYS
 from bayeslm.training import trackers
 from bayeslm.training.objectives import OBJECTIVES, Objective
@@ -81,7 +81,7 @@ class TrainConfig:
                                                      "its prompt again (transformers keeps no KV cache in recomputed "
                                                      "layers); the model must have no active dropout")
     lora: LoRA | None = field(None, doc="LoRA through peft; null for full fine-tuning")
-    seed: int = field(0, doc="seeds sampling and initialisation; a run is reproducible from it")
+    seed: int = field(0, doc="seeds sampling and initialisation; a run is reproducible from it", check=seed_range)
     checkpoint_every: int = field(50, doc="steps between checkpoints", check=positive)
     keep_checkpoints: int = field(2, doc="how many recent checkpoints to keep", check=positive)
     eval_n: int = field(64, doc="samples per prompt for the final scorecard; 0 skips it", check=non_negative)
