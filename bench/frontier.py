@@ -189,6 +189,8 @@ def main():
                                                      if v["value"] is not None) + f" ({took:.0f} s)", flush=True)
         samples = 0 if arm == "prior" else args.steps * args.prompts_per_step * args.samples_per_prompt
         results[arm] = {"runs": runs, "samples": samples, "seconds": statistics.fmean(seconds)}
+        if args.json:  # what is done so far survives a run cut short
+            args.json.with_suffix(".partial.json").write_text(json.dumps({"beta": beta, "arms": results}))
     shutil.rmtree(work)
     summary = {arm: aggregate(r["runs"]) for arm, r in results.items()}
     table = render(summary, results, beta, reference)
@@ -203,6 +205,7 @@ def main():
               "seconds": time.perf_counter() - started, "table": table}
     if args.json:
         args.json.write_text(json.dumps(record, indent=1))
+        args.json.with_suffix(".partial.json").unlink(missing_ok=True)
         args.json.with_suffix(".txt").write_text(f"# {record['command']} (commit {record['commit']}, "
                                                  f"{record['date']})\n{table}\n")
     if args.plot:
