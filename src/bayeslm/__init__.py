@@ -33,6 +33,7 @@ _EXPORTS = {
     "StartsWith": "bayeslm.modelling.potentials", "best_of": "bayeslm.modelling.potentials",
     "regex": "bayeslm.modelling.potentials", "grammar": "bayeslm.modelling.potentials",
     "json_schema": "bayeslm.modelling.potentials", "masked": "bayeslm.modelling.potentials",
+    "power": "bayeslm.modelling.potentials", "teacher": "bayeslm.modelling.potentials",
     "Reward": "bayeslm.modelling.rewards", "ScoredSamples": "bayeslm.modelling.scored",
     "Objective": "bayeslm.training.objectives.base", "Step": "bayeslm.training.objectives.base",
     "KLRL": "bayeslm.training.objectives.klrl", "RL": "bayeslm.training.objectives.rl",

@@ -13,6 +13,8 @@ beta=0.1)`; in a target file, `exponential: {reward: sentiment, beta: 0.1}`), re
     regex                regex(prior, pattern)       x ended by EOS matches it      judged on bytes; prefix-aware
     grammar              grammar(prior, lark)        x is a sentence of it          a context-free grammar (Lark)
     json_schema          json_schema(prior, schema)  x is JSON valid under it
+    power                power(prior, α)             log φ = (α−1)·log π0(x|c)     π* ∝ π0^α; prefix-aware
+    teacher              teacher(prior, π_T, γ)      log φ = γ·(log π_T − log π0)   π* ∝ π0^(1−γ)·π_T^γ
 
 The protocol (`Potential`) and the product of potentials live with the target, in `bayeslm.modelling.target`.
 """
@@ -26,12 +28,14 @@ from bayeslm.modelling.potentials.grammar import Grammar, grammar
 from bayeslm.modelling.potentials.json_schema import JSONSchema, json_schema
 from bayeslm.modelling.potentials.language import InLanguage, masked
 from bayeslm.modelling.potentials.moments import Moments, constrain, fit_coefficients
+from bayeslm.modelling.potentials.power import Power, PowerOf, power
 from bayeslm.modelling.potentials.prefix import PrefixPotential, prefix_log_phi, steers
 from bayeslm.modelling.potentials.regex import Regex, regex
 from bayeslm.modelling.potentials.starts_with import StartsWith
+from bayeslm.modelling.potentials.teacher import Teacher, TeacherOf, teacher
 from bayeslm.modelling.target import POTENTIALS
 
 __all__ = ["POTENTIALS", "BestOf", "BestOfN", "best_of", "Constraint", "Exponential", "ExponentialFamily", "Forbid",
-           "Grammar", "HardConstraint", "InLanguage", "JSONSchema", "Moments", "PrefixPotential", "Regex",
-           "StartsWith", "constrain", "fit_coefficients", "grammar", "json_schema", "masked", "only_constraints",
-           "prefix_log_phi", "regex", "steers"]
+           "Grammar", "HardConstraint", "InLanguage", "JSONSchema", "Moments", "Power", "PowerOf", "PrefixPotential",
+           "Regex", "StartsWith", "Teacher", "TeacherOf", "constrain", "fit_coefficients", "grammar", "json_schema",
+           "masked", "only_constraints", "power", "prefix_log_phi", "regex", "steers", "teacher"]
