@@ -7,6 +7,7 @@ Not a library module: the benchmarks import it as `common` (they put bench/ on s
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import platform
@@ -20,6 +21,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
+LOAD_AT_START = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").is_file() else None
 sys.path.insert(0, str(ROOT / "src"))
 
 import torch  # noqa: E402
@@ -207,9 +209,22 @@ def klrl_trainer(*, lora: bool, precision: str = "fp32", n_prompts: int = 16, sa
 
 
 def emit_json(path: str | None, data: dict):
+    """Writes the figures to `path`, with the `record` that makes them reproducible (see `record`)."""
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(data, indent=2, default=str))
+        Path(path).write_text(json.dumps({"record": record(), **data}, indent=2, default=str))
+
+
+def record() -> dict:
+    """What a result needs to be reproduced and compared: the command line, the commit (and whether the tree had
+    uncommitted changes), the date, the machine with its CPU flags, and the load average when the run began."""
+    git = ["git", "-C", str(ROOT)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                text=True).stdout.strip())
+    return {"command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), "commit": commit,
+            "uncommitted_changes": dirty, "date": datetime.date.today().isoformat(), "machine": machine(),
+            "load_at_start": LOAD_AT_START}
 
 
 def peer_venv(venv: Path, *packages: str) -> Path:
