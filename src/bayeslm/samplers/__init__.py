@@ -8,6 +8,7 @@ Each sampler is one module and takes a `Target`, a proposal `LM` and n samples p
     filter                        filter.py       keep what satisfies the constraints (GUARD), KL(g‖g′) measured
     qrs, tradeoff                 qrs.py          quasi-rejection: a guessed bound, its cost measured first
     imh                           imh.py          independent Metropolis–Hastings chains
+    mh                            mh.py           Metropolis–Hastings chains that regenerate endings
     smc                           smc.py          sequential Monte Carlo over tokens, steered by prefix potentials
     best_of_n                     best_of_n.py    the reranking baseline
 
@@ -19,6 +20,7 @@ from bayeslm.samplers.best_of_n import best_of_n
 from bayeslm.samplers.filter import filtered
 from bayeslm.samplers.imh import imh
 from bayeslm.samplers.importance import ancestral, importance, sir
+from bayeslm.samplers.mh import mh
 from bayeslm.samplers.pool import propose
 from bayeslm.samplers.qrs import Tradeoff, qrs, tradeoff
 from bayeslm.samplers.rejection import NoBound, known_log_bound, rejection
@@ -26,4 +28,4 @@ from bayeslm.samplers.result import Draws
 from bayeslm.samplers.smc import smc
 
 __all__ = ["SAMPLERS", "Draws", "NoBound", "Sampler", "Tradeoff", "ancestral", "best_of_n", "filtered", "imh",
-           "importance", "known_log_bound", "propose", "qrs", "rejection", "sir", "smc", "tradeoff"]
+           "importance", "known_log_bound", "mh", "propose", "qrs", "rejection", "sir", "smc", "tradeoff"]

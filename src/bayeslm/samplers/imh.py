@@ -66,14 +66,14 @@ def imh(target: Target, proposal: LM | None = None, n: int = 256, *, chains: int
     rows = rows.transpose(1, 2).reshape(C, -1)[:, :n].flatten()
     samples = pool.take(rows)
     estimate, per_prompt = weights.log_z(pool.grid(pool.log_w), pool.prompts)
-    autocorrelation = _autocorrelation(trace)
+    rho = autocorrelation(trace)
     draws = Draws("imh", samples, torch.zeros(len(rows), dtype=torch.float64), requested=n,
                   proposals=pool.counts(), acceptance_rate=accepted.double().mean().item(), log_z=estimate,
-                  log_z_per_prompt=per_prompt, figures={"autocorrelation": autocorrelation} if autocorrelation else {})
+                  log_z_per_prompt=per_prompt, figures={"autocorrelation": rho} if rho else {})
     if kept == 1:
         draws.ess = float(len(rows))  # one state per chain, and the chains are independent
-    elif autocorrelation and all(math.isfinite(r) for r in autocorrelation):
-        draws.ess = len(rows) / _integrated_time(autocorrelation)
+    elif rho and all(math.isfinite(r) for r in rho):
+        draws.ess = len(rows) / integrated_time(rho)
     zero = int(torch.isneginf(samples.log_w).sum())
     if zero:
         draws.notes.append(f"{zero} samples have zero target weight: their chains had not reached the target's "
@@ -81,7 +81,7 @@ def imh(target: Target, proposal: LM | None = None, n: int = 256, *, chains: int
     return draws
 
 
-def _autocorrelation(trace: torch.Tensor) -> list[float]:
+def autocorrelation(trace: torch.Tensor) -> list[float]:
     """Autocorrelation of trace [C, chains, T] at lags 1..min(T−1, MAX_LAG), per prompt (over its chains)
     then averaged over prompts; NaN where the trace is constant or infinite."""
     T = trace.shape[-1]
@@ -95,7 +95,7 @@ def _autocorrelation(trace: torch.Tensor) -> list[float]:
             for k in range(1, min(T - 1, MAX_LAG) + 1)]
 
 
-def _integrated_time(autocorrelation: list[float]) -> float:
+def integrated_time(autocorrelation: list[float]) -> float:
     """τ = 1 + 2 Σ_k ρ_k, summed up to the first non-positive ρ_k (Geyer's initial positive sequence, simplified);
     the chains hold as much information as n/τ independent samples."""
     tau = 1.0
