@@ -79,7 +79,7 @@ def test_a_sampler_of_ones_own_samples_from_the_command_line(tmp_path, capsys):
     assert len(out.read_text().splitlines()) == 12
     # A registered sampler's flag given with another sampler names the sampler it belongs to.
     assert main(["sample", "--target", str(target_file), "--method", SAMPLER, "--chains", "3", "-n", "6"]) == 2
-    assert "--chains is an option of imh, not of extension_fixtures:Weighted" in capsys.readouterr().err
+    assert "--chains is an option of imh, mh, not of extension_fixtures:Weighted" in capsys.readouterr().err
 
 
 def test_unknown_names_list_what_the_registries_hold():

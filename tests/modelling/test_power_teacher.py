@@ -32,6 +32,7 @@ def test_the_power_target_is_not_a_low_temperature(prior):
     assert (tempered - exact.log_posterior).abs().max() > 0.05
 
 
+@pytest.mark.slow
 def test_smc_steered_by_the_power_draws_from_it(prior):
     target = (prior * bl.power(prior, 2.0)).given(PROMPTS, max_new_tokens=3)
     exact = Exact(target)

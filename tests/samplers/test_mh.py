@@ -15,7 +15,7 @@ from bayeslm.samplers import mh
 SIGNIFICANCE = 1e-3
 
 
-@pytest.mark.parametrize("name, burn_in", [("reward", 15), ("power", 60)])
+@pytest.mark.parametrize("name, burn_in", [("reward", 15), pytest.param("power", 60, marks=pytest.mark.slow)])
 def test_mh_chains_draw_from_the_exact_posterior(prior, name, burn_in):
     # π0^α mixes more slowly than the tilt by a reward: from position 0 a move is an independent proposal from π0.
     potential = Exponential(keyword(["good"]), beta=0.5) if name == "reward" else bl.power(prior, 2.0)

@@ -5,6 +5,11 @@
 so −f′(t) acts as a pseudo-reward. Samples come from a proposal q with weights π_θ/q, and a leave-one-out
 baseline (the weighted mean of f′ over the other samples of the prompt) reduces the variance. A new divergence
 is one line: its f′ as a function of log t.
+
+The α-divergences f_α(t) = (t^α − α·t − (1 − α)) / (α(α − 1)), f′_α(t) = (t^(α−1) − 1)/(α − 1), run from the
+forward KL(π*‖π_θ) (α → 0: DPG, mass-covering) to the reverse KL(π_θ‖π*) (α → 1: KL-RL, mode-seeking); α-DPG
+(Kruszewski, Erbacher, Rozen & Dymetman 2026) trains towards a verifier posterior with α in between, to raise
+precision while keeping the coverage that pass@k measures.
 """
 
 from __future__ import annotations
@@ -30,6 +35,15 @@ DIVERGENCES = {
     "chi2": lambda log_t: 2 * torch.expm1(log_t),  # f(t) = (t − 1)²: Pearson χ²
     "jeffreys": lambda log_t: log_t + 1 - torch.exp(-log_t),  # f(t) = (t − 1) log t: KL both ways (BOND)
 }
+
+
+def alpha_prime(log_t: torch.Tensor, alpha: float) -> torch.Tensor:
+    """f′_α(t) = (t^(α−1) − 1)/(α − 1) as a function of log t (log t itself at α = 1, its limit)."""
+    if alpha == 1:
+        return log_t
+    return torch.expm1((alpha - 1) * log_t) / (alpha - 1)
+
+
 MAX_LOG_T = 30.0  # where π* is 0 (a violated constraint) t is infinite; capped so f′ stays finite
 
 
@@ -42,12 +56,14 @@ class FDPG(LogZObjective):
 
     proposal: Literal["prior", "model", "adaptive"] = proposal_option()
     mask: bool = mask_option()
-    divergence: Literal["kl", "rkl", "js", "tv", "chi2", "jeffreys"] = field("js", doc="which f-divergence "
-                                                                                     "D_f(π_θ‖π*)")
+    divergence: Literal["kl", "rkl", "js", "tv", "chi2", "jeffreys", "alpha"] = field(
+        "js", doc="which f-divergence D_f(π_θ‖π*); alpha: the α-divergence with the option alpha")
+    alpha: float = field(0.5, doc="α of the alpha divergence: 0 is the forward KL (DPG), 1 the reverse KL (KL-RL)")
 
     def bind(self, target):
         super().bind(target)
-        self.f_prime = DIVERGENCES[self.divergence]
+        self.f_prime = (DIVERGENCES[self.divergence] if self.divergence != "alpha"
+                        else lambda log_t: alpha_prime(log_t, self.alpha))
 
     def loss(self, model, prior, batch: ScoredSamples) -> Step:
         log_model = model.log_prob(batch.sample_prompts, batch.continuations)
