@@ -28,12 +28,12 @@ from pathlib import Path
 
 from bayeslm.config import ConfigError
 
-PROMPT_KEYS = ("prompts", "prompts_file", "prompts_dataset", "prompts_column")
+PROMPT_KEYS = ("prompts", "prompts_file", "prompts_dataset", "prompts_task", "prompts_column")
 # Every key of a target file: its prompts' and these (here, where both the target file's loader and the check
 # before torch can read them).
 MAX_NEW_TOKENS = 32  # a target file's default
 TARGET_KEYS = {"prior", "potentials", "max_new_tokens", "chat", *PROMPT_KEYS}
-SOURCES = ("prompts", "prompts_file", "prompts_dataset")
+SOURCES = ("prompts", "prompts_file", "prompts_dataset", "prompts_task")
 
 
 def read_prompts(data: dict, base: Path, where: str = "") -> tuple[list[str], str | None]:
@@ -69,7 +69,12 @@ def _values(data: dict, base: Path, where: str) -> list:
     given = [key for key in SOURCES if key in data]
     if len(given) != 1:
         raise ConfigError(f"{where}prompts: give exactly one of 'prompts' (a list of strings), 'prompts_file' (a "
-                          f"path) or 'prompts_dataset' (a dataset); got {given or 'none'}")
+                          f"path), 'prompts_dataset' (a dataset) or 'prompts_task' (a shipped task); got "
+                          f"{given or 'none'}")
+    if "prompts_task" in data:
+        from bayeslm.modelling.tasks import task_prompts
+
+        return task_prompts(data["prompts_task"], where)
     column = data.get("prompts_column", "prompt")
     if not isinstance(column, str):
         raise ConfigError(f"{where}prompts_column: expected a column name, got {column!r}")
