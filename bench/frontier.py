@@ -150,6 +150,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="one seed, 4 steps, small pools: checks the pipeline")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
+    parser.add_argument("--resume", type=Path, help="a .partial.json of a run cut short with the same settings: its "
+                                                    "arms are taken from it, the others run")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.steps, args.reference_n, args.eval_n, args.max_new_tokens = 1, 4, 32, 8, 12
@@ -167,8 +169,16 @@ def main():
                   "klrl_2beta": (lambda: bl.KLRL(), 2 * beta), "dpg": (lambda: bl.DPG(proposal="prior"), beta),
                   "tb": (lambda: bl.TB(), beta)}
     arms = args.arms.split(",")
-    results, peers = {}, {}
-    for arm in arms:
+    results, peers, resumed = {}, {}, None
+    if args.resume:  # the same β and settings, or the arms would not be comparable
+        resumed = json.loads(args.resume.read_text())
+        if not math.isclose(resumed["beta"], beta, rel_tol=1e-9):
+            parser.error(f"--resume: {args.resume} was planned at β = {resumed['beta']}, this run at {beta}")
+        mine = {k: v for k, v in vars(args).items() if k not in ("json", "plot", "resume", "arms")}
+        if resumed.get("settings", mine) != mine:
+            parser.error(f"--resume: {args.resume} ran with other settings: {resumed['settings']}")
+        results.update({arm: run for arm, run in resumed["arms"].items() if arm in arms})
+    for arm in (a for a in arms if a not in results):
         if arm == "best_of":
             for n in BEST_OF:
                 results[f"best_of_{n}"] = {"runs": [best_of_n(reference, beta, n)], "samples": n, "seconds": None}
@@ -190,16 +200,20 @@ def main():
         samples = 0 if arm == "prior" else args.steps * args.prompts_per_step * args.samples_per_prompt
         results[arm] = {"runs": runs, "samples": samples, "seconds": statistics.fmean(seconds)}
         if args.json:  # what is done so far survives a run cut short
-            args.json.with_suffix(".partial.json").write_text(json.dumps({"beta": beta, "arms": results}))
+            settings = {k: v for k, v in vars(args).items() if k not in ("json", "plot", "resume", "arms")}
+            args.json.with_suffix(".partial.json").write_text(json.dumps(
+                {"beta": beta, "settings": settings, "commit": _commit(), "arms": results}, default=str))
     shutil.rmtree(work)
     summary = {arm: aggregate(r["runs"]) for arm, r in results.items()}
     table = render(summary, results, beta, reference)
     print(table)
     record = {"command": " ".join(["bench/frontier.py", *sys.argv[1:]]),
-              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                       text=True).stdout.strip(),
+              "commit": _commit(),
               "date": datetime.date.today().isoformat(), "machine": machine(), "load_before": load,
-              "settings": vars(args) | {"json": str(args.json), "plot": str(args.plot)}, "beta": beta,
+              "settings": vars(args) | {"json": str(args.json), "plot": str(args.plot), "resume": str(args.resume)},
+              "resumed": None if resumed is None else {"arms": sorted(a for a in resumed["arms"] if a in arms),
+                                                       "commit": resumed.get("commit")},
+              "beta": beta,
               "train_prompts": TRAIN, "held_out_prompts": HELD_OUT, "reference": reference.to_json(),
               "curve": curve(reference, beta), "arms": results, "peers": peers, "summary": summary,
               "seconds": time.perf_counter() - started, "table": table}
@@ -210,6 +224,11 @@ def main():
                                                  f"{record['date']})\n{table}\n")
     if args.plot:
         plot(record, args.plot)
+
+
+def _commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
 
 
 def aggregate(runs: list[dict]) -> dict:
