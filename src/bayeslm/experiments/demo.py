@@ -45,10 +45,9 @@ class Budget:
     lora_r: int = 8  # LoRA rank (alpha = 2·r, so the update's scale alpha/r stays 2)
 
 
-# Chosen on seeds the demo does not report (bench/demo_budget.py; every try in bench/results/demo_budget.json). At
-# LoRA rank 8 one Adam step (every weight moved by about lr, signal or noise) took the model 1.5 nats from the prior,
-# more than π*'s own KL: the model paid twice π*'s KL for its reward and KL(q‖π*) fell by 0.0–0.35 nats. At rank 1
-# the first step moves it 0.03 nats, and the same budget brings KL(q‖π*) 0.96 nats closer (seed 1), both KLs better.
+# Chosen on seeds 1 and 2 (bench/demo_budget.py; every try in bench/results/demo_budget.json; docs/performance.md
+# says how seed 0 was used). At LoRA rank 8 the first updates cost more KL than π*'s own and KL(q‖π*) moved by
+# +0.03 to −0.34 nats; at rank 1, everything else equal, it fell by 0.54–0.96 nats.
 FULL = Budget(plan_n=128, kl_budget=2.0, steps=40, samples_per_prompt=16, max_new_tokens=16, eval_n=256, lr=2e-3,
               schedule="cosine", reference_n=512, lora_r=1)
 QUICK = Budget(plan_n=64, kl_budget=1.0, steps=8, samples_per_prompt=6, max_new_tokens=12, eval_n=32,
