@@ -2,7 +2,7 @@
 whether its batch ELBO (E[r]/β − KL(q‖π0), exact per-token KL) rises. The demo's target (two prompts, VADER,
 β = 0.16), 2 × 16 samples of 16 tokens a step, Adam at a constant lr 2e-3, seed 1 (not the demo's own).
 
-    .venv/bin/python bench/klrl_rank.py --ranks 8,1 --steps 20 > bench/results/klrl_rank.txt
+    .venv/bin/python bench/klrl_rank.py --ranks 8,1 --steps 12 > bench/results/klrl_rank.txt
 
 Prints, per rank, each step's batch reward, KL(q‖π0) and ELBO, and the ELBO's mean over each quarter of the run.
 """
