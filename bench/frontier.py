@@ -170,12 +170,12 @@ def main():
                   "tb": (lambda: bl.TB(), beta)}
     arms = args.arms.split(",")
     results, peers, resumed = {}, {}, None
+    settings = {k: v for k, v in vars(args).items() if k not in ("json", "plot", "resume", "arms")}
     if args.resume:  # the same β and settings, or the arms would not be comparable
         resumed = json.loads(args.resume.read_text())
         if not math.isclose(resumed["beta"], beta, rel_tol=1e-9):
             parser.error(f"--resume: {args.resume} was planned at β = {resumed['beta']}, this run at {beta}")
-        mine = {k: v for k, v in vars(args).items() if k not in ("json", "plot", "resume", "arms")}
-        if resumed.get("settings", mine) != mine:
+        if resumed.get("settings", settings) != settings:
             parser.error(f"--resume: {args.resume} ran with other settings: {resumed['settings']}")
         results.update({arm: run for arm, run in resumed["arms"].items() if arm in arms})
     for arm in (a for a in arms if a not in results):
@@ -200,7 +200,6 @@ def main():
         samples = 0 if arm == "prior" else args.steps * args.prompts_per_step * args.samples_per_prompt
         results[arm] = {"runs": runs, "samples": samples, "seconds": statistics.fmean(seconds)}
         if args.json:  # what is done so far survives a run cut short
-            settings = {k: v for k, v in vars(args).items() if k not in ("json", "plot", "resume", "arms")}
             args.json.with_suffix(".partial.json").write_text(json.dumps(
                 {"beta": beta, "settings": settings, "commit": _commit(), "arms": results}, default=str))
     shutil.rmtree(work)

@@ -66,15 +66,23 @@ def imh(target: Target, proposal: LM | None = None, n: int = 256, *, chains: int
     rows = rows.transpose(1, 2).reshape(C, -1)[:, :n].flatten()
     samples = pool.take(rows)
     estimate, per_prompt = weights.log_z(pool.grid(pool.log_w), pool.prompts)
+    return chain_draws("imh", samples, trace, accepted, kept, requested=n, proposals=pool.counts(),
+                       log_z=estimate, log_z_per_prompt=per_prompt)
+
+
+def chain_draws(method: str, samples, trace: torch.Tensor, accepted: torch.Tensor, kept: int, **figures) -> Draws:
+    """The kept states of Markov chains as `Draws`: unweighted, with the acceptance rate, the autocorrelation of
+    the trace [C, chains, kept] (log P along each chain), the effective sample size it implies, and a note when
+    some kept state still has zero target weight."""
     rho = autocorrelation(trace)
-    draws = Draws("imh", samples, torch.zeros(len(rows), dtype=torch.float64), requested=n,
-                  proposals=pool.counts(), acceptance_rate=accepted.double().mean().item(), log_z=estimate,
-                  log_z_per_prompt=per_prompt, figures={"autocorrelation": rho} if rho else {})
+    draws = Draws(method, samples, torch.zeros(len(samples), dtype=torch.float64),
+                  acceptance_rate=accepted.double().mean().item(),
+                  figures={"autocorrelation": rho} if rho else {}, **figures)
     if kept == 1:
-        draws.ess = float(len(rows))  # one state per chain, and the chains are independent
+        draws.ess = float(len(samples))  # one state per chain, and the chains are independent
     elif rho and all(math.isfinite(r) for r in rho):
-        draws.ess = len(rows) / integrated_time(rho)
-    zero = int(torch.isneginf(samples.log_w).sum())
+        draws.ess = len(samples) / integrated_time(rho)
+    zero = int(torch.isneginf(samples.log_target).sum())
     if zero:
         draws.notes.append(f"{zero} samples have zero target weight: their chains had not reached the target's "
                            "support; raise burn_in")

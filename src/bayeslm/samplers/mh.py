@@ -32,7 +32,7 @@ from bayeslm.distributions.lm import LM
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
 from bayeslm.samplers.base import SAMPLERS, Sampler
-from bayeslm.samplers.imh import autocorrelation, integrated_time
+from bayeslm.samplers.imh import chain_draws
 from bayeslm.samplers.pool import generators
 from bayeslm.samplers.result import Draws
 
@@ -80,21 +80,9 @@ def mh(target: Target, proposal: LM | None = None, n: int = 256, *, chains: int 
     pool = ScoredSamples.cat(kept_rows).sorted_by_prompt()
     order = torch.arange(len(pool)).reshape(C, kept, chains).reshape(C, -1)[:, :n].flatten()
     samples = pool.take(order)
-    rho = autocorrelation(torch.stack(trace, -1))
-    draws = Draws("mh", samples, torch.zeros(len(samples), dtype=torch.float64), requested=n,
-                  proposals=torch.full((C,), chains * (1 + burn_in + kept)),
-                  acceptance_rate=torch.stack(accepted).double().mean().item(), log_z=estimate,
-                  log_z_per_prompt=per_prompt, figures={"autocorrelation": rho} if rho else {})
-    if kept == 1:
-        draws.ess = float(len(samples))  # one state per chain, and the chains are independent
-    elif rho and all(math.isfinite(r) for r in rho):
-        draws.ess = len(samples) / integrated_time(rho)
-    zero = int(torch.isneginf(samples.log_target).sum())
-    if zero:
-        draws.notes.append(f"{zero} samples have zero target weight: their chains had not reached the target's "
-                           "support; raise burn_in")
-    return draws
-
+    return chain_draws("mh", samples, torch.stack(trace, -1), torch.stack(accepted), kept, requested=n,
+                       proposals=torch.full((C,), chains * (1 + burn_in + kept)), log_z=estimate,
+                       log_z_per_prompt=per_prompt)
 
 def _from(per_token: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """The per-token values at positions ≥ t of each row (0 before)."""
