@@ -16,6 +16,7 @@ from bayeslm.measurement.reference import REFERENCE_SEED, Reference
 from bayeslm.measurement.reference import reference as make_reference
 from bayeslm.measurement.scorecard import Scorecard
 from bayeslm.modelling.potentials.language import explained
+from bayeslm.modelling.rewards import Reward
 from bayeslm.modelling.target import Target
 from bayeslm.samplers import SAMPLERS, Draws, Sampler
 from bayeslm.samplers.pool import unsupported
@@ -82,10 +83,11 @@ def _require_support(draws: Draws):
 
 
 def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, exact: bool = False,
-              reference: Reference | None = None) -> Scorecard:
+              reference: Reference | None = None, verifier: Reward | None = None) -> Scorecard:
     """Every figure of `model` against `target` (log Z, ELBO, EUBO, both KLs, TV, KL to the prior, rewards,
     entropy, ESS, diversity), each with a standard error, from n samples per prompt; with `exact`, the values by
-    enumeration beside them (toy priors only).
+    enumeration beside them (toy priors only). Where the target has hard constraints, or a `verifier` (a reward,
+    correct where not zero) is given, pass@k for k = 1, 2, 4, … n and the distinct correct answers too.
 
     log Z and π*'s samples come from the target's `reference` (`bl.reference(target)`): pass one to measure several
     models on one scale at the cost of one; without it a reference is made for this call (exact on a toy small
@@ -94,11 +96,11 @@ def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, exact: 
 
     try:
         reference = reference or make_reference(target, seed=seed + REFERENCE_SEED)
-        card = estimate(model, target, n, seed=seed, reference=reference)
+        card = estimate(model, target, n, seed=seed, reference=reference, verifier=verifier)
     except NoSupport as error:
         raise explained(error, target, seed) from None
     if exact:
         from bayeslm.measurement.exact import Exact
 
-        card.exact = Exact(target).scorecard(model)
+        card.exact = Exact(target).scorecard(model, verifier=verifier, ks=list(card.pass_at_k))
     return card

@@ -8,9 +8,10 @@ import pytest
 from bayeslm.cli import main
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
-TOY = ["toy_sentiment.yaml", "toy_constraint.yaml", "toy_moment.yaml", "toy_regex.yaml"]
+TOY = ["toy_sentiment.yaml", "toy_constraint.yaml", "toy_moment.yaml", "toy_regex.yaml", "toy_power.yaml"]
 DEFAULT = ["positive_sentiment.yaml", "non_offensive.yaml", "keyword_constraint.yaml", "topic_moment.yaml",
-           "weekend_by_the_sea.yaml", "date_regex.yaml", "json_city.yaml"]
+           "weekend_by_the_sea.yaml", "date_regex.yaml", "json_city.yaml", "multiples_verifier.yaml",
+           "power_multiples.yaml"]
 
 
 TRAIN = ["train_toy_klrl.yaml", "train_klrl_sentiment.yaml", "train_rl_sentiment.yaml", "train_dpg_sentiment.yaml",

@@ -53,3 +53,39 @@ def test_distinct_correct_answers_count_what_pass_at_1_cannot_see():
     answers = [["12", " 12", "7", "x"], ["3", "4", "5", "5"]]
     correct = [[True, True, True, False], [True, True, False, True]]
     assert distinct_correct(answers, correct) == (2 + 3) / 2
+
+
+def test_the_scorecard_s_pass_at_k_matches_the_exact_value_and_pass_at_1_of_the_prior_is_z(prior):
+    """Judged by the target's hard constraint, the prior's exact pass@1 is Z of the verifier posterior; the
+    scorecard's pass@k curve matches the exact one within its standard errors."""
+    import bayeslm as bl
+    from bayeslm.measurement.exact import Exact
+
+    target = bl.Target(prior, bl.Constraint(bl.rewards.keyword(["good"])), prompts=["", "the movie"],
+                       max_new_tokens=4)
+    exact = Exact(target)
+    card = bl.scorecard(prior, target, 400, seed=3)
+    assert card.verifier == "Constraint(satisfied(keyword:good))" and list(card.pass_at_k) == [1, 2, 4, 8, 16, 32, 64,
+                                                                                          128, 256, 400]
+    truth = exact.scorecard(prior, ks=list(card.pass_at_k))["pass_at_k"]
+    assert truth[1] == pytest.approx(exact.log_z.exp().mean().item(), abs=1e-9)
+    assert 0.05 < truth[1] < 0.9 and truth[8] > truth[1]  # a figure that says something at this size
+    for k in (1, 2, 4, 8):
+        assert abs(card.pass_at_k[k].value - truth[k]) <= 3 * card.pass_at_k[k].stderr, k
+    assert card.to_json()["pass_at_k"]["1"]["value"] == card.pass_at_k[1].value
+    assert 1 <= card.distinct_correct <= 400
+
+
+def test_a_verifier_judges_a_target_that_has_no_constraint_and_distinct_answers_use_its_reading(prior):
+    import bayeslm as bl
+    from bayeslm.measurement.exact import Exact
+
+    verifier = bl.rewards.Reward(lambda texts, prompts: [float("good" in t) for t in texts], "has_good",
+                                 answer=lambda text: "one answer")
+    target = bl.Target(prior, bl.power(prior, 2.0), prompts=["the movie"], max_new_tokens=4)
+    assert bl.scorecard(prior, target, 20, seed=0).verifier is None  # nothing to judge by
+    card = bl.scorecard(prior, target, 300, seed=1, verifier=verifier)
+    truth = Exact(target).scorecard(prior, verifier=verifier, ks=[1, 4])["pass_at_k"]
+    assert card.verifier == "has_good" and card.distinct_correct == 1.0
+    for k in (1, 4):
+        assert abs(card.pass_at_k[k].value - truth[k]) <= 3 * card.pass_at_k[k].stderr, k

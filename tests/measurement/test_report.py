@@ -198,3 +198,17 @@ def test_the_report_judges_each_change_and_says_whether_training_worked(run_dir,
     page = write_report(worse)[0].read_text()
     assert "<th>change</th>" in page and "WORSE" in page
     assert re.search(r"id=verdict><strong>The trained model is further from the target", page)
+
+
+def test_a_run_toward_a_verifier_posterior_reports_pass_at_k_for_the_prior_and_the_model(tmp_path):
+    target = {**TOY_TARGET, "potentials": [{"constraint": {"predicate": {"keyword": ["good"]}}}]}
+    run = tmp_path / "run"
+    train(load(TrainConfig, {"target": target, "objective": "dpg", "steps": 2, "samples_per_prompt": 4,
+                             "eval_n": 16}), run, quiet=True)
+    cards = load_run(run)
+    for card in (cards.card, cards.prior_card):
+        assert card["verifier"] == "Constraint(satisfied(keyword:good))"
+        assert list(card["pass_at_k"]) == ["1", "2", "4", "8", "16"] and card["distinct_correct"] >= 0
+    page = write_report(run)[0].read_text()
+    assert "<h2>pass@k</h2>" in page and "alt='pass@k curve' src='data:image/png;base64," in page
+    assert page.count("<tr><th>prior π0</th>") == 1 and "<th>pass@16</th>" in page

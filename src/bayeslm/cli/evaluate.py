@@ -14,7 +14,8 @@ EXAMPLE = """example:
   bayeslm evaluate --target examples/toy_sentiment.yaml -n 512 --exact
   bayeslm evaluate --target examples/toy_sentiment.yaml --model runs/toy/model --certify --reward-max 1
   bayeslm evaluate --target examples/positive_sentiment.yaml --model runs/my-run/model --json
-  bayeslm evaluate --target examples/toy_regex.yaml --mask --exact"""
+  bayeslm evaluate --target examples/toy_regex.yaml --mask --exact
+  bayeslm evaluate --target examples/power_multiples.yaml --verifier multiples -n 64"""
 
 
 def add(sub, parents):
@@ -43,6 +44,10 @@ def add(sub, parents):
     parser.add_argument("--reward-max", type=float, help="with --certify: the largest value the reward can take, so "
                                                          "that M = exp(reward_max/β)")
     parser.add_argument("--log-bound", type=float, help="with --certify: log M, with M ≥ max P(x)/π0(x)")
+    parser.add_argument("--verifier", metavar="REWARD",
+                        help="judge each sample correct where this reward is not zero (a reward as a target file "
+                             "writes it: multiples, '{keyword: [good]}', package.module:function), for pass@k and distinct correct answers; "
+                             "by default the target's own hard constraints judge, where it has any")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(run=run, preflight=preflight_target)
     return parser
@@ -50,11 +55,14 @@ def add(sub, parents):
 
 def run(args) -> int:
     """Launched as several processes (torchrun), each draws and scores its share of every prompt's samples."""
+    import yaml
+
     from bayeslm.distributions.loading import load_lm
     from bayeslm.measurement.evaluation import pooled, target_reference
     from bayeslm.measurement.reference import REFERENCE_SEED
     from bayeslm.measurement.scorecard import card
     from bayeslm.modelling.potentials.language import explained
+    from bayeslm.modelling.rewards import from_spec
     from bayeslm.modelling.target import factors
     from bayeslm.modelling.target_file import load_target
     from bayeslm.parallel import distributed
@@ -62,6 +70,7 @@ def run(args) -> int:
 
     with distributed.joined() as world:  # first: it picks this process's GPU
         target = load_target(args.target, **models_from(args))
+        verifier = None if args.verifier is None else from_spec(yaml.safe_load(args.verifier), "--verifier")
         log_bound = _certifiable(args, target)  # before any sampling: a bound that is not known fails fast
         model = target.prior if args.model is None else load_lm(args.model, chat=target.prior.chat_spec,
                                                                 **models_from(args))
@@ -79,11 +88,11 @@ def run(args) -> int:
     if not world.main:
         return 0
     try:
-        result = card(samples, target, reference=ref, model=model)
+        result = card(samples, target, reference=ref, model=model, verifier=verifier)
     except NoSupport as error:
         raise explained(error, target, args.seed) from None
     if exact is not None:
-        result.exact = exact.scorecard(model)
+        result.exact = exact.scorecard(model, verifier=verifier, ks=list(result.pass_at_k))
         if certificate is not None:
             certificate.exact = {"log_z": result.exact["log_z"],
                                  "jeffreys": result.exact["kl_model_target"] + result.exact["kl_target_model"]}

@@ -8,10 +8,14 @@ summation: these are the values the Monte Carlo estimates of `bayeslm.measuremen
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 from bayeslm.distributions.enumeration import continuations
 from bayeslm.distributions.lm import LM
+from bayeslm.measurement.pass_at_k import exact_pass_at_k, verdicts
+from bayeslm.modelling.rewards import Reward
 from bayeslm.modelling.target import Target, statistics_of
 
 
@@ -38,7 +42,7 @@ class Exact:
         self.stats = {name: torch.stack(v) for name, v in self.stats.items()}
         # log φ is shifted by its largest value before log π0 is added: at a tiny β, log φ = r/β is so large that
         # log π0 would vanish beside it in floating point (π* would lose its prior), and every KL with it.
-        log_phi = torch.stack(log_phi).double()
+        log_phi = self.log_phi = torch.stack(log_phi).double()
         largest = log_phi.max(1).values
         self.shift = torch.where(torch.isfinite(largest), largest, torch.zeros(()).double())  # [C]
         self.log_target_shifted = self.log_prior + (log_phi - self.shift[:, None])  # unnormalised, shifted
@@ -54,8 +58,9 @@ class Exact:
                 for p in self.target.prompts]
         return torch.stack(rows)
 
-    def scorecard(self, model: LM) -> dict[str, float]:
-        """Exact values, under the scorecard's names, for `model` q against the target (means over prompts)."""
+    def scorecard(self, model: LM, *, verifier: Reward | None = None, ks: Sequence[int] = ()) -> dict[str, float]:
+        """Exact values, under the scorecard's names, for `model` q against the target (means over prompts); with
+        `ks`, pass@k for each k, judged as the scorecard judges (`bayeslm.measurement.pass_at_k.verdicts`)."""
         log_q = self.log_probs(model)
         q, post = log_q.exp(), self.log_posterior.exp()
 
@@ -81,10 +86,15 @@ class Exact:
         exact["target_reward_mean"] = expect(post, reward)
         exact["statistics"] = {name: {"model": expect(q, v), "target": expect(post, v)}
                                for name, v in self.stats.items()}
+        if ks:
+            correct = self.correct(verifier)
+            if correct is not None:
+                exact["pass_at_k"] = exact_pass_at_k(torch.where(correct, q, torch.zeros(()).double()).sum(1), ks)
         return exact
 
-    def sample_posterior(self, n: int, prompt_index: int = 0, seed: int = 0) -> list[list[int]]:
-        """n exact draws from π*(·|c) (for goodness-of-fit tests of samplers)."""
-        generator = torch.Generator().manual_seed(seed)
-        idx = torch.multinomial(self.log_posterior[prompt_index].exp(), n, replacement=True, generator=generator)
-        return [self.sequences[i] for i in idx.tolist()]
+    def correct(self, verifier: Reward | None = None) -> torch.Tensor | None:
+        """[C, S]: whether each continuation of each prompt is correct, judged by `verifier` or else by the
+        target's hard constraints; None where neither judges."""
+        rows = [verdicts(self.texts, [prompt] * len(self.texts), self.log_phi[c], self.target.potential, verifier)
+                for c, prompt in enumerate(self.target.prompts)]
+        return None if rows[0] is None else torch.stack([row.correct for row in rows])

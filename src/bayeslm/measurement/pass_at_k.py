@@ -11,15 +11,24 @@ jackknife's over each prompt's samples (the estimator is a U-statistic, so leavi
 pass@k from n − 1 samples with c or c − 1 correct), combined over prompts as independent: the prompts are taken as
 given, not as a sample of a larger population. At k = n one prompt's figure is 1[c > 0], which no jackknife can
 judge: its standard error is unknown (inf) and the figure says so.
+
+What counts as correct (`Verdicts`): a verifier's non-zero value where one is given (`bayeslm evaluate --verifier`,
+to judge a model against a target with no verifier in it, such as a power target), else the target's own hard
+constraints: a sample is correct when it lies in π*'s support (φ > 0), so that pass@1 of the prior is exactly
+Z of the verifier posterior π0·1[correct]. A target without either has no pass@k.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
+from bayeslm.modelling.potentials.constraint import hard_constraints
+from bayeslm.modelling.rewards import Reward
+from bayeslm.modelling.target import Potential
 from bayeslm.weights import Estimate, combine
 
 
@@ -63,3 +72,32 @@ def distinct_correct(answers: Sequence[Sequence[str]], correct: Sequence[Sequenc
     of the space of right answers the samples cover, which pass@1 cannot see."""
     counts = [len({normalise(a) for a, ok in zip(row, oks) if ok}) for row, oks in zip(answers, correct)]
     return sum(counts) / len(counts)
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """Which texts are correct, by what judge, and the answer each gives."""
+
+    judge: str
+    correct: torch.Tensor  # [N] bool
+    answers: list[str]
+
+
+def verdicts(texts: Sequence[str], prompts: Sequence[str], log_phi: torch.Tensor, potential: Potential,
+             verifier: Reward | None = None) -> Verdicts | None:
+    """Judges each text (of `prompts`, with its log φ under the target): by `verifier` where given, else by the
+    target's hard constraints (φ > 0); None where the target has none and no verifier is given."""
+    if verifier is not None:
+        correct = verifier(texts, prompts) != 0
+        return Verdicts(verifier.name, correct, [verifier.answer(t) for t in texts])
+    judges = hard_constraints(potential)
+    if not judges:
+        return None
+    # One constraint reads the answer its own way (a task's verifier reads the number); several, the whole text.
+    answer = judges[0].answer if len(judges) == 1 else str.strip
+    return Verdicts(" and ".join(map(repr, judges)), log_phi > -math.inf, [answer(t) for t in texts])
+
+
+def exact_pass_at_k(p_correct: torch.Tensor, ks: Sequence[int]) -> dict[int, float]:
+    """pass@k = mean over prompts of 1 − (1 − p_c)^k, from each prompt's exact chance p_c of a correct sample."""
+    return {k: (1 - (1 - p_correct.double()) ** k).mean().item() for k in ks}

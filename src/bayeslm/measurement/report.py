@@ -125,7 +125,8 @@ def render(run: Run) -> str:
                      + " ".join(_e(w) for w in warnings)
                      + " The model is putting its mass on few texts: lower the learning rate, raise β (a larger "
                      "KL penalty), or train a forward-KL objective (dpg, fdpg).</div>")
-    parts += [_target_section(run), _scorecard_section(run), _curves_section(run), _plan_section(run),
+    parts += [_target_section(run), _scorecard_section(run), _pass_at_k_section(run), _curves_section(run),
+              _plan_section(run),
               _samples_section(run), _config_section(run)]
     return PAGE.format(title=_e(title), body="\n".join(p for p in parts if p))
 
@@ -190,6 +191,36 @@ def _scorecard_section(run: Run) -> str:
             f"<table id=scorecard><tr><th></th>{header}</tr>{''.join(rows)}</table>{note}")
 
 
+def _pass_at_k_section(run: Run) -> str:
+    cards = [(name, card) for name, card in (("prior π0", run.prior_card), ("trained model", run.card))
+             if card and card.get("pass_at_k")]
+    if not cards:
+        return ""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, card in cards:
+        ks = [int(k) for k in card["pass_at_k"]]
+        values = [card["pass_at_k"][str(k)] for k in ks]
+        ax.errorbar(ks, [v["value"] for v in values], marker="o", capsize=3, label=name,
+                    yerr=[v["stderr"] if v["stderr"] is not None and v["stderr"] < 1 else 0 for v in values])
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="k (samples a prompt)", ylabel="pass@k", ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    rows = "".join(f"<tr><th>{_e(name)}</th><td>{_estimate(card['pass_at_k']['1'])}</td>"
+                   f"<td>{_estimate(card['pass_at_k'][list(card['pass_at_k'])[-1]])}</td>"
+                   f"<td>{_number(card.get('distinct_correct'))}</td></tr>" for name, card in cards)
+    last = list(cards[-1][1]["pass_at_k"])[-1]
+    return (f"<h2>pass@k</h2><p>Samples judged by {_e(cards[-1][1]['verifier'])}: pass@k is the chance that at "
+            "least one of k samples a prompt is correct (Chen et al.'s unbiased estimator, ± a jackknife standard "
+            "error). Training that sharpens the model raises pass@1; one that only narrows it lowers pass@k at "
+            "large k and the number of distinct correct answers.</p><table id=pass-at-k><tr><th></th>"
+            f"<th>pass@1</th><th>pass@{last}</th><th>distinct correct a prompt</th></tr>{rows}</table>"
+            f"<img alt='pass@k curve' src='{_png(fig)}'>")
+
+
 def _curves_section(run: Run) -> str:
     if not run.metrics:
         return "<h2>Training curves</h2><p>No step has been logged yet.</p>"
@@ -228,8 +259,6 @@ def _curves_section(run: Run) -> str:
     return ("<h2>Training curves</h2><p>Per-step estimates from each training batch (self-normalised where the "
             "samples come from a proposal other than the model); the bold line is a trailing mean.</p>"
             f"<img alt='training curves' src='{_png(fig)}'>{note}")
-
-
 
 
 def _trailing_mean(values: list[float], window: int) -> list[float]:
@@ -322,7 +351,8 @@ def _estimate(figure) -> str:
         return "–"
     if figure.get("value") is None:
         return "∞"
-    shown = f"{figure['value']:.4f} <span class=se>± {figure['stderr']:.4f}</span>"
+    stderr = "∞" if figure.get("stderr") is None else f"{figure['stderr']:.4f}"  # JSON writes inf as null
+    shown = f"{figure['value']:.4f} <span class=se>± {stderr}</span>"
     if figure.get("unreliable"):  # greyed, the reason on hover and in the note under the table
         return f"<span class=unreliable title=\"{_e(figure['unreliable'])}\">{shown} !</span>"
     return shown

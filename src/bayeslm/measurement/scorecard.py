@@ -19,6 +19,9 @@ Against a `Reference` of the target (`bayeslm.measurement.reference`), log Z, EU
 weighs nothing by q: q's own log Ẑ stays beside them as `log_z_model`, a diagnostic (below log Z_ref by more than
 3 standard errors: q misses part of π*'s mass). TV(q, π*) = E_q[(1 − r)₊], r = P/(Z_ref·q), is a bounded mean.
 Without a reference every figure comes from q's own samples (what per-step training figures do).
+
+Where a verifier judges the samples (the target's hard constraints, or one given), the card adds pass@k for
+k = 1, 2, 4, … n and the number of distinct correct answers a prompt (`bayeslm.measurement.pass_at_k`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ import torch
 from bayeslm import weights
 from bayeslm.distributions.lm import LM, Samples
 from bayeslm.measurement.diversity import distinct_n, self_bleu
+from bayeslm.measurement.pass_at_k import distinct_correct, pass_at_k_curve, verdicts
+from bayeslm.modelling.rewards import Reward
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
 from bayeslm.weights import Estimate, NoSupport, combine, difference, json_float, mean, snis_mean
@@ -66,6 +71,9 @@ class Scorecard:
     exact: dict[str, float] | None = field(default=None)
     reference: dict | None = None  # the reference's own figures (`Reference.to_json`), where it was scored against one
     rewards: torch.Tensor | None = field(default=None, repr=False)  # per sample, [C, n] (not in the JSON)
+    verifier: str | None = None  # what judged the samples correct, where anything did
+    pass_at_k: dict[int, Estimate] = field(default_factory=dict)
+    distinct_correct: float | None = None  # different correct answers a prompt
 
     def __getitem__(self, key: str) -> Estimate:
         return self.estimates[key]
@@ -93,6 +101,12 @@ class Scorecard:
         lines += [f"! unreliable: {warning}" for warning in warnings]
         lines.append("")
         lines.append("diversity  " + "  ".join(f"{k} {v:.3f}" for k, v in self.diversity.items()))
+        if self.verifier is not None:
+            exact_pass = exact.get("pass_at_k", {})
+            lines.append(f"pass@k     judged by {self.verifier}; {self.distinct_correct:.2f} distinct correct "
+                         "answers a prompt")
+            lines += [f"  pass@{k:<4d} {e.value:12.4f} {e.stderr:10.4f}"
+                      + (f" {exact_pass[k]:10.4f}" if k in exact_pass else "") for k, e in self.pass_at_k.items()]
         return "\n".join(lines)
 
     def to_json(self) -> dict:
@@ -102,6 +116,10 @@ class Scorecard:
         out.update(self.diversity)
         out["statistics"] = {name: {side: e.to_json() for side, e in sides.items()}
                              for name, sides in self.statistics.items()}
+        if self.verifier is not None:
+            out["verifier"] = self.verifier
+            out["pass_at_k"] = {str(k): e.to_json() for k, e in self.pass_at_k.items()}
+            out["distinct_correct"] = self.distinct_correct
         if self.reference is not None:
             out["reference"] = self.reference
         if self.exact is not None:
@@ -132,19 +150,23 @@ def pool(model: LM, target: Target, samples: Samples, *, analytic_kl: bool = Tru
 
 
 def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, samples: Samples | None = None,
-              analytic_kl: bool = True, reference: Reference | None = None) -> Scorecard:
+              analytic_kl: bool = True, reference: Reference | None = None, verifier: Reward | None = None
+              ) -> Scorecard:
     """Samples n continuations per prompt from `model` (or uses `samples`, drawn from it) and scores them, against
-    `reference` (`bl.reference(target)`) where given."""
+    `reference` (`bl.reference(target)`) where given; pass@k judged by `verifier` where given, else by the
+    target's hard constraints."""
     if samples is None:
         model.check_compatible(target.prior)
         samples = model.sample(target.prompts, n, target.max_new_tokens, seed=seed)
-    return card(pool(model, target, samples, analytic_kl=analytic_kl), target, reference=reference, model=model)
+    return card(pool(model, target, samples, analytic_kl=analytic_kl), target, reference=reference, model=model,
+                verifier=verifier)
 
 
-def card(pooled: ScoredSamples, target: Target, *, reference: Reference | None = None, model: LM | None = None
-         ) -> Scorecard:
+def card(pooled: ScoredSamples, target: Target, *, reference: Reference | None = None, model: LM | None = None,
+         verifier: Reward | None = None) -> Scorecard:
     """The scorecard of samples of one model q, grouped by prompt with n of each, against `target`; against its
-    `reference` where given (then `model` is q, to score the reference's samples)."""
+    `reference` where given (then `model` is q, to score the reference's samples); pass@k judged by `verifier`
+    where given, else by the target's hard constraints."""
     grid = pooled.grid
     log_q, log_prior, log_w = grid(pooled.log_proposal), grid(pooled.log_prior), grid(pooled.log_w)
     C, n = log_w.shape
@@ -188,10 +210,18 @@ def card(pooled: ScoredSamples, target: Target, *, reference: Reference | None =
     texts = pooled.texts_by_prompt()
     diversity = {f"distinct_{k}": sum(distinct_n(g, k) for g in texts) / C for k in (1, 2, 3)}
     diversity["self_bleu"] = sum(self_bleu(g) for g in texts) / C
-    return Scorecard(pooled.proposal, repr(target), C * n, est, weights.total_ess(log_w), diversity, statistics,
-                     pareto_k=k, pareto_k_threshold=weights.k_threshold(n),
-                     reference=reference.to_json() if reference is not None else None,
-                     rewards=grid(pooled.reward))
+    result = Scorecard(pooled.proposal, repr(target), C * n, est, weights.total_ess(log_w), diversity, statistics,
+                       pareto_k=k, pareto_k_threshold=weights.k_threshold(n),
+                       reference=reference.to_json() if reference is not None else None,
+                       rewards=grid(pooled.reward))
+    judged = verdicts(pooled.texts, pooled.sample_prompts, pooled.log_phi, target.potential, verifier)
+    if judged is not None:
+        correct = grid(judged.correct).tolist()
+        answers = [judged.answers[i:i + n] for i in range(0, C * n, n)]
+        result.verifier = judged.judge
+        result.pass_at_k = pass_at_k_curve(correct)
+        result.distinct_correct = distinct_correct(answers, correct, normalise=lambda a: a)
+    return result
 
 
 def _against(reference: Reference, model: LM, target: Target, est: dict, statistics: dict, log_w: torch.Tensor):

@@ -52,6 +52,14 @@ class Potential:
     def __call__(self, texts: Sequence[str], prompts: Sequence[str], tokens=None) -> torch.Tensor:
         return self.log_phi(statistics_of(self, texts, prompts, tokens))
 
+    def token_log_phi(self, prompts: Sequence[str], continuations, prior_token_log_probs: torch.Tensor
+                      ) -> torch.Tensor | None:
+        """log φ spread over the tokens, [B, L] summing to log φ along each continuation (0 past its end), where φ
+        is a product of per-token factors (a power of the prior, a teacher's ratio); None where it is not, the
+        default. Given the prior's per-token log-probabilities [B, L]. KL-RL credits each token with the rewards
+        from it on (a dense reward)."""
+        return None
+
     def __mul__(self, other: Potential) -> Product:
         if not isinstance(other, Potential):
             return NotImplemented
@@ -105,6 +113,10 @@ class Product(Potential):
 
     def log_phi(self, stats):
         return sum(factor.log_phi(stats) for factor in self.factors)
+
+    def token_log_phi(self, prompts, continuations, prior_token_log_probs):
+        parts = [factor.token_log_phi(prompts, continuations, prior_token_log_probs) for factor in self.factors]
+        return None if any(part is None for part in parts) else sum(parts)
 
 
 @dataclass

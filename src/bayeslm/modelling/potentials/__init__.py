@@ -20,7 +20,7 @@ The protocol (`Potential`) and the product of potentials live with the target, i
 """
 
 from bayeslm.modelling.potentials.best_of import BestOf, BestOfN, best_of
-from bayeslm.modelling.potentials.constraint import Constraint, HardConstraint, only_constraints
+from bayeslm.modelling.potentials.constraint import Constraint, HardConstraint, hard_constraints, only_constraints
 from bayeslm.modelling.potentials.exponential import Exponential
 from bayeslm.modelling.potentials.exponential_family import ExponentialFamily
 from bayeslm.modelling.potentials.forbid import Forbid
@@ -37,5 +37,5 @@ from bayeslm.modelling.target import POTENTIALS
 
 __all__ = ["POTENTIALS", "BestOf", "BestOfN", "best_of", "Constraint", "Exponential", "ExponentialFamily", "Forbid",
            "Grammar", "HardConstraint", "InLanguage", "JSONSchema", "Moments", "Power", "PowerOf", "PrefixPotential",
-           "Regex", "StartsWith", "Teacher", "TeacherOf", "constrain", "fit_coefficients", "grammar", "json_schema",
-           "masked", "only_constraints", "power", "prefix_log_phi", "regex", "steers", "teacher"]
+           "Regex", "StartsWith", "Teacher", "TeacherOf", "constrain", "fit_coefficients", "grammar", "hard_constraints",
+           "json_schema", "masked", "only_constraints", "power", "prefix_log_phi", "regex", "steers", "teacher"]

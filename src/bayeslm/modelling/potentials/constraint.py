@@ -32,6 +32,11 @@ class HardConstraint(Potential):
     def log_phi(self, stats):
         return torch.where(stats[self.statistic] > 0, 0.0, float("-inf")).double()
 
+    def answer(self, text: str) -> str:
+        """The answer a text gives, where the constraint verifies answers (what counts as one answer when
+        distinct correct answers are counted): the text, stripped."""
+        return text.strip()
+
 
 @POTENTIALS.register
 @dataclass(eq=False)
@@ -68,6 +73,14 @@ class Constraint(HardConstraint):
         if self.at_most is not None:
             holds &= value <= self.at_most
         return holds
+
+    def answer(self, text):
+        return self.predicate.answer(text)
+
+
+def hard_constraints(potential: Potential) -> list[HardConstraint]:
+    """The factors of `potential` that can be zero: together, what a sample must pass to be in π*'s support."""
+    return [factor for factor in factors(potential) if isinstance(factor, HardConstraint)]
 
 
 def only_constraints(potential: Potential, purpose: str) -> None:

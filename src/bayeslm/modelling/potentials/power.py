@@ -6,7 +6,8 @@ renormalised at every step, which ignores how much probability each choice leave
 π0^α renormalises once, over whole sequences, so it prefers a prefix by the mass of its completions too. For
 α > 1 it sharpens towards the prior's likely outputs (its mode as α → ∞); α < 1 flattens it. In bayeslm's terms it
 is the KL-regularised RL posterior of the dense reward (α−1)·log π0 at β = 1, so every sampler and objective
-applies and every figure is measured against it.
+applies and every figure is measured against it; KL-RL credits each token with (α−1)·log π0 of it and of the
+tokens after it (`token_log_phi`), which has the sequence reward's expectation and less variance.
 
 As a prefix potential (SMC steers by it), an unfinished prefix y gets ψ(y) = π0(y|c)^(α−1), the exact product of
 its tokens' probabilities: the intermediate targets are then π0^α on prefixes, and ψ never rules a prefix out.
@@ -63,6 +64,10 @@ class PowerOf(PrefixPotential):
 
     def log_phi(self, stats) -> torch.Tensor:
         return (self.alpha - 1) * stats["log_prior"]
+
+    def token_log_phi(self, prompts, continuations, prior_token_log_probs):
+        """(α−1)·log π0(x_t|x<t) at each token: KL-RL's dense reward towards π0^α."""
+        return (self.alpha - 1) * prior_token_log_probs
 
     def prefix_log_phi(self, texts: Sequence[str], prompts: Sequence[str], tokens) -> torch.Tensor:
         return self.log_phi(self.statistics(texts, prompts, tokens))

@@ -2,7 +2,8 @@
 
 The target π* ∝ π0^(1−γ)·π_T^γ is a geometric bridge from the prior (γ = 0) to the teacher (γ = 1, where π* is
 the teacher itself, Z = 1). KL-RL towards it with γ = 1 is on-policy distillation (the student samples, the
-teacher scores; TRL's DistillationTrainer), here with bayeslm's exact per-token KL to the prior as the dense term;
+teacher scores; TRL's DistillationTrainer), here with the teacher's per-token log-ratio to the prior as the dense
+reward and bayeslm's exact per-token KL to the prior as the dense penalty;
 0 < γ < 1 asks for a model between the two, measured against that target like any other.
 
 The teacher must share the prior's tokenizer (the ratio is of the same token sequences) and its prompt format.
@@ -69,6 +70,13 @@ class TeacherOf(Potential):
 
     def log_phi(self, stats) -> torch.Tensor:
         return self.weight * stats["log_teacher_ratio"]
+
+    def token_log_phi(self, prompts, continuations, prior_token_log_probs):
+        """γ·(log π_T − log π0)(x_t|x<t) at each token: KL-RL's dense reward towards the bridge (at γ = 1, the
+        per-token signal of on-policy distillation)."""
+        with torch.no_grad():
+            teacher = self.teacher.token_log_probs(list(prompts), continuations).to(prior_token_log_probs.device)
+        return self.weight * (teacher.float() - prior_token_log_probs.float())
 
 
 def teacher(prior, model, weight: float = 1.0) -> TeacherOf:

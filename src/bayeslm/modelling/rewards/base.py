@@ -26,12 +26,15 @@ class RewardError(ValueError):
 class Reward:
     """A named, checked batch function of (texts, prompts); returns float64 values, shape [B]."""
 
-    def __init__(self, fn: Callable, name: str | None = None, *, varies: bool = False):
+    def __init__(self, fn: Callable, name: str | None = None, *, varies: bool = False,
+                 answer: Callable[[str], str] | None = None):
         """`varies`: the reward is a continuous score (a model's output), so the same value for different texts
-        means it is broken, and is an error."""
+        means it is broken, and is an error. `answer`: for a verifier, the answer a text gives (what counts as
+        one answer when distinct correct answers are counted); by default the text, stripped."""
         self.fn = fn
         self.name = name or getattr(fn, "__name__", type(fn).__name__)
         self.varies = varies
+        self.answer = answer or str.strip
 
     def __repr__(self) -> str:
         return f"Reward({self.name!r})"

@@ -3,7 +3,10 @@
     J(θ) = E_π_θ[r(x)] − β·KL(π_θ‖π0) = β·ELBO(θ) = β·(log Z − KL(π_θ‖π*)),   π* ∝ π0·exp(r/β)
 
 so maximising J minimises the reverse KL to the posterior π*. Here r = β·log φ (for a target
-`prior * Exponential(r, β)` that is the user's reward; for any other target r = log φ with β = 1).
+`prior * Exponential(r, β)` that is the user's reward; for any other target r = log φ with β = 1). Where log φ is
+a sum over tokens (`Potential.token_log_phi`: a power of the prior π0^α, a teacher's ratio), each token s is credited with the
+rewards from s on, Σ_{t≥s} r_t, a dense reward whose gradient has the same expectation (the rewards before s do
+not depend on x_s) and less variance.
 
 Gradient, by the score function with a leave-one-out baseline b, for three estimators of the KL term:
   analytic (default)  KL_t = Σ_v π_θ(v|x<t)(log π_θ − log π0)(v|x<t), exact per step and never negative:
@@ -61,6 +64,7 @@ class KLRL(Objective):
         # For prior * Exponential(r, β), log φ = r/β: train on the user's reward r with its own β.
         self.beta = target.potential.beta if isinstance(target.potential, Exponential) else 1.0
         self.reward_scale = self.beta
+        self.potential = target.potential
 
     def loss(self, model, prior, batch: ScoredSamples) -> Step:
         if not torch.isfinite(batch.log_phi).all():
@@ -71,27 +75,40 @@ class KLRL(Objective):
         old, mask, beta = batch.token_log_probs, batch.mask, self.beta
         if self.kl == "analytic":
             log_probs, kl, prior_log_probs = model.token_scores(batch.sample_prompts, batch.continuations, kl_to=prior)
-            returns = reward[:, None] - beta * _to_go(kl.detach(), inclusive=False)
+            earned = self._earned(batch, reward, prior_log_probs, mask)
+            returns = earned - beta * _to_go(kl.detach(), inclusive=False)
             penalty = beta * kl.sum(-1)
         else:
             log_probs = model.token_log_probs(batch.sample_prompts, batch.continuations)
             with torch.no_grad():
                 prior_log_probs = prior.token_log_probs(batch.sample_prompts, batch.continuations)
+            earned = self._earned(batch, reward, prior_log_probs, mask)
             if self.kl == "k1":
                 kl = torch.where(mask, log_probs.detach() - prior_log_probs, torch.zeros(()))
-                returns = reward[:, None] - beta * _to_go(kl, inclusive=True)
+                returns = earned - beta * _to_go(kl, inclusive=True)
                 penalty = torch.zeros(len(batch), device=log_probs.device)
             else:
                 log_ratio = torch.where(mask, prior_log_probs - log_probs, torch.zeros(()))
                 kl = log_ratio.exp() - log_ratio - 1
-                returns = reward[:, None].expand_as(log_probs)
+                returns = earned.expand_as(log_probs)
                 penalty = beta * kl.sum(-1)
-        total = reward - beta * kl.detach().sum(-1)
-        advantages = returns - leave_one_out(total, batch.group)[:, None]
+        if earned.shape[1] == 1:
+            total = reward - beta * kl.detach().sum(-1)
+            advantages = returns - leave_one_out(total, batch.group)[:, None]
+        else:  # a dense reward: each position's return against the other samples' at that position
+            advantages = returns - leave_one_out(returns, batch.group)
         objective = surrogate(log_probs, old, advantages, mask, self.clip)
         exact_kl = kl.detach().sum(-1).double() if self.kl == "analytic" else None
         return Step((penalty - objective).mean(), log_probs.sum(-1).detach().double(), exact_kl,
                     prior_log_probs.sum(-1).double())
+
+    def _earned(self, batch: ScoredSamples, reward: torch.Tensor, prior_log_probs: torch.Tensor, mask: torch.Tensor
+                ) -> torch.Tensor:
+        """The reward each token is credited with, [B, L] or [B, 1]: from it on where log φ is a sum over tokens,
+        else the whole sequence's."""
+        per_token = self.potential.token_log_phi(batch.sample_prompts, batch.continuations,
+                                                 torch.where(mask, prior_log_probs.detach(), torch.zeros(())))
+        return reward[:, None] if per_token is None else self.reward_scale * _to_go(per_token.float(), inclusive=True)
 
     def after_step(self, figures: dict) -> dict:
         """Proportional control of β towards the KL budget (Ziegler et al. 2019): the error is clipped to ±20%."""

@@ -7,8 +7,9 @@ import torch
 
 def leave_one_out(values: torch.Tensor, group: int) -> torch.Tensor:
     """For each sample, the mean of the other samples of its prompt: a baseline independent of the sample
-    itself, so subtracting it leaves the gradient unbiased (Kool et al. 2019, "Buy 4 REINFORCE samples")."""
-    grouped = values.reshape(-1, group)
+    itself, so subtracting it leaves the gradient unbiased (Kool et al. 2019, "Buy 4 REINFORCE samples"). values:
+    [B] or [B, L] (then per position)."""
+    grouped = values.reshape(-1, group, *values.shape[1:])
     return ((grouped.sum(1, keepdim=True) - grouped) / (group - 1)).reshape(values.shape)
 
 
