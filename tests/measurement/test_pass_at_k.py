@@ -81,7 +81,7 @@ def test_a_verifier_judges_a_target_that_has_no_constraint_and_distinct_answers_
     from bayeslm.measurement.exact import Exact
 
     verifier = bl.rewards.Reward(lambda texts, prompts: [float("good" in t) for t in texts], "has_good",
-                                 answer=lambda text: "one answer")
+                                 answer=lambda text, prompt: "one answer")
     target = bl.Target(prior, bl.power(prior, 2.0), prompts=["the movie"], max_new_tokens=4)
     assert bl.scorecard(prior, target, 20, seed=0).verifier is None  # nothing to judge by
     card = bl.scorecard(prior, target, 300, seed=1, verifier=verifier)

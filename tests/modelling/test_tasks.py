@@ -16,17 +16,26 @@ def test_prompts_are_seeded_distinct_and_the_splits_never_share_one():
     assert train != tasks.multiples(40, difficulty=2, split="train", seed=4)
 
 
-@pytest.mark.parametrize("difficulty, answers", [(1, {4, 5}), (2, {2, 3}), (3, {1, 2})])
+@pytest.mark.parametrize("difficulty, answers", [(1, 11), (2, 4), (3, 2)])
 def test_every_prompt_has_its_right_answers_and_the_verifier_knows_them(difficulty, answers):
     for prompt in tasks.multiples(20, difficulty=difficulty):
         right = [x for x in range(1000) if tasks.correct(str(x), prompt)]
-        assert len(right) in answers, (prompt, right)
+        assert len(right) == answers, (prompt, right)
         assert tasks.correct(f"The answer is {right[0]}.", prompt) and not tasks.correct("I don't know.", prompt)
-        assert not tasks.correct(str(right[0] + 1), prompt)
+        assert not tasks.correct(str(right[-1] + 1), prompt)  # B, or past it
+
+
+def test_restating_the_question_is_no_answer_and_the_first_new_number_is():
+    prompt = tasks.multiples(1, difficulty=2)[0]
+    a, b, k = (int(x) for x in tasks._ASKED.search(prompt).groups())
+    right = next(x for x in range(a, b) if x % k == 0)
+    assert not tasks.correct(f"To find a whole number between {a} and {b} that is a multiple of {k}, we", prompt)
+    assert tasks.correct(f"Between {a} and {b}, a multiple of {k} is {right}.", prompt)
+    assert multiples().answer(f"Between {a} and {b}: {right}", prompt) == str(right)
 
 
 def test_the_reward_is_the_verifier_and_the_target_file_reads_the_task():
-    prompt = tasks.multiples(1, difficulty=1)[0]
+    prompt = tasks.multiples(1, difficulty=2)[0]
     a = int(prompt.split("between ")[1].split(" ")[0])
     k = int(prompt.split("multiple of ")[1].split(".")[0])
     first = next(x for x in range(a, a + 5 * k) if x % k == 0)

@@ -89,13 +89,14 @@ def verdicts(texts: Sequence[str], prompts: Sequence[str], log_phi: torch.Tensor
     target's hard constraints (φ > 0); None where the target has none and no verifier is given."""
     if verifier is not None:
         correct = verifier(texts, prompts) != 0
-        return Verdicts(verifier.name, correct, [verifier.answer(t) for t in texts])
+        return Verdicts(verifier.name, correct, [verifier.answer(t, c) for t, c in zip(texts, prompts)])
     judges = hard_constraints(potential)
     if not judges:
         return None
     # One constraint reads the answer its own way (a task's verifier reads the number); several, the whole text.
-    answer = judges[0].answer if len(judges) == 1 else str.strip
-    return Verdicts(" and ".join(map(repr, judges)), log_phi > -math.inf, [answer(t) for t in texts])
+    answer = judges[0].answer if len(judges) == 1 else (lambda text, prompt: text.strip())
+    return Verdicts(" and ".join(map(repr, judges)), log_phi > -math.inf,
+                    [answer(t, c) for t, c in zip(texts, prompts)])
 
 
 def exact_pass_at_k(p_correct: torch.Tensor, ks: Sequence[int]) -> dict[int, float]:

@@ -32,9 +32,9 @@ class HardConstraint(Potential):
     def log_phi(self, stats):
         return torch.where(stats[self.statistic] > 0, 0.0, float("-inf")).double()
 
-    def answer(self, text: str) -> str:
-        """The answer a text gives, where the constraint verifies answers (what counts as one answer when
-        distinct correct answers are counted): the text, stripped."""
+    def answer(self, text: str, prompt: str) -> str:
+        """The answer a text gives to its prompt, where the constraint verifies answers (what counts as one
+        answer when distinct correct answers are counted): the text, stripped."""
         return text.strip()
 
 
@@ -74,8 +74,8 @@ class Constraint(HardConstraint):
             holds &= value <= self.at_most
         return holds
 
-    def answer(self, text):
-        return self.predicate.answer(text)
+    def answer(self, text, prompt):
+        return self.predicate.answer(text, prompt)
 
 
 def hard_constraints(potential: Potential) -> list[HardConstraint]:

@@ -27,14 +27,14 @@ class Reward:
     """A named, checked batch function of (texts, prompts); returns float64 values, shape [B]."""
 
     def __init__(self, fn: Callable, name: str | None = None, *, varies: bool = False,
-                 answer: Callable[[str], str] | None = None):
+                 answer: Callable[[str, str], str] | None = None):
         """`varies`: the reward is a continuous score (a model's output), so the same value for different texts
-        means it is broken, and is an error. `answer`: for a verifier, the answer a text gives (what counts as
-        one answer when distinct correct answers are counted); by default the text, stripped."""
+        means it is broken, and is an error. `answer(text, prompt)`: for a verifier, the answer a text gives (what
+        counts as one answer when distinct correct answers are counted); by default the text, stripped."""
         self.fn = fn
         self.name = name or getattr(fn, "__name__", type(fn).__name__)
         self.varies = varies
-        self.answer = answer or str.strip
+        self.answer = answer or (lambda text, prompt: text.strip())
 
     def __repr__(self) -> str:
         return f"Reward({self.name!r})"

@@ -8,6 +8,7 @@ from bayeslm.modelling.rewards.base import REWARDS, Reward
 
 @REWARDS.register_function
 def multiples() -> Reward:
-    """1.0 when the answer's first whole number is a multiple of K from A to B, as its prompt asks, else 0.0."""
+    """1.0 when the answer's first new whole number (none of the question's) is a multiple of K strictly between A
+    and B, as its prompt asks, else 0.0."""
     return Reward(lambda texts, prompts: [float(tasks.correct(t, p)) for t, p in zip(texts, prompts)], "multiples",
-                  answer=lambda text: str(tasks.answer(text)))
+                  answer=lambda text, prompt: str(tasks.answer(text, prompt)))
