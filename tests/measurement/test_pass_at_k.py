@@ -89,3 +89,9 @@ def test_a_verifier_judges_a_target_that_has_no_constraint_and_distinct_answers_
     assert card.verifier == "has_good" and card.distinct_correct == 1.0
     for k in (1, 4):
         assert abs(card.pass_at_k[k].value - truth[k]) <= 3 * card.pass_at_k[k].stderr, k
+
+
+@pytest.mark.parametrize("row", [[True] * 4, [False] * 4])
+def test_a_prompt_whose_samples_all_agree_has_its_figure_and_no_spread(row):
+    estimate = pass_at_k([row, [True, False, False, True]], 1)
+    assert estimate.value == pytest.approx((float(row[0]) + 0.5) / 2) and math.isfinite(estimate.stderr)

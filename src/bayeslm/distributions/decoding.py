@@ -88,7 +88,7 @@ class Decoder:
         ids, mask = ids.to(lm.device), mask.to(lm.device)
         out = lm.forward(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True,
                          logits_to_keep=1)
-        self.lm, self.mask, self.logits, self.cache = lm, mask[which], out.logits[which, -1], out.past_key_values
+        self.lm, self.mask, self.logits, self.cache = lm, mask[which], out.logits[which, -1], out.cache
         self.positions = positions(self.mask)[:, -1:]
         if len(prompts) < len(rows):
             self.cache.reorder_cache(which)
@@ -98,8 +98,8 @@ class Decoder:
         self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], 1)
         self.positions = self.positions + 1
         out = self.lm.forward(input_ids=tokens.to(self.mask.device)[:, None], attention_mask=self.mask,
-                              position_ids=self.positions, past_key_values=self.cache, use_cache=True)
-        self.logits, self.cache = out.logits[:, -1], out.past_key_values
+                              position_ids=self.positions, cache=self.cache, use_cache=True)
+        self.logits, self.cache = out.logits[:, -1], out.cache
 
     def reorder(self, index: torch.Tensor):
         """Keeps rows `index` (with repeats): resampling particles moves their caches with them."""
@@ -196,7 +196,7 @@ class _StaticLayer(StaticLayer):
 
 
 def _step(model, tokens, mask, positions, cache):
-    return model(input_ids=tokens, attention_mask=mask, position_ids=positions, past_key_values=cache,
+    return model(input_ids=tokens, attention_mask=mask, position_ids=positions, cache=cache,
                  use_cache=True).logits[:, -1]
 
 

@@ -17,7 +17,6 @@ at `max_new_tokens`. So the distribution over outputs of `sample(..., max_new_to
 from __future__ import annotations
 
 import contextlib
-import warnings
 import weakref
 from dataclasses import dataclass, replace
 from typing import Sequence
@@ -61,10 +60,6 @@ class Samples:
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
-
-# transformers 5 announces on every cached forward pass that `past_key_values` will be renamed in 5.40; the name is
-# the one its models take today, and the notice is for library authors, not for the users of bayeslm.
-warnings.filterwarnings("ignore", message=r".*`past_key_values`.*deprecated", category=FutureWarning)
 
 # eager: transformers' dynamic KV cache; compiled: a static cache and one compiled graph per decoding step.
 DECODINGS = ("eager", "compiled")

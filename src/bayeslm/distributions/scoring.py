@@ -111,9 +111,9 @@ def forward_states(lm, hidden: bool, logits_to_keep: int = 0, **inputs):
     where `forward` would have kept logits, and the KV cache when the inputs ask for one."""
     if hidden:
         out = _causal_lm(lm).get_decoder()(**inputs)
-        return out.last_hidden_state[:, -logits_to_keep:], out.past_key_values
+        return out.last_hidden_state[:, -logits_to_keep:], out.cache
     out = lm.model(**inputs, logits_to_keep=logits_to_keep)
-    return out.logits, out.past_key_values
+    return out.logits, out.cache
 
 
 def _caches(lm) -> bool:
@@ -212,7 +212,7 @@ def _shared_prompt_states(lm, prompts, which, conts, width, hidden):
     cont_ids, cont_mask = pad([c[:-1] for c in conts], lm.pad_id, "right")  # width - 1 columns
     mask = torch.cat([mask[which], cont_mask.to(device)], 1)
     rest = forward_states(lm, hidden, input_ids=cont_ids.to(device), attention_mask=mask,
-                          position_ids=positions(mask)[:, ids.shape[1]:], past_key_values=cache, use_cache=True)[0]
+                          position_ids=positions(mask)[:, ids.shape[1]:], cache=cache, use_cache=True)[0]
     return torch.cat([first, rest], 1)
 
 

@@ -53,7 +53,8 @@ def pass_at_k(correct: Sequence[Sequence[bool]], k: int) -> Estimate:
             pseudo.append(torch.zeros(1, dtype=torch.float64))  # one value: combine gives it infinite variance
             continue
         # Jackknife pseudo-values n·θ − (n−1)·θ_(i): θ_(i) leaves out a correct (c − 1 of n − 1) or a wrong sample.
-        left = {True: pass_at_k_one(n - 1, c - 1, k) if c else 0.0, False: pass_at_k_one(n - 1, c, k)}
+        left = {True: pass_at_k_one(n - 1, c - 1, k) if c else 0.0,
+                False: pass_at_k_one(n - 1, c, k) if c < n else 0.0}
         pseudo.append(torch.tensor([n * value - (n - 1) * left[bool(x)] for x in row], dtype=torch.float64))
     return combine(per_prompt, pseudo)
 
