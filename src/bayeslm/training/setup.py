@@ -38,8 +38,11 @@ def models(config: TrainConfig, target: Target, device: torch.device) -> tuple[L
     if config.lora is not None:
         from peft import LoraConfig, get_peft_model
 
+        # GPT-2's projections are Conv1D, weights stored transposed: peft needs fan_in_fan_out (and says so).
+        conv1d = any(type(m).__name__ == "Conv1D" for m in start.modules())
         lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=0.0,
-                          target_modules=config.lora.target_modules or "all-linear", task_type="CAUSAL_LM")
+                          target_modules=config.lora.target_modules or "all-linear", task_type="CAUSAL_LM",
+                          fan_in_fan_out=conv1d)
         start = get_peft_model(start, lora)  # only the adapter is trainable
     else:
         start.requires_grad_(True)
