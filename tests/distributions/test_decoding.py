@@ -181,3 +181,21 @@ def test_train_command_takes_the_decoding_from_the_environment_unless_the_config
         assert main(["train", str(path), "--out", str(tmp_path / name), "--quiet"]) == 0
     assert yaml.safe_load((tmp_path / "from-env/config.yaml").read_text())["decoding"] == "compiled"
     assert yaml.safe_load((tmp_path / "from-config/config.yaml").read_text())["decoding"] == "eager"
+
+
+def test_the_library_reads_no_setting_from_the_environment(monkeypatch):
+    """$BAYESLM_DEVICE and $BAYESLM_DECODING are the command line's defaults: `bl.load_lm` and `bl.train` take their
+    settings as arguments only, and no module outside the CLI reads a BAYESLM_ variable but the cache location."""
+    import re
+    from pathlib import Path
+
+    import bayeslm as bl
+
+    monkeypatch.setenv("BAYESLM_DECODING", "fast")
+    monkeypatch.setenv("BAYESLM_DEVICE", "cuda:7")
+    lm = bl.load_lm({"toy": {"seed": 0, "train_steps": 0}})
+    assert lm.decoding == "eager" and lm.device.type == "cpu"
+    src = Path(bl.__file__).parent
+    readers = {str(p.relative_to(src)) for p in src.rglob("*.py")
+               if re.search(r"environ(\.get)?[\[(]\s*\"BAYESLM_(?!CACHE)", p.read_text())}
+    assert readers == {"cli/common.py"}

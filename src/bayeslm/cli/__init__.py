@@ -2,7 +2,8 @@
 
 Exit codes: 0 success, 2 usage or config error, 1 runtime failure, 130 interrupted. Results go to stdout,
 diagnostics to stderr. Settings reach the models as arguments (`--device`, `--decoding`); the environment
-variables $BAYESLM_DEVICE and $BAYESLM_DECODING are defaults a user may set, never written here.
+variables $BAYESLM_DEVICE and $BAYESLM_DECODING are defaults a user may set, read here (`common.read_environment`)
+and passed on: the library itself reads no setting from the environment.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import threading
 import warnings
 
 from bayeslm.cli import demo, evaluate, guard, plan, report, reproduce, sample, train
-from bayeslm.cli.common import parent_parser
+from bayeslm.cli.common import parent_parser, read_environment
 
 COMMANDS = (evaluate, sample, plan, train, guard, reproduce, demo, report)
 
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     progress.quiet = args.quiet
     try:  # what can be checked without torch is checked first: a typo costs well under a second
+        read_environment(args)
         if hasattr(args, "preflight"):
             args.preflight(args)
     except ConfigError as error:
@@ -64,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():  # handlers can be set only there
         signal.signal(signal.SIGTERM, _terminated)
     try:
-        if args.device:
-            resolve_device(args.device)  # a wrong device fails now, before any model loads
+        if args.device or args.env_device:
+            resolve_device(args.device or args.env_device)  # a wrong device fails now, before any model loads
         return args.run(args)
     except (ConfigError, ModelNotFound) as error:
         print(f"bayeslm: error: {error}", file=sys.stderr)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from bayeslm.config import ConfigError, seed_range
+
+DECODINGS = ("eager", "compiled")  # as `bayeslm.distributions.lm.DECODINGS`, without importing torch
 
 
 def seed_int(text: str) -> int:
@@ -39,7 +42,19 @@ def floats(flag: str, text: str) -> list[float]:
 
 def models_from(args) -> dict:
     """The keyword arguments that place a command's models: `load_target(..., **models_from(args))`."""
-    return {"batch_size": args.batch_size, "device": args.device, "decoding": args.decoding}
+    return {"batch_size": args.batch_size, "device": args.device or args.env_device,
+            "decoding": args.decoding or args.env_decoding}
+
+
+def read_environment(args) -> None:
+    """The defaults a user may set in the environment, read here and passed on as arguments (the library reads no
+    setting from it): $BAYESLM_DEVICE for --device and $BAYESLM_DECODING for --decoding, as `env_device` and
+    `env_decoding`. A flag wins over them, and so does a training config's own device or decoding."""
+    args.env_device = os.environ.get("BAYESLM_DEVICE") or None
+    args.env_decoding = os.environ.get("BAYESLM_DECODING") or None
+    if args.env_decoding not in (None, *DECODINGS):
+        raise ConfigError(f"$BAYESLM_DECODING is {args.env_decoding!r}: set it to one of {', '.join(DECODINGS)} or "
+                          "unset it")
 
 
 def parent_parser() -> argparse.ArgumentParser:
@@ -48,7 +63,7 @@ def parent_parser() -> argparse.ArgumentParser:
                                                               "warnings still go there)")
     common.add_argument("--device", help="where models run: auto (the GPU when torch sees one, else the CPU), cpu, "
                                          "cuda or cuda:N (default: $BAYESLM_DEVICE, else auto)")
-    common.add_argument("--decoding", choices=["eager", "compiled"],
+    common.add_argument("--decoding", choices=DECODINGS,
                         help="how models sample, never what they draw: compiled decodes on a static KV cache with "
                              "one compiled graph per step, faster on a GPU after a compilation of tens of seconds "
                              "(default: $BAYESLM_DECODING, else eager)")

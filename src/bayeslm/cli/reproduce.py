@@ -23,7 +23,7 @@ def run(args) -> int:
     from bayeslm.experiments.reproduce import reproduce
 
     report = reproduce(steps=args.steps, bimodal_steps=args.bimodal_steps, figure=args.figure,
-                       device=args.device or "auto")
+                       device=args.device or args.env_device or "auto")
     if args.json:
         print(json.dumps(report, indent=2))
         return 0 if all(report["claims"].values()) else 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from bayeslm.cli.common import subparser
@@ -50,12 +49,15 @@ def run(args) -> int:
 
     path = Path(args.config)
     data = load_data(path, args.set)
+    # A flag wins over the config, the config over the environment ($BAYESLM_DEVICE stands in for device: auto).
     if args.device:
         data["device"] = args.device
+    elif args.env_device and data.get("device", "auto") == "auto":
+        data["device"] = args.env_device
     if args.decoding:
         data["decoding"] = args.decoding
-    elif "BAYESLM_DECODING" in os.environ:  # the config's own key wins over the environment
-        data.setdefault("decoding", os.environ["BAYESLM_DECODING"])
+    elif args.env_decoding:
+        data.setdefault("decoding", args.env_decoding)
     result = train(load_config(data), Path(args.out), base=path.parent, resume=args.resume,
                    overwrite=args.overwrite, quiet=args.quiet)
     card = result.scorecard.to_json() if result.scorecard is not None else {}

@@ -48,9 +48,8 @@ def cache_dir() -> Path:
 
 
 def resolve_device(name: str | None = None) -> torch.device:
-    """`name` (cpu, cuda, cuda:1, ...; "auto" or None: $BAYESLM_DEVICE, else the current GPU when torch sees
-    one, else the CPU)."""
-    name = name if name not in (None, "auto") else os.environ.get("BAYESLM_DEVICE", "auto")
+    """`name` (cpu, cuda, cuda:1, ...; "auto" or None: the current GPU when torch sees one, else the CPU)."""
+    name = name or "auto"
     if name == "auto":
         return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     try:
@@ -66,11 +65,8 @@ def resolve_device(name: str | None = None) -> torch.device:
 
 
 def resolve_decoding(name: str | None = None) -> str:
-    """`name` (eager or compiled; None: $BAYESLM_DECODING, else eager)."""
-    if name is None:
-        name = os.environ.get("BAYESLM_DECODING", "eager")
-        if name not in DECODINGS:
-            raise ConfigError(f"$BAYESLM_DECODING is {name!r}: set it to one of {', '.join(DECODINGS)} or unset it")
+    """`name` (eager or compiled; None: eager)."""
+    name = name or "eager"
     if name not in DECODINGS:
         raise ConfigError(f"decoding: {name!r} is not one of {', '.join(DECODINGS)}")
     return name
@@ -94,7 +90,7 @@ def load_lm(source: str | dict = "default", *, batch_size: int = 64, chat: bool 
     `chat` wraps prompts as user turns in the tokenizer's chat template: None (the default) when the tokenizer
     has one (toy tokenizers have none), True, False, or {"system": TEXT} for the template with that system message
     (`LM.render` shows what the model sees). The model goes to `device` (see `resolve_device`: the GPU when there is one)
-    and samples with `decoding` (None: $BAYESLM_DECODING, else eager; see `bayeslm.distributions.decoding`)."""
+    and samples with `decoding` (None: eager; see `bayeslm.distributions.decoding`)."""
     if isinstance(source, dict) and "path" in source:
         unknown = set(source) - {"path", "trust_remote_code"}
         trust = source.get("trust_remote_code", False)

@@ -106,8 +106,8 @@ class TrainConfig:
                     "AdamW state (FSDP2, like ZeRO-3; see docs/distributed.md); needs grad_accum a multiple of the "
                     "number of processes. No effect with one process")
     device: str = field("auto", doc="where the models run: auto (the GPU when torch sees one, else the CPU; "
-                                    "$BAYESLM_DEVICE overrides), cpu, cuda or cuda:N; data-parallel "
-                                    "processes each use their own GPU", check=_device)
+                                    "`bayeslm train` takes $BAYESLM_DEVICE for auto), cpu, cuda or cuda:N; "
+                                    "data-parallel processes each use their own GPU", check=_device)
     report_to: list[str] = field(default_factory=list, doc="experiment trackers that also receive every step's "
                                  "figures, each an optional package: tensorboard, wandb (offline unless "
                                  "WANDB_MODE=online), mlflow (RUN/mlruns unless MLFLOW_TRACKING_URI), trackio; "
