@@ -69,3 +69,21 @@ def test_a_teacher_with_another_tokenizer_is_refused(prior):
     other = toy_lm(ToyConfig(seed=0, byte_level=True))
     with pytest.raises(ConfigError, match="does not share the tokenizer"):
         bl.teacher(prior, other)
+
+
+def test_a_teacher_directory_resolves_against_the_target_file_not_the_working_directory(tmp_path, teacher_lm,
+                                                                                       monkeypatch):
+    import yaml
+
+    from bayeslm.modelling.target_file import load_target
+
+    (tmp_path / "targets").mkdir()
+    teacher_lm.model.save_pretrained(tmp_path / "targets" / "teacher")
+    teacher_lm.tokenizer.save_pretrained(tmp_path / "targets" / "teacher")
+    path = tmp_path / "targets" / "t.yaml"
+    path.write_text(yaml.safe_dump({"prior": {"toy": {"seed": 1}}, "prompts": PROMPTS, "max_new_tokens": 2,
+                                    "potentials": [{"teacher": {"model": "teacher", "weight": 1.0}}]}))
+    monkeypatch.chdir(tmp_path)  # elsewhere: "teacher" is no directory here
+    target = load_target(path)
+    exact = Exact(target)
+    assert exact.log_z.abs().max() < 1e-5  # the teacher is the prior's own weights: φ = 1

@@ -59,6 +59,8 @@ def _potential(where: str, entry, base: Path):
         raise ConfigError(f"{where}: expected a mapping with exactly one key among {POTENTIALS.names()}, got "
                           f"{entry!r}")
     (kind, args), = entry.items()
+    if isinstance(args, dict) and isinstance(args.get("model"), (str, dict)):  # a teacher's directory
+        args = {**args, "model": resolve_source(args["model"], base)}
     try:
         return POTENTIALS.build({kind: _relative_paths(args, base)}, where)
     except ConfigError:
