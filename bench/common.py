@@ -194,8 +194,9 @@ def klrl_trainer(*, lora: bool, precision: str = "fp32", n_prompts: int = 16, sa
 
     target = target or sentiment_target(n_prompts, max_new_tokens, batch_size)
     options = {"klrl": {"kl": kl_estimator}, "dpg": {"proposal": "model"}, "fdpg": {"proposal": "model"}}
-    settings = {"target": "inline", "objective": {objective: options.get(objective, {})}, "steps": 10**6, "prompts_per_step": n_prompts,
-                "samples_per_prompt": samples_per_prompt, "lr": lr, "precision": precision, "eval_n": 0,
+    settings = {"target": "inline", "objective": {objective: options.get(objective, {})}, "steps": 10**6,
+                "prompts_per_step": n_prompts, "samples_per_prompt": samples_per_prompt, "lr": lr,
+                "precision": precision, "eval_n": 0,
                 "batch_size": batch_size, "backward_batch_size": backward_batch_size,
                 "gradient_checkpointing": gradient_checkpointing, "grad_accum": grad_accum, "sharding": sharding}
     if lora:

@@ -21,7 +21,8 @@ a range of β, from the same reference samples reweighted by exp(r/β). Each arm
 
 Every trained arm gets the same samples (steps × prompts_per_step × samples_per_prompt), learning rate, LoRA rank
 and seeds; mean ± standard error over the seeds. LoRA rank 1 (alpha 2): at rank 8 and this learning rate one Adam
-step moved the demo's model 1.5 nats from the prior, more than π*'s whole KL (bench/results/demo_budget.json). Each record holds the command, commit, date, machine and load.
+step moved the demo's model 1.5 nats from the prior, more than π*'s whole KL (bench/results/demo_budget.json). Each
+record holds the command, commit, date, machine and load.
 """
 
 from __future__ import annotations

@@ -183,9 +183,9 @@ def render(summary: dict, n: int) -> str:
     for arm, s in summary.items():
         p = s["pass_at_k"]
         lines.append(f"| {arm} | {cell(p.get('1'))} | {cell(p.get('4'))} | {cell(p.get(str(n)))} | "
-                     f"{cell(s['distinct_correct'], 2)} | {cell(s['kl_to_prior'], 2)} | {cell(s['log_prior_mean'], 1)} | "
-                     f"{cell(s['sequences_a_prompt'], 0)} | {cell(s['training_sequences'], 0)} | "
-                     f"{cell(s['seconds'], 0)} |")
+                     f"{cell(s['distinct_correct'], 2)} | {cell(s['kl_to_prior'], 2)} | "
+                     f"{cell(s['log_prior_mean'], 1)} | {cell(s['sequences_a_prompt'], 0)} | "
+                     f"{cell(s['training_sequences'], 0)} | {cell(s['seconds'], 0)} |")
     return "\n".join(lines)
 
 

@@ -75,8 +75,9 @@ def trl_worker(args):
             times.append(time.perf_counter() - self.started)
 
     best = args.trl_setting == "best"
-    settings = dict(output_dir=tempfile.mkdtemp(prefix="trl-bench-"), per_device_train_batch_size=args.prompts * args.samples,
-                    num_generations=args.samples, max_completion_length=args.max_new_tokens, beta=BETA,
+    settings = dict(output_dir=tempfile.mkdtemp(prefix="trl-bench-"),
+                    per_device_train_batch_size=args.prompts * args.samples, num_generations=args.samples,
+                    max_completion_length=args.max_new_tokens, beta=BETA,
                     learning_rate=1e-5, lr_scheduler_type="constant", max_grad_norm=1.0,
                     max_steps=args.warmup + args.steps, temperature=1.0, top_p=1.0, top_k=0, disable_dropout=True,
                     logging_steps=10**6, save_strategy="no", report_to="none", use_cpu=args.device == "cpu",
@@ -157,7 +158,8 @@ def main():
     parser.add_argument("--steps", type=int, default=3, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--default-steps", type=int, help="timed steps for TRL's default setting (default: --steps)")
-    parser.add_argument("--default-warmup", type=int, help="warm-up steps for TRL's default setting (default: --warmup)")
+    parser.add_argument("--default-warmup", type=int,
+                        help="warm-up steps for TRL's default setting (default: --warmup)")
     parser.add_argument("--modes", default="lora,full")
     parser.add_argument("--trl-settings", default="best,default")
     parser.add_argument("--prompts", type=int, default=16)

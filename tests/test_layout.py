@@ -47,7 +47,8 @@ def _imports(name: str, path: Path, modules: dict) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1]
+                                + ([base] if base else []))
             if base.startswith("bayeslm"):
                 for alias in node.names:
                     found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)

@@ -48,8 +48,8 @@ def import_dotted(dotted: str, what: str, declared: Callable[[object], bool], *,
                           "evaluated from a config: put it in a module and name it")
     module_name, _, attr = dotted.partition(":") if ":" in dotted else dotted.rpartition(".")
     if module_name.split(".")[0] in sys.stdlib_module_names:
-        raise ConfigError(f"{dotted!r} is not a bayeslm {what}: it names the standard library's {module_name!r}, which a "
-                          f"config file may never run. {_MAY_RUN}")
+        raise ConfigError(f"{dotted!r} is not a bayeslm {what}: it names the standard library's {module_name!r}, "
+                          f"which a config file may never run. {_MAY_RUN}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
@@ -67,7 +67,8 @@ def import_dotted(dotted: str, what: str, declared: Callable[[object], bool], *,
                           "it defines") from None
     if declared(found) or (own_functions and inspect.isfunction(found) and own_project(module)):
         return found
-    where = "a module of your own project" if own_project(module) else f"the installed package {module_name.split('.')[0]!r}"
+    where = ("a module of your own project" if own_project(module)
+             else f"the installed package {module_name.split('.')[0]!r}")
     kind = "class" if isinstance(found, type) else type(found).__name__
     raise ConfigError(f"{dotted!r} is not a bayeslm {what}: it is a {kind} of {where}, not declared as one. "
                       f"{_MAY_RUN}")

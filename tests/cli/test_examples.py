@@ -64,3 +64,15 @@ def test_default_prior_example_evaluates(name, capsys):
     assert code == 0 or (code == 1 and "zero target weight" in err)
     if code == 0:
         assert json.loads(out)["model"] == "SmolLM2-135M-Instruct"
+
+
+@pytest.mark.prior
+def test_the_power_example_samples_by_mh_and_evaluates_with_the_verifier_on_smollm2(capsys):
+    path = str(EXAMPLES / "power_multiples.yaml")
+    assert main(["sample", "--target", path, "--method", "mh", "-n", "2", "--chains", "2", "--burn-in", "1",
+                 "--quiet"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2 * 8  # two samples for each of 8 prompts
+    assert main(["evaluate", "--target", path, "--verifier", "multiples", "-n", "4", "--reference", "8",
+                 "--json"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["verifier"] == "multiples" and list(card["pass_at_k"]) == ["1", "2", "4"]

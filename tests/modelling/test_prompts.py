@@ -16,7 +16,8 @@ ROWS = {"id": [1, 2, 3], "question": ["the movie", "not good", ""]}
 def test_a_parquet_file_gives_its_column(tmp_path):
     pyarrow, parquet = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
     parquet.write_table(pyarrow.table(ROWS), tmp_path / "p.parquet")
-    assert read_prompts({"prompts_file": "p.parquet", "prompts_column": "question"}, tmp_path) == (ROWS["question"], None)
+    assert (read_prompts({"prompts_file": "p.parquet", "prompts_column": "question"}, tmp_path)
+            == (ROWS["question"], None))
     with pytest.raises(ConfigError, match=r"has no column 'prompt' \(its columns: \['id', 'question'\]\)"):
         read_prompts({"prompts_file": "p.parquet"}, tmp_path)
     with pytest.raises(ConfigError, match="holds int values such as 1, not text"):

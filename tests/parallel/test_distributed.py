@@ -32,13 +32,13 @@ TOY_TARGET = {"prior": {"toy": {"seed": 0, "train_steps": 0}}, "prompts": PROMPT
 SETTINGS = {"target": TOY_TARGET, "steps": 3, "prompts_per_step": 2, "samples_per_prompt": 4, "lr": 3e-3,
             "checkpoint_every": 2, "backward_batch_size": 8}
 TIMING = {"samples_per_s", "tokens_per_s", "sample_seconds", "step_seconds"}
-# The two runs draw the very same samples (each process takes whole micro-batches with the seeds one process
-# would use), so they make the same floating-point operations but for the order of two sums: the loss summed
-# per process then across processes, and two micro-batches' gradients added by gloo instead of accumulated in
-# .grad; with two terms both sums are exact (hence a micro-batch back-propagated whole: backward_batch_size 8, not
-# the CPU's default 4 rows, whose slices would add more terms in another order). We see bit-identical results; the relative 1e-9 only leaves room for
-# BLAS rounding that could differ between processes, and is far below any real error (a gradient weighted wrongly,
-# a figure of one shard instead of the global batch: those move the figures by percents).
+# The two runs draw the very same samples (each process takes whole micro-batches with the seeds one process would
+# use), so they make the same floating-point operations but for the order of two sums: the loss summed per process
+# then across processes, and two micro-batches' gradients added by gloo instead of accumulated in .grad; with two
+# terms both sums are exact (hence a micro-batch back-propagated whole: backward_batch_size 8, not the CPU's default
+# 4 rows, whose slices would add more terms in another order). We see bit-identical results; the relative 1e-9 only
+# leaves room for BLAS rounding that could differ between processes, and is far below any real error (a gradient
+# weighted wrongly, a figure of one shard instead of the global batch: those move the figures by percents).
 RTOL = 1e-9
 
 

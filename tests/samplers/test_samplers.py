@@ -142,7 +142,8 @@ def test_qrs_chooses_beta_for_a_stated_acceptance_or_distance(targets, exacts, g
     truth = qrs_exact(exacts["reward"], chosen.beta)
     if "acceptance" in goal:  # the closest to π* that still accepts half: a step further accepts less than half
         assert truth["acceptance_rate"] >= 0.5 - 3 * chosen.acceptance_rate.stderr
-        assert qrs_exact(exacts["reward"], chosen.beta * 1.1)["acceptance_rate"] < 0.5 + 3 * chosen.acceptance_rate.stderr
+        assert (qrs_exact(exacts["reward"], chosen.beta * 1.1)["acceptance_rate"]
+                < 0.5 + 3 * chosen.acceptance_rate.stderr)
     else:
         assert truth["tv_qrs_target"] <= 0.05 + 3 * chosen.tv_qrs_target.stderr
     draws = bl.sample(targets["reward"], "qrs", n=20, **goal, choice_pool=2000, seed=3)

@@ -1,4 +1,5 @@
-"""Freed CPU memory goes back to the system (`bayeslm.training.heap`), so that slices of a backward pass do not pile up."""
+"""Freed CPU memory goes back to the system (`bayeslm.training.heap`), so that slices of a backward pass do not pile
+up."""
 
 from pathlib import Path
 

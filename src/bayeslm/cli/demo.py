@@ -28,8 +28,8 @@ def run(args) -> int:
     from bayeslm.experiments.demo import run_demo, table
 
     summary = run_demo(Path(args.out or ("runs/demo-quick" if args.quick else "runs/demo")), quick=args.quick,
-                       overwrite=args.overwrite, quiet=args.quiet, seed=args.seed, device=args.device or args.env_device,
-                       decoding=args.decoding or args.env_decoding)
+                       overwrite=args.overwrite, quiet=args.quiet, seed=args.seed,
+                       device=args.device or args.env_device, decoding=args.decoding or args.env_decoding)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0

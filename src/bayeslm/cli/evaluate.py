@@ -46,8 +46,9 @@ def add(sub, parents):
     parser.add_argument("--log-bound", type=float, help="with --certify: log M, with M ≥ max P(x)/π0(x)")
     parser.add_argument("--verifier", metavar="REWARD",
                         help="judge each sample correct where this reward is not zero (a reward as a target file "
-                             "writes it: multiples, '{keyword: [good]}', package.module:function), for pass@k and distinct correct answers; "
-                             "by default the target's own hard constraints judge, where it has any")
+                             "writes it: multiples, '{keyword: [good]}', package.module:function), for pass@k and "
+                             "distinct correct answers; by default the target's own hard constraints judge, where it "
+                             "has any")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(run=run, preflight=preflight_target)
     return parser

@@ -1,8 +1,8 @@
 """`bayeslm guard`: guaranteed generation for a target of hard constraints (see `bayeslm.experiments.guard`).
 
 FILE is a training config (it names its `target:`) or a target file, which is then trained towards with DPG and
-the adaptive proposal, 32 samples a step (`--set steps=40` and any other training key apply to either). With --model, a proposal
-trained before is measured and sampled instead, and nothing is trained.
+the adaptive proposal, 32 samples a step (`--set steps=40` and any other training key apply to either). With
+--model, a proposal trained before is measured and sampled instead, and nothing is trained.
 """
 
 from __future__ import annotations

@@ -258,8 +258,8 @@ class LM:
         return Samples(list(prompts), n, tokens, length, logps, ended, texts)
 
     def decoder(self, rows: Sequence[Sequence[int]], max_new_tokens: int):
-        """A `bayeslm.distributions.decoding` decoder that has run the token rows `rows`, for up to `max_new_tokens` more
-        tokens; close it when done."""
+        """A `bayeslm.distributions.decoding` decoder that has run the token rows `rows`, for up to `max_new_tokens`
+        more tokens; close it when done."""
         if self.decoding == "compiled":
             return decoding.StaticDecoder(self, rows, max_new_tokens)
         return decoding.Decoder(self, rows)

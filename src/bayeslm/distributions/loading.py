@@ -89,8 +89,8 @@ def load_lm(source: str | dict = "default", *, batch_size: int = 64, chat: bool 
 
     `chat` wraps prompts as user turns in the tokenizer's chat template: None (the default) when the tokenizer
     has one (toy tokenizers have none), True, False, or {"system": TEXT} for the template with that system message
-    (`LM.render` shows what the model sees). The model goes to `device` (see `resolve_device`: the GPU when there is one)
-    and samples with `decoding` (None: eager; see `bayeslm.distributions.decoding`)."""
+    (`LM.render` shows what the model sees). The model goes to `device` (see `resolve_device`: the GPU when there is
+    one) and samples with `decoding` (None: eager; see `bayeslm.distributions.decoding`)."""
     if isinstance(source, dict) and "path" in source:
         unknown = set(source) - {"path", "trust_remote_code"}
         trust = source.get("trust_remote_code", False)

@@ -1,8 +1,9 @@
 """Toy priors small enough to enumerate: a tiny GPT-2 with a word-level tokenizer built in code.
 
 With V words (and BOS, which the model may also emit) and at most L new tokens there are Σ_{k<L} (V+1)^k
-sequences ending in EOS plus (V+1)^L sequences cut at the limit, so every quantity of the scorecard can be computed exactly (see `bayeslm.measurement.exact`). The toy goes
-through the same `LM` code path as a real model; its tokenizer uses EOS as its pad token, like GPT-2.
+sequences ending in EOS plus (V+1)^L sequences cut at the limit, so every quantity of the scorecard can be computed
+exactly (see `bayeslm.measurement.exact`). The toy goes through the same `LM` code path as a real model; its
+tokenizer uses EOS as its pad token, like GPT-2.
 """
 
 from __future__ import annotations

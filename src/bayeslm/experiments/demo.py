@@ -89,10 +89,10 @@ def run_demo(out: Path, *, quick: bool = False, overwrite: bool = False, quiet: 
                 f"of {len(prompts)}×{budget.samples_per_prompt} samples, then scoring the prior and the model")
     config = load(TrainConfig, {
         "target": target_spec, "objective": "klrl", "steps": budget.steps, "prompts_per_step": len(prompts),
-        "samples_per_prompt": budget.samples_per_prompt, "lr": budget.lr, "schedule": budget.schedule, "warmup_steps": budget.warmup_steps,
-        "lora": {"r": budget.lora_r, "alpha": 2 * budget.lora_r},
-        "eval_n": budget.eval_n, "reference_n": budget.reference_n, "checkpoint_every": max(1, budget.steps // 3), "batch_size": 32, "seed": seed,
-        "device": device or "auto", "decoding": resolve_decoding(decoding)})
+        "samples_per_prompt": budget.samples_per_prompt, "lr": budget.lr, "schedule": budget.schedule,
+        "warmup_steps": budget.warmup_steps, "lora": {"r": budget.lora_r, "alpha": 2 * budget.lora_r},
+        "eval_n": budget.eval_n, "reference_n": budget.reference_n, "checkpoint_every": max(1, budget.steps // 3),
+        "batch_size": 32, "seed": seed, "device": device or "auto", "decoding": resolve_decoding(decoding)})
     train(config, out, resume=False, overwrite=False, quiet=quiet)
     _say(quiet, "3/3 scored the prior and the model against π*; writing the report")
     report, warnings = write_report(out)

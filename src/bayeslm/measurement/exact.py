@@ -1,9 +1,10 @@
 """Exact ground truth on priors small enough to enumerate every continuation.
 
-The space of continuations with at most L tokens is every sequence of k < L non-EOS tokens followed by an
-EOS token (any of the model's EOS ids), plus every sequence of L non-EOS tokens (cut at the limit). `LM.log_prob` gives each its exact probability
-under the sampler, so π0 sums to one, and log Z, π* and every scorecard figure for any model q follow by
-summation: these are the values the Monte Carlo estimates of `bayeslm.measurement.scorecard` are tested against.
+The space of continuations with at most L tokens is every sequence of k < L non-EOS tokens followed by an EOS
+token (any of the model's EOS ids), plus every sequence of L non-EOS tokens (cut at the limit). `LM.log_prob`
+gives each its exact probability under the sampler, so π0 sums to one, and log Z, π* and every scorecard
+figure for any model q follow by summation: these are the values the Monte Carlo estimates of
+`bayeslm.measurement.scorecard` are tested against.
 """
 
 from __future__ import annotations

@@ -152,7 +152,8 @@ def _target_section(run: Run) -> str:
     if run.prompts:
         rows = "".join(f"<tr><td>{_e(repr(p['prompt']))}</td><td><pre>{_e(p['as_seen'])}</pre></td></tr>"
                        for p in run.prompts[:SHOWN_PROMPTS])
-        more = f"<p class=sub>and {len(run.prompts) - SHOWN_PROMPTS} more</p>" if len(run.prompts) > SHOWN_PROMPTS else ""
+        more = (f"<p class=sub>and {len(run.prompts) - SHOWN_PROMPTS} more</p>"
+                if len(run.prompts) > SHOWN_PROMPTS else "")
         seen = ("<h3>Prompts as the prior sees them</h3><p>With the chat template and its system message, if "
                 f"any: what every figure below is conditioned on.</p><table id=prompts>{rows}</table>{more}")
     return ("<h2>Target</h2><p>The distribution the run approximates: π*(x|c) = π0(x|c)·φ(x,c)/Z(c).</p>"
@@ -174,7 +175,8 @@ def _scorecard_section(run: Run) -> str:
     for key, label in (("ess", "effective samples"), ("distinct_2", "distinct-2"), ("self_bleu", "self-BLEU")):
         cells = "".join(f"<td>{_number(card.get(key))}</td>" for _, card in cards) + ("<td></td>" if both else "")
         rows.append(f"<tr><th>{_e(label)}</th>{cells}</tr>")
-    verdict = f"<p class=verdict id=verdict><strong>{_e(summary(run.prior_card, run.card))}</strong></p>" if both else ""
+    verdict = (f"<p class=verdict id=verdict><strong>{_e(summary(run.prior_card, run.card))}</strong></p>"
+               if both else "")
     n = cards[-1][1].get("n")
     reasons = sorted({figure["unreliable"] for _, card in cards for key, _ in FIGURES
                       if isinstance(figure := card.get(key), dict) and figure.get("unreliable")})
@@ -288,7 +290,8 @@ def _plan_section(run: Run) -> str:
     lines += kl_axis.plot(x, [p["kl_target_prior"]["value"] for p in betas], marker="s", color="C1",
                           label="KL(π*‖π0), nats (right)")
     for p in chosen:
-        lines.append(ax.axvline(p["beta"], color="grey", linestyle="--", label=", ".join(filter(None, [f"β = {p['beta']:.3g}", _goal(p)]))))
+        lines.append(ax.axvline(p["beta"], color="grey", linestyle="--",
+                                label=", ".join(filter(None, [f"β = {p['beta']:.3g}", _goal(p)]))))
     ax.set_xscale("log")
     ax.set_xlabel("β (the evidence is exp(r/β): smaller β, sharper target)")
     ax.set_ylabel("E_π*[r]", color="C0")

@@ -45,10 +45,11 @@ if TYPE_CHECKING:
     from bayeslm.measurement.reference import Reference
 
 # Every figure of a scorecard with its label, in the order tables show them (q: the model scored).
-FIGURES = [("log_z", "log Z"), ("log_z_model", "log Ẑ from q"), ("elbo", "ELBO"), ("eubo", "EUBO"), ("kl_model_target", "KL(q‖π*)"),
-           ("kl_target_model", "KL(π*‖q)"), ("tv_model_target", "TV(q,π*)"), ("kl_model_prior", "KL(q‖π0)"),
-           ("kl_model_prior_sampled", "KL(q‖π0) sampled"), ("reward_mean", "reward under q"),
-           ("target_reward_mean", "reward under π*"), ("entropy", "entropy H(q), nats")]
+FIGURES = [("log_z", "log Z"), ("log_z_model", "log Ẑ from q"), ("elbo", "ELBO"), ("eubo", "EUBO"),
+           ("kl_model_target", "KL(q‖π*)"), ("kl_target_model", "KL(π*‖q)"), ("tv_model_target", "TV(q,π*)"),
+           ("kl_model_prior", "KL(q‖π0)"), ("kl_model_prior_sampled", "KL(q‖π0) sampled"),
+           ("reward_mean", "reward under q"), ("target_reward_mean", "reward under π*"),
+           ("entropy", "entropy H(q), nats")]
 # The figures estimated with the importance weights w = P/q (the others are plain means under q).
 IMPORTANCE_WEIGHTED = ("log_z", "log_z_model", "eubo", "kl_model_target", "kl_target_model", "tv_model_target")
 # Below log Z_ref by more than this many standard errors, q's own log Ẑ says that q misses part of π*'s mass.

@@ -134,5 +134,6 @@ class ScoredSamples:
                        continuations=[c for p in parts for c in p.continuations],
                        texts=[t for p in parts for t in p.texts],
                        log_proposal=joined("log_proposal"), log_prior=joined("log_prior"), log_phi=joined("log_phi"),
-                       kl_prior=joined("kl_prior"), stats={k: torch.cat([p.stats[k] for p in parts]) for k in first.stats},
+                       kl_prior=joined("kl_prior"),
+                       stats={k: torch.cat([p.stats[k] for p in parts]) for k in first.stats},
                        token_log_probs=tokens)

@@ -61,9 +61,9 @@ class Sharded:
             fully_shard(layer)
             layer.set_gradient_divide_factor(1.0)  # summed: each process has weighted its share already
             layer.set_force_sum_reduction_for_comms(True)  # a plain SUM (gloo has no pre-multiplied sum)
-        # The decoder (every pass goes through it, `bayeslm.distributions.head`'s too) becomes the root, holding no weights of
-        # its own: FSDP keeps a root's weights gathered after its forward pass, so each layer as its own root
-        # would stay whole from its forward pass to its backward pass.
+        # The decoder (every pass goes through it, `bayeslm.distributions.head`'s too) becomes the root, holding no
+        # weights of its own: FSDP keeps a root's weights gathered after its forward pass, so each layer as its own
+        # root would stay whole from its forward pass to its backward pass.
         own = {p for p in decoder.parameters()} - {p for layer in layers for p in layer.parameters()}
         fully_shard(decoder, ignored_params=own)
         return cls(net, skeleton)

@@ -17,9 +17,9 @@ so one pool of proposals estimates all of them for every β (`tradeoff`, the div
 et al.), with delta-method standard errors in which Z and a(β) are themselves estimated from the pool. Pick β
 from that table, then sample with `qrs`; or state what you need and let `choose_beta` pick it from the table:
 the largest β (the closest to π*) whose acceptance rate is at least `acceptance`, or the smallest β (the most
-accepting) whose TV to π* is at most `tv`. Both a(β) and TV(β) fall as β grows. The pool only knows the weights it drew: for β above every pooled
-weight it reports TV = 0, though a rarer sequence with a larger weight may exist, so take a generous pool.
-β here is QRS's bound on w, not the β of an Exponential potential.
+accepting) whose TV to π* is at most `tv`. Both a(β) and TV(β) fall as β grows. The pool only knows the weights it
+drew: for β above every pooled weight it reports TV = 0, though a rarer sequence with a larger weight may exist, so
+take a generous pool. β here is QRS's bound on w, not the β of an Exponential potential.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Sequential Monte Carlo (SMC) over tokens: particles grow one token at a time and are resampled when their
 weights degenerate, steered by potentials that can judge a prefix.
 
-When to use it: the target's evidence can be read on prefixes (a `bayeslm.modelling.potentials.PrefixPotential`, such as a
-forbidden string or a required opening), so that doomed continuations are dropped as soon as they are doomed
-and their compute goes to live ones. For a potential defined only on whole sequences there is nothing to steer
-by: a particle's weight changes only when it ends, and when all end at max_new_tokens SMC *is* importance
+When to use it: the target's evidence can be read on prefixes (a `bayeslm.modelling.potentials.PrefixPotential`,
+such as a forbidden string or a required opening), so that doomed continuations are dropped as soon as they are
+doomed and their compute goes to live ones. For a potential defined only on whole sequences there is nothing to
+steer by: a particle's weight changes only when it ends, and when all end at max_new_tokens SMC *is* importance
 sampling (with the prior as proposal its weights are then φ). Use `importance` or `sir` there.
 
 Each of N particles per prompt holds a prefix y_≤t drawn token by token from q and a log-weight. With ψ_t the
@@ -30,9 +30,9 @@ unbiased for Var(Ẑ)/Z² under multinomial resampling (without resampling it is
 variance); its square root is the standard error of log Ẑ (delta method). When every surviving particle
 descends from one Eve the estimate can see nothing (it is 1), and when it comes out ≤ 0 its noise exceeds what
 it estimates (resampling at almost every step with few particles): either way that log Ẑ is marked unreliable
-and given no standard error. The final particles, with their weights, approximate π*. Particles run through the model (and the prior, when it differs from the proposal) with the
-same conventions as `LM.sample`: left padding, positions counting real tokens, a KV cache whose rows are
-reordered with the particles.
+and given no standard error. The final particles, with their weights, approximate π*. Particles run through the
+model (and the prior, when it differs from the proposal) with the same conventions as `LM.sample`: left padding,
+positions counting real tokens, a KV cache whose rows are reordered with the particles.
 """
 
 from __future__ import annotations

@@ -50,10 +50,11 @@ class LoRA:
 class TrainConfig:
     target: str | dict | None = field(None, doc="a target file (path, relative to this config) or the target inline "
                                                 "as a mapping; null when the target is given in Python")
-    objective: str | dict | Objective = field(default_factory=KLRL, doc="what to minimise: an objective's name with its options, "
-                                  "e.g. klrl or {dpg: {proposal: adaptive}}, or the dotted path of your own "
-                                  "(package.module:Name); every objective's options are listed below",
-                                  convert=OBJECTIVES.build, serialise=OBJECTIVES.spec)
+    objective: str | dict | Objective = field(default_factory=KLRL,
+                                              doc="what to minimise: an objective's name with its options, e.g. klrl "
+                                                  "or {dpg: {proposal: adaptive}}, or the dotted path of your own "
+                                                  "(package.module:Name); every objective's options are listed below",
+                                              convert=OBJECTIVES.build, serialise=OBJECTIVES.spec)
     model: str | dict | None = field(None, doc="initial model: a local model directory (relative to this config), "
                                                "or {path: DIR, trust_remote_code: true} for one that ships its "
                                                "own code; null starts from the prior")

@@ -46,8 +46,8 @@ class Drift:
         self.warned = True
         return (f"step {record['step']}: the model is moving away from the target: the ELBO of its batches fell "
                 f"from {statistics.fmean(first):.2f} (first {WINDOW} steps) to {statistics.fmean(last):.2f} (last "
-                f"{WINDOW}), {fall / stderr if stderr else math.inf:.1f} standard errors, so KL(q‖π*) grew by about {fall:.2f} nats. Lower the "
-                "learning rate, or train with more samples a step")
+                f"{WINDOW}), {fall / stderr if stderr else math.inf:.1f} standard errors, so KL(q‖π*) grew by about "
+                f"{fall:.2f} nats. Lower the learning rate, or train with more samples a step")
 
     def state_dict(self) -> dict:
         return {"elbos": list(self.elbos), "warned": self.warned}

@@ -54,7 +54,8 @@ class Trainer:
     """One run's state: the model, the target (whose prior is π0), the objective, the optimiser and the step.
 
     `trainable(name)` may restrict which parameters train (the Python API's way to pick a model family).
-    `world` is this process's place in data-parallel training (see `bayeslm.parallel.distributed`); one process by default."""
+    `world` is this process's place in data-parallel training (see `bayeslm.parallel.distributed`); one process by
+    default."""
 
     def __init__(self, config: TrainConfig, run_dir: Path | None, target: Target, *, quiet: bool = False,
                  trainable=None, world: distributed.World | None = None, callbacks: list = (),
@@ -295,7 +296,8 @@ class Trainer:
     def _figures(self, pieces: list[ScoredSamples], outputs: list[Step]) -> dict:
         """The step's figures of the model from the global batch (`batch_figures`), with the exact KL to the prior
         where the objective computed it."""
-        log_prior = torch.cat([o.log_prior if o.log_prior is not None else p.log_prior for p, o in zip(pieces, outputs)])
+        log_prior = torch.cat([o.log_prior if o.log_prior is not None else p.log_prior
+                               for p, o in zip(pieces, outputs)])
         group = pieces[0].group
         record = batch_figures(torch.cat([p.log_proposal for p in pieces]), torch.cat([o.log_model for o in outputs]),
                                log_prior + torch.cat([p.log_phi for p in pieces]), log_prior,

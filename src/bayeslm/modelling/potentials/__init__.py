@@ -37,5 +37,6 @@ from bayeslm.modelling.target import POTENTIALS
 
 __all__ = ["POTENTIALS", "BestOf", "BestOfN", "best_of", "Constraint", "Exponential", "ExponentialFamily", "Forbid",
            "Grammar", "HardConstraint", "InLanguage", "JSONSchema", "Moments", "Power", "PowerOf", "PrefixPotential",
-           "Regex", "StartsWith", "Teacher", "TeacherOf", "constrain", "fit_coefficients", "grammar", "hard_constraints",
-           "json_schema", "masked", "only_constraints", "power", "prefix_log_phi", "regex", "steers", "teacher"]
+           "Regex", "StartsWith", "Teacher", "TeacherOf", "constrain", "fit_coefficients", "grammar",
+           "hard_constraints", "json_schema", "masked", "only_constraints", "power", "prefix_log_phi", "regex",
+           "steers", "teacher"]

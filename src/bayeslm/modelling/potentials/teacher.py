@@ -65,7 +65,8 @@ class TeacherOf(Potential):
     def statistics(self, texts: Sequence[str], prompts: Sequence[str], tokens) -> dict:
         prompts, tokens = list(prompts), [list(t) for t in tokens]
         with torch.no_grad():
-            ratio = self.teacher.log_prob(prompts, tokens).double().cpu() - self.prior.log_prob(prompts, tokens).double().cpu()
+            ratio = (self.teacher.log_prob(prompts, tokens).double().cpu()
+                     - self.prior.log_prob(prompts, tokens).double().cpu())
         return {"log_teacher_ratio": ratio}
 
     def log_phi(self, stats) -> torch.Tensor:

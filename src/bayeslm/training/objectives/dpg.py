@@ -3,9 +3,9 @@
     ∇KL(π*‖π_θ) = −E_π*[∇log π_θ(x)] = −E_q[(P(x) / (Z·q(x))) ∇log π_θ(x)]
 
 an importance-weighted maximum likelihood on samples of a proposal q, with each prompt's Z(c) estimated from
-every batch so far. GDC++'s baseline (Korbak et al. 2022) subtracts π_θ(x)/q(x), whose expectation under q times ∇log π_θ is
-zero, so the weights become P/(Zq) − π_θ/q. The forward KL covers every mode of π* and stays finite for hard
-constraints, where the reverse KL of KL-RL is infinite.
+every batch so far. GDC++'s baseline (Korbak et al. 2022) subtracts π_θ(x)/q(x), whose expectation under q times
+∇log π_θ is zero, so the weights become P/(Zq) − π_θ/q. The forward KL covers every mode of π* and stays finite
+for hard constraints, where the reverse KL of KL-RL is infinite.
 
 The proposal is the prior, the model itself, or "adaptive": starting from the prior, the training loop replaces
 q by a frozen copy of π_θ whenever π_θ is estimated closer to π* in forward KL (GDC's KL-adaptive proposal).

@@ -4,9 +4,9 @@
 
 so maximising J minimises the reverse KL to the posterior π*. Here r = β·log φ (for a target
 `prior * Exponential(r, β)` that is the user's reward; for any other target r = log φ with β = 1). Where log φ is
-a sum over tokens (`Potential.token_log_phi`: a power of the prior π0^α, a teacher's ratio), each token s is credited with the
-rewards from s on, Σ_{t≥s} r_t, a dense reward whose gradient has the same expectation (the rewards before s do
-not depend on x_s) and less variance.
+a sum over tokens (`Potential.token_log_phi`: a power of the prior π0^α, a teacher's ratio), each token s is
+credited with the rewards from s on, Σ_{t≥s} r_t, a dense reward whose gradient has the same expectation (the
+rewards before s do not depend on x_s) and less variance.
 
 Gradient, by the score function with a leave-one-out baseline b, for three estimators of the KL term:
   analytic (default)  KL_t = Σ_v π_θ(v|x<t)(log π_θ − log π0)(v|x<t), exact per step and never negative:
