@@ -157,6 +157,7 @@ def main():
     if args.quick:
         args.seeds, args.steps, args.reference_n, args.eval_n, args.max_new_tokens = 1, 4, 32, 8, 12
     work = Path(tempfile.mkdtemp(prefix="frontier-"))  # the TRL arm's saved models
+    commit = _commit()  # the code the arms run: taken now, as the tree may move on during a long run
     load = Path("/proc/loadavg").read_text().split()[:3]
     started = time.perf_counter()
 
@@ -202,13 +203,13 @@ def main():
         results[arm] = {"runs": runs, "samples": samples, "seconds": statistics.fmean(seconds)}
         if args.json:  # what is done so far survives a run cut short
             args.json.with_suffix(".partial.json").write_text(json.dumps(
-                {"beta": beta, "settings": settings, "commit": _commit(), "arms": results}, default=str))
+                {"beta": beta, "settings": settings, "commit": commit, "arms": results}, default=str))
     shutil.rmtree(work)
     summary = {arm: aggregate(r["runs"]) for arm, r in results.items()}
     table = render(summary, results, beta, reference)
     print(table)
     record = {"command": " ".join(["bench/frontier.py", *sys.argv[1:]]),
-              "commit": _commit(),
+              "commit": commit,
               "date": datetime.date.today().isoformat(), "machine": machine(), "load_before": load,
               "settings": vars(args) | {"json": str(args.json), "plot": str(args.plot), "resume": str(args.resume)},
               "resumed": None if resumed is None else {"arms": sorted(a for a in resumed["arms"] if a in arms),
@@ -275,10 +276,12 @@ def plot(record: dict, path: Path):
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     points = record["curve"]
     ax.plot([p["kl_to_prior"] for p in points], [p["reward"] for p in points], "k-", label="π*_β (optimal)")
-    for arm, figures_ in record["summary"].items():
+    colours = plt.get_cmap("tab20").colors  # one colour an arm: the default cycle repeats after ten
+    for i, (arm, figures_) in enumerate(record["summary"].items()):
         kl, reward = figures_["kl_model_prior"], figures_["reward_mean"]
-        ax.errorbar(kl["value"], reward["value"], xerr=kl["stderr"] or 0, yerr=reward["stderr"] or 0, fmt="o",
-                    label=arm, capsize=2)
+        ax.errorbar(kl["value"], reward["value"], xerr=kl["stderr"] or 0, yerr=reward["stderr"] or 0,
+                    fmt="s" if arm.startswith("best_of") else "o", color=colours[i % len(colours)], label=arm,
+                    capsize=2)
     ax.set_xscale("symlog", linthresh=1)
     ax.set_xlabel("KL(q‖π0), nats")
     ax.set_ylabel("E_q[VADER]")
