@@ -12,6 +12,8 @@ a range of β, from the same reference samples reweighted by exp(r/β). Each arm
     prior            π0 itself
     pure RL          maximises E[r] (β → 0): collapses off the curve
     KL-RL β, 2β      maximises E[r] − β·KL(q‖π0), i.e. minimises KL(q‖π*_β)
+    KL-RL in TRL's   KL-RL at β given the training time TRL's RLOO took (its steps scaled by the two arms' seconds)
+    time
     DPG              minimises the forward KL(π*_β‖q), from the prior's samples
     TB               trajectory balance: fits q and log Z together
     TRL RLOO         TRL's RLOOTrainer at the same β (k1 KL inside the reward), in its own virtual environment
@@ -19,10 +21,10 @@ a range of β, from the same reference samples reweighted by exp(r/β). Each arm
     best-of-n        n = 2, 4, 8, 16 prior samples, the best kept (no training); its law and KLs follow exactly from
                      the reference's reward table: BoN(v_j)/π0 = (F_j^n − F_{j−1}^n)/p_j over its reward values v_j
 
-Every trained arm gets the same samples (steps × prompts_per_step × samples_per_prompt), learning rate, LoRA rank
-and seeds; mean ± standard error over the seeds. LoRA rank 1 (alpha 2): at rank 8 and this learning rate one Adam
-step moved the demo's model 1.5 nats from the prior, more than π*'s whole KL (bench/results/demo_budget.json). Each
-record holds the command, commit, date, machine and load.
+Every trained arm but the equal-time one gets the same samples (steps × prompts_per_step × samples_per_prompt),
+learning rate, LoRA rank and seeds; mean ± standard error over the seeds. LoRA rank 1 (alpha 2): at rank 8 and
+this learning rate one Adam step moved the demo's model 1.5 nats from the prior, more than π*'s whole KL
+(bench/results/demo_budget.json). Each record holds the command, commit, date, machine and load.
 """
 
 from __future__ import annotations
@@ -100,13 +102,20 @@ def best_of_n(reference, beta: float, n: int) -> dict:
     return {key: {"value": statistics.fmean(v), "stderr": None} for key, v in rows.items()}
 
 
-def train_arm(objective, beta: float, seed: int, args) -> tuple:
+def train_arm(objective, beta: float, seed: int, args, steps: int | None = None) -> tuple:
     target = target_for(TRAIN, beta, args.max_new_tokens)
     started = time.perf_counter()
-    run = bl.train(target, objective, steps=args.steps, prompts_per_step=args.prompts_per_step,
+    run = bl.train(target, objective, steps=steps or args.steps, prompts_per_step=args.prompts_per_step,
                    samples_per_prompt=args.samples_per_prompt, lr=args.lr,
                    lora=bl.LoRA(r=args.lora_r, alpha=2 * args.lora_r), seed=seed, eval_n=0, quiet=True)
     return run.model, time.perf_counter() - started
+
+
+def equal_time_steps(results: dict, args) -> int:
+    """KL-RL's steps in the time TRL's RLOO took for `args.steps` (both measured here, mean over seeds)."""
+    if not {"klrl", "trl_rloo"} <= set(results):
+        raise SystemExit("the klrl_equal_time arm needs the klrl and trl_rloo arms before it (--arms)")
+    return round(args.steps * results["trl_rloo"]["seconds"] / results["klrl"]["seconds"])
 
 
 def trl_arm(beta: float, seed: int, args, work: Path) -> tuple:
@@ -147,7 +156,7 @@ def main():
     parser.add_argument("--kl-budget", type=float, default=2.0)
     parser.add_argument("--reference-n", type=int, default=256, help="prior samples per held-out prompt")
     parser.add_argument("--eval-n", type=int, default=32, help="samples of each model per held-out prompt")
-    parser.add_argument("--arms", default="prior,rl,klrl,klrl_2beta,dpg,tb,trl_rloo,best_of")
+    parser.add_argument("--arms", default="prior,rl,klrl,klrl_2beta,dpg,tb,trl_rloo,klrl_equal_time,best_of")
     parser.add_argument("--quick", action="store_true", help="one seed, 4 steps, small pools: checks the pipeline")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
@@ -191,6 +200,8 @@ def main():
                 model, took = held_out.prior, 0.0
             elif arm == "trl_rloo":
                 model, took, peers[f"trl_rloo_seed{seed}"] = trl_arm(beta, seed, args, work)
+            elif arm == "klrl_equal_time":
+                model, took = train_arm(bl.KLRL(), beta, seed, args, steps=equal_time_steps(results, args))
             else:
                 make, arm_beta = objectives[arm]
                 model, took = train_arm(make(), arm_beta, seed, args)
@@ -199,7 +210,8 @@ def main():
             seconds.append(took)
             print(f"{arm} seed {seed}: " + ", ".join(f"{k} {v['value']:.3f}" for k, v in runs[-1].items()
                                                      if v["value"] is not None) + f" ({took:.0f} s)", flush=True)
-        samples = 0 if arm == "prior" else args.steps * args.prompts_per_step * args.samples_per_prompt
+        steps = equal_time_steps(results, args) if arm == "klrl_equal_time" else args.steps
+        samples = 0 if arm == "prior" else steps * args.prompts_per_step * args.samples_per_prompt
         results[arm] = {"runs": runs, "samples": samples, "seconds": statistics.fmean(seconds)}
         if args.json:  # what is done so far survives a run cut short
             args.json.with_suffix(".partial.json").write_text(json.dumps(
