@@ -6,8 +6,9 @@ from conftest import PROMPTS
 
 from bayeslm.distributions.toy import ToyConfig, toy_lm
 from bayeslm.measurement.exact import continuations
-from bayeslm.modelling.potentials import POTENTIALS, PrefixPotential, prefix_log_phi
-from bayeslm.modelling.target import Potential, Target, statistics_of
+from bayeslm.modelling.potentials import POTENTIALS
+from bayeslm.modelling.potentials.base import Potential, Tempered, statistics_of
+from bayeslm.modelling.target import Target
 
 # The languages are judged on bytes: their examples run on toys whose words are byte-level tokens (" good"), one
 # of them with words that spell JSON.
@@ -42,8 +43,7 @@ def target(request, prior):
     if request.param in PRIORS:
         prior = toy_lm(PRIORS[request.param])
     built = POTENTIALS.build({request.param: EXAMPLES[request.param]}, "potentials[0]")
-    potential = built.build(prior, PROMPTS, 3) if hasattr(built, "build") else built
-    return Target(prior, potential, PROMPTS, 3)
+    return Target(prior, built.build(prior, PROMPTS, 3), PROMPTS, 3)
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_statistics_are_named_and_log_phi_comes_from_them(target, sequences):
 
 def test_a_prefix_potential_never_rules_out_a_prefix_that_some_extension_satisfies(target, sequences):
     potential = target.potential
-    if not isinstance(potential, PrefixPotential):
+    if not potential.judges_prefixes:
         pytest.skip("judges whole sequences only")
     tokens, texts = sequences
     prompts = [PROMPTS[1]] * len(texts)
@@ -79,9 +79,35 @@ def test_a_prefix_potential_never_rules_out_a_prefix_that_some_extension_satisfi
     prefixes = sorted({tuple(x[:k]) for x in satisfied for k in range(len(x))
                        if not set(x[:k]) & set(target.prior.eos_ids.tolist())})
     prefix_texts = target.prior.decode(prefixes)
-    psi = prefix_log_phi(potential, prefix_texts, [PROMPTS[1]] * len(prefixes), [list(p) for p in prefixes])
+    psi = potential.prefix_log_phi(prefix_texts, [PROMPTS[1]] * len(prefixes), [list(p) for p in prefixes])
     assert (psi > float("-inf")).all(), [p for p, v in zip(prefix_texts, psi.tolist()) if v == float("-inf")]
     # And it steers: it rules some prefix out (a hard constraint) or weighs prefixes apart (a soft potential).
     open_ended = [x for x in tokens if not set(x) & set(target.prior.eos_ids.tolist())]
-    psi = prefix_log_phi(potential, target.prior.decode(open_ended), [PROMPTS[1]] * len(open_ended), open_ended)
+    psi = potential.prefix_log_phi(target.prior.decode(open_ended), [PROMPTS[1]] * len(open_ended), open_ended)
     assert (psi == float("-inf")).any() or psi.max() - psi.min() > 1e-3
+
+
+def test_every_ability_a_potential_claims_holds_and_the_others_default_safely(target, sequences):
+    """Each ability is asked of the potential (`bayeslm.modelling.potentials.base`): what it answers must be true on
+    every continuation of the toy, and a potential without it gives the neutral answer."""
+    potential, prior = target.potential, target.prior
+    tokens, texts = sequences
+    prompts = [PROMPTS[1]] * len(texts)
+    log_phi = potential(texts, prompts, tokens)
+    assert potential.build(prior, PROMPTS, 3) is potential  # built once: building again changes nothing
+    if not potential.judges_prefixes:  # 1 on every prefix: it counts once the sequence ends
+        assert torch.equal(potential.prefix_log_phi(texts, prompts, tokens), torch.zeros(len(texts)).double())
+    bound = potential.log_bound(reward_max=1.0)
+    assert bound is None or log_phi.max().item() <= bound + 1e-9
+    tempered = potential.tempered()
+    if tempered is not None:
+        assert isinstance(tempered, Tempered)
+        assert torch.allclose(log_phi, tempered.reward(texts, prompts) / tempered.beta)
+        assert potential.log_bound() is None  # a reward's bound needs its largest value
+    for language in potential.languages():  # the texts it accepts are exactly those φ keeps
+        assert torch.equal(language.accepts(tokens), log_phi > float("-inf"))
+    dense = potential.token_log_phi(prompts, tokens, prior.token_log_probs(prompts, tokens))
+    if dense is not None:
+        assert torch.allclose(dense.sum(-1).double(), log_phi, atol=1e-4)
+    kl = potential.kl_to_prior()
+    assert kl is None or kl["kl_to_prior"] >= 0

@@ -8,8 +8,9 @@ from conftest import PROMPTS
 
 from bayeslm.measurement.exact import Exact
 from bayeslm.modelling.potentials import Constraint, Exponential, ExponentialFamily, constrain
+from bayeslm.modelling.potentials.base import Product
 from bayeslm.modelling.rewards import Reward, RewardError, keyword, length
-from bayeslm.modelling.target import Product, Target
+from bayeslm.modelling.target import Target
 
 TEXTS = ["good movie", "bad movie", "the very good good"]
 

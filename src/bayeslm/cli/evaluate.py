@@ -62,9 +62,9 @@ def run(args) -> int:
     from bayeslm.measurement.evaluation import pooled, target_reference
     from bayeslm.measurement.reference import REFERENCE_SEED
     from bayeslm.measurement.scorecard import card
+    from bayeslm.modelling.potentials.base import factors
     from bayeslm.modelling.potentials.language import explained
     from bayeslm.modelling.rewards import from_spec
-    from bayeslm.modelling.target import factors
     from bayeslm.modelling.target_file import load_target
     from bayeslm.parallel import distributed
     from bayeslm.weights import NoSupport
@@ -98,7 +98,7 @@ def run(args) -> int:
             certificate.exact = {"log_z": result.exact["log_z"],
                                  "jeffreys": result.exact["kl_model_target"] + result.exact["kl_target_model"]}
     rendered = target.prior.render(target.prompts)  # what the model is actually given: the template's work shows
-    best = [f.kl_to_prior() for f in factors(target.potential) if hasattr(f, "kl_to_prior")]  # best_of targets
+    best = [kl for f in factors(target.potential) if (kl := f.kl_to_prior()) is not None]  # best_of targets
     if args.json:
         document = result.to_json()
         document["prompts_as_seen"] = rendered

@@ -16,8 +16,9 @@ import torch
 from bayeslm.distributions.enumeration import continuations
 from bayeslm.distributions.lm import LM
 from bayeslm.measurement.pass_at_k import exact_pass_at_k, verdicts
+from bayeslm.modelling.potentials.base import statistics_of
 from bayeslm.modelling.rewards import Reward
-from bayeslm.modelling.target import Target, statistics_of
+from bayeslm.modelling.target import Target
 
 
 class Exact:

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import torch
 
+from bayeslm.modelling.potentials.base import Potential
 from bayeslm.modelling.potentials.constraint import hard_constraints
 from bayeslm.modelling.rewards import Reward
-from bayeslm.modelling.target import Potential
 from bayeslm.weights import Estimate, combine
 
 

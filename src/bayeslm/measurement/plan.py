@@ -27,8 +27,8 @@ from typing import Sequence
 
 import torch
 
-from bayeslm.modelling.potentials import Exponential
-from bayeslm.modelling.target import Target, factors
+from bayeslm.modelling.potentials.base import factors
+from bayeslm.modelling.target import Target
 from bayeslm.samplers.pool import generators, propose
 from bayeslm.weights import (
     Estimate,
@@ -76,7 +76,7 @@ class Plan:
     """Predictions for any β from one pool of prior samples of a target with an Exponential potential."""
 
     def __init__(self, target: Target, n: int = 1024, *, seed: int = 0):
-        exponentials = [f for f in factors(target.potential) if isinstance(f, Exponential)]
+        exponentials = [f for f in factors(target.potential) if f.tempered() is not None]
         if not exponentials:
             raise NoReward(f"the target {target.potential!r} has no exponential potential: β planning needs a "
                              "reward r, given as `exponential: {reward: ..., beta: ...}` (its beta is replaced by "
@@ -84,7 +84,7 @@ class Plan:
         self.reward = exponentials[0]
         prior = target.prior
         pool = propose(target, prior, n, generator=generators(prior, seed)[0])
-        self.reward_name = self.reward.reward.name
+        self.reward_name = self.reward.tempered().reward.name
         self.r = pool.grid(pool.stats[self.reward_name])  # [C, n]
         rest = [f for f in factors(target.potential) if f is not self.reward]
         self.log_phi_rest = pool.grid(sum((f.log_phi(pool.stats) for f in rest),

@@ -37,8 +37,9 @@ from bayeslm.distributions.enumeration import count
 from bayeslm.distributions.lm import LM
 from bayeslm.distributions.loading import cache_dir
 from bayeslm.measurement.exact import Exact
+from bayeslm.modelling.potentials.base import statistics_of
 from bayeslm.modelling.scored import ScoredSamples
-from bayeslm.modelling.target import Target, statistics_of
+from bayeslm.modelling.target import Target
 from bayeslm.samplers.pool import unsupported
 from bayeslm.weights import Estimate, NoSupport, combine, snis_mean
 

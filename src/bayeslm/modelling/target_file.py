@@ -26,8 +26,9 @@ from pathlib import Path
 from bayeslm.config import ConfigError, load_yaml, mapping_with
 from bayeslm.distributions.loading import load_lm, resolve_source
 from bayeslm.modelling.potentials import POTENTIALS
+from bayeslm.modelling.potentials.base import Product
 from bayeslm.modelling.prompts import MAX_NEW_TOKENS, TARGET_KEYS, read_prompts
-from bayeslm.modelling.target import Product, Target
+from bayeslm.modelling.target import Target
 
 
 def _number(where: str, value, *, positive: bool = False, integer: bool = False):
@@ -101,12 +102,11 @@ def parse_target(data, base: Path = Path("."), *, batch_size: int = 64, device: 
                         decoding=decoding, chat=chat)
     except (ValueError, TypeError, FileNotFoundError) as error:
         raise ConfigError(f"prior: {error}") from error
-    for i, built in enumerate(potentials):
-        if hasattr(built, "build"):
-            try:
-                potentials[i] = built.build(prior, prompts, max_new_tokens)
-            except ValueError as error:
-                raise ConfigError(f"potentials[{i}].{built.name}: {error}") from error
+    for i, built in enumerate(potentials):  # a kind that needs the prior is built for it; the others are themselves
+        try:
+            potentials[i] = built.build(prior, prompts, max_new_tokens)
+        except ValueError as error:
+            raise ConfigError(f"potentials[{i}].{built.name}: {error}") from error
     potential = potentials[0] if len(potentials) == 1 else Product(potentials)
     try:  # a prompt that cannot fit is a mistake in this file: say so now, not after minutes of sampling
         prior.check_fits(prompts, max_new_tokens)

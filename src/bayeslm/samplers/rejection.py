@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from bayeslm import progress, weights
 from bayeslm.config import field, positive
 from bayeslm.distributions.lm import LM
-from bayeslm.modelling.potentials import Exponential, HardConstraint
+from bayeslm.modelling.potentials.base import factors
 from bayeslm.modelling.scored import ScoredSamples
-from bayeslm.modelling.target import Target, factors
+from bayeslm.modelling.target import Target
 from bayeslm.samplers.base import SAMPLERS, Sampler
 from bayeslm.samplers.pool import generators, propose
 from bayeslm.samplers.result import Draws, shortfall
@@ -46,24 +46,25 @@ class NoBound(ValueError):
 
 
 def known_log_bound(target: Target, proposal: LM | None = None, reward_max: float | None = None) -> float:
-    """log M for the cases where a bound follows from the target: the prior as proposal, and a potential made
-    of constraints (log M = 0) and Exponential factors whose rewards are at most `reward_max` (r_max/β each)."""
+    """log M for the cases where a bound follows from the target: the prior as proposal, and a potential
+    whose factors each know a bound on log φ (`Potential.log_bound`: 0 for a constraint, r_max/β for a tempered
+    reward at most `reward_max`)."""
     proposal = proposal or target.prior
     if not proposal.same_distribution(target.prior):
         raise NoBound(f"no bound on P/q is known for the proposal {proposal.name}, which is not the prior: give "
                       "log M (log_bound; --log-bound) with M ≥ max P(x)/q(x), or use quasi-rejection sampling (qrs)")
     log_m = 0.0
     for factor in factors(target.potential):
-        if isinstance(factor, Exponential):
-            if reward_max is None:
-                raise NoBound(f"rejection sampling needs a bound on the reward of {factor!r}: give the largest "
-                              "value the reward can take (reward_max; --reward-max on the command line), e.g. 1 for "
-                              "keyword, sentiment and offensiveness, so that M = exp(reward_max/β); or give log M "
-                              "directly (log_bound; --log-bound)")
-            log_m += reward_max / factor.beta
-        elif not isinstance(factor, HardConstraint):
+        bound = factor.log_bound(reward_max)
+        if bound is None and reward_max is None and factor.tempered() is not None:
+            raise NoBound(f"rejection sampling needs a bound on the reward of {factor!r}: give the largest "
+                          "value the reward can take (reward_max; --reward-max on the command line), e.g. 1 for "
+                          "keyword, sentiment and offensiveness, so that M = exp(reward_max/β); or give log M "
+                          "directly (log_bound; --log-bound)")
+        if bound is None:
             raise NoBound(f"no bound on the potential {factor!r} is known: give log M (log_bound; --log-bound) "
                           "with M ≥ max P(x)/q(x), or use quasi-rejection sampling (qrs)")
+        log_m += bound
     return log_m
 
 

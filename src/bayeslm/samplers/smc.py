@@ -1,7 +1,7 @@
 """Sequential Monte Carlo (SMC) over tokens: particles grow one token at a time and are resampled when their
 weights degenerate, steered by potentials that can judge a prefix.
 
-When to use it: the target's evidence can be read on prefixes (a `bayeslm.modelling.potentials.PrefixPotential`,
+When to use it: the target's evidence can be read on prefixes (a potential that `judges_prefixes`,
 such as a forbidden string or a required opening), so that doomed continuations are dropped as soon as they are
 doomed and their compute goes to live ones. For a potential defined only on whole sequences there is nothing to
 steer by: a particle's weight changes only when it ends, and when all end at max_new_tokens SMC *is* importance
@@ -48,7 +48,6 @@ from bayeslm.config import field, unit_interval
 from bayeslm.distributions import masking
 from bayeslm.distributions.lm import LM
 from bayeslm.distributions.tokens import draw
-from bayeslm.modelling.potentials import prefix_log_phi, steers
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
 from bayeslm.samplers.base import SAMPLERS, Sampler
@@ -122,7 +121,7 @@ def _run(target, proposal, chunk, N, ess_threshold, sampling, decide, bar):
     log_z = torch.zeros(P, dtype=torch.float64)
     eve = torch.arange(rows)  # the initial particle each particle descends from
     events = torch.zeros(P, dtype=torch.long)  # resampling events per prompt
-    steering = steers(target.potential)
+    steering = target.potential.judges_prefixes
     masks = masking.Masks(proposal.languages, rows) if proposal.languages else None  # a masked proposal's matchers
     resamplings = 0
     for t in range(L):
@@ -191,7 +190,7 @@ def _judge(target, tokens, prompts, ends, unfinished, t, log_psi):
         texts = target.prior.decode(prefixes)
         chosen = [prompts[i] for i in index.tolist()]
         log_psi[index] = (target.potential(texts, chosen, prefixes) if whole
-                          else prefix_log_phi(target.potential, texts, chosen, prefixes))
+                          else target.potential.prefix_log_phi(texts, chosen, prefixes))
 
 
 def _unreliable(variance: torch.Tensor, prompts: list[str]) -> str | None:

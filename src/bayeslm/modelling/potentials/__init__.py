@@ -16,9 +16,11 @@ beta=0.1)`; in a target file, `exponential: {reward: sentiment, beta: 0.1}`), re
     power                power(prior, α)             log φ = (α−1)·log π0(x|c)     π* ∝ π0^α; prefix-aware
     teacher              teacher(prior, π_T, γ)      log φ = γ·(log π_T − log π0)   π* ∝ π0^(1−γ)·π_T^γ
 
-The protocol (`Potential`) and the product of potentials live with the target, in `bayeslm.modelling.target`.
+The protocol (`Potential`, with what each potential can do asked of it), the product of potentials and the
+registry live in `base`.
 """
 
+from bayeslm.modelling.potentials.base import POTENTIALS, Potential, Product, Tempered, factors, statistics_of
 from bayeslm.modelling.potentials.best_of import BestOf, BestOfN, best_of
 from bayeslm.modelling.potentials.constraint import Constraint, HardConstraint, hard_constraints, only_constraints
 from bayeslm.modelling.potentials.exponential import Exponential
@@ -29,14 +31,12 @@ from bayeslm.modelling.potentials.json_schema import JSONSchema, json_schema
 from bayeslm.modelling.potentials.language import InLanguage, masked
 from bayeslm.modelling.potentials.moments import Moments, constrain, fit_coefficients
 from bayeslm.modelling.potentials.power import Power, PowerOf, power
-from bayeslm.modelling.potentials.prefix import PrefixPotential, prefix_log_phi, steers
 from bayeslm.modelling.potentials.regex import Regex, regex
 from bayeslm.modelling.potentials.starts_with import StartsWith
 from bayeslm.modelling.potentials.teacher import Teacher, TeacherOf, teacher
-from bayeslm.modelling.target import POTENTIALS
 
-__all__ = ["POTENTIALS", "BestOf", "BestOfN", "best_of", "Constraint", "Exponential", "ExponentialFamily", "Forbid",
-           "Grammar", "HardConstraint", "InLanguage", "JSONSchema", "Moments", "Power", "PowerOf", "PrefixPotential",
-           "Regex", "StartsWith", "Teacher", "TeacherOf", "constrain", "fit_coefficients", "grammar",
-           "hard_constraints", "json_schema", "masked", "only_constraints", "power", "prefix_log_phi", "regex",
-           "steers", "teacher"]
+__all__ = ["POTENTIALS", "BestOf", "BestOfN", "Constraint", "Exponential", "ExponentialFamily", "Forbid", "Grammar",
+           "HardConstraint", "InLanguage", "JSONSchema", "Moments", "Potential", "Power", "PowerOf", "Product", "Regex",
+           "StartsWith", "Teacher", "TeacherOf", "Tempered", "best_of", "constrain", "factors", "fit_coefficients",
+           "grammar", "hard_constraints", "json_schema", "masked", "only_constraints", "power", "regex",
+           "statistics_of", "teacher"]

@@ -26,8 +26,8 @@ import torch
 
 from bayeslm.config import field, positive, validate
 from bayeslm.distributions.enumeration import MAX_SEQUENCES, continuations, count
+from bayeslm.modelling.potentials.base import POTENTIALS, Potential
 from bayeslm.modelling.rewards import as_reward
-from bayeslm.modelling.target import POTENTIALS, Potential
 
 
 @POTENTIALS.register

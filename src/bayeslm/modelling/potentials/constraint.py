@@ -8,8 +8,8 @@ from typing import Any, ClassVar, Sequence
 import torch
 
 from bayeslm.config import ConfigError, field, validate
+from bayeslm.modelling.potentials.base import POTENTIALS, Potential, factors
 from bayeslm.modelling.rewards import as_reward
-from bayeslm.modelling.target import POTENTIALS, Potential, factors
 
 
 class HardConstraint(Potential):
@@ -31,6 +31,9 @@ class HardConstraint(Potential):
 
     def log_phi(self, stats):
         return torch.where(stats[self.statistic] > 0, 0.0, float("-inf")).double()
+
+    def log_bound(self, reward_max=None):
+        return 0.0
 
     def answer(self, text: str, prompt: str) -> str:
         """The answer a text gives to its prompt, where the constraint verifies answers (what counts as one

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from bayeslm.config import field, positive, validate
+from bayeslm.modelling.potentials.base import POTENTIALS, Potential, Tempered
 from bayeslm.modelling.rewards import as_reward
-from bayeslm.modelling.target import POTENTIALS, Potential
 
 
 @POTENTIALS.register
@@ -38,3 +38,9 @@ class Exponential(Potential):
 
     def log_phi(self, stats):
         return stats[self.reward.name] / self.beta
+
+    def log_bound(self, reward_max=None):
+        return None if reward_max is None else reward_max / self.beta
+
+    def tempered(self):
+        return Tempered(self.reward, self.beta)

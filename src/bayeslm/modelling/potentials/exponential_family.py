@@ -8,8 +8,8 @@ from typing import Any, ClassVar
 import torch
 
 from bayeslm.config import ConfigError, field, validate
+from bayeslm.modelling.potentials.base import POTENTIALS, Potential
 from bayeslm.modelling.rewards import as_reward
-from bayeslm.modelling.target import POTENTIALS, Potential
 
 
 def rewards_option(values, where: str) -> list:

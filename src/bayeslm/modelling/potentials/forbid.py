@@ -10,15 +10,16 @@ from typing import ClassVar
 import torch
 
 from bayeslm.config import field, validate
+from bayeslm.modelling.potentials.base import POTENTIALS
 from bayeslm.modelling.potentials.constraint import HardConstraint
-from bayeslm.modelling.potentials.prefix import PrefixPotential
-from bayeslm.modelling.target import POTENTIALS
 
 
 @POTENTIALS.register
 @dataclass(eq=False)
-class Forbid(HardConstraint, PrefixPotential):
+class Forbid(HardConstraint):
     """φ(x) = 1 when none of `strings` occurs in the text (as a substring; case-insensitive by default)."""
+
+    judges_prefixes = True
 
     name: ClassVar[str] = "forbid"
     strings: list[str] | str = field(doc="the forbidden strings")
@@ -39,5 +40,5 @@ class Forbid(HardConstraint, PrefixPotential):
         folded = texts if self.case_sensitive else [t.lower() for t in texts]
         return torch.tensor([not any(s in t for s in self.strings) for t in folded], dtype=torch.bool)
 
-    def prefix_log_phi(self, texts, prompts):
+    def prefix_log_phi(self, texts, prompts, tokens=None):
         return self(texts, prompts)  # a string in the prefix stays in every extension

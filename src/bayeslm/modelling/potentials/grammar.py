@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from bayeslm.config import field, validate
+from bayeslm.modelling.potentials.base import POTENTIALS
 from bayeslm.modelling.potentials.language import InLanguage, LanguageSpec, read
-from bayeslm.modelling.target import POTENTIALS
 
 
 @POTENTIALS.register

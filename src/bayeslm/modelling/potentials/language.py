@@ -17,13 +17,12 @@ import torch
 
 from bayeslm.distributions.language import Language
 from bayeslm.modelling.potentials.constraint import HardConstraint
-from bayeslm.modelling.potentials.prefix import PrefixPotential
-from bayeslm.modelling.target import factors
 
 
-class InLanguage(HardConstraint, PrefixPotential):
+class InLanguage(HardConstraint):
     """φ(x) = 1[x ∈ L] with ψ(prefix) = 1[the prefix is viable]; reads token ids."""
 
+    judges_prefixes = True
     reads_tokens = True
 
     def __init__(self, language: Language):
@@ -38,6 +37,9 @@ class InLanguage(HardConstraint, PrefixPotential):
 
     def prefix_log_phi(self, texts, prompts, tokens=None):
         return torch.where(self.language.viable(tokens), 0.0, float("-inf")).double()
+
+    def languages(self):
+        return [self.language]
 
 
 class LanguageSpec:
@@ -69,7 +71,7 @@ def schema_of(text: str, where: str) -> dict:
 
 def languages(target) -> list[Language]:
     """The languages of the target's structured factors (regex, grammar, json_schema)."""
-    return [factor.language for factor in factors(target.potential) if isinstance(factor, InLanguage)]
+    return target.potential.languages()
 
 
 def masked(target, lm=None):

@@ -9,9 +9,9 @@ from typing import Any, ClassVar, Sequence
 import torch
 
 from bayeslm.config import field, positive, validate
+from bayeslm.modelling.potentials.base import POTENTIALS
 from bayeslm.modelling.potentials.exponential_family import ExponentialFamily, rewards_option
 from bayeslm.modelling.rewards import as_reward
-from bayeslm.modelling.target import POTENTIALS
 
 
 @POTENTIALS.register

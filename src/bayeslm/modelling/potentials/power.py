@@ -22,8 +22,7 @@ from typing import ClassVar, Sequence
 import torch
 
 from bayeslm.config import field, positive, validate
-from bayeslm.modelling.potentials.prefix import PrefixPotential
-from bayeslm.modelling.target import POTENTIALS
+from bayeslm.modelling.potentials.base import POTENTIALS, Potential
 
 
 @POTENTIALS.register
@@ -41,8 +40,10 @@ class Power:
         return PowerOf(prior, self.alpha)
 
 
-class PowerOf(PrefixPotential):
+class PowerOf(Potential):
     """φ = π0^(α−1) for one prior; its statistic is log π0(x|c) of each continuation."""
+
+    judges_prefixes = True
 
     reads_tokens = True
 
@@ -69,7 +70,7 @@ class PowerOf(PrefixPotential):
         """(α−1)·log π0(x_t|x<t) at each token: KL-RL's dense reward towards π0^α."""
         return (self.alpha - 1) * prior_token_log_probs
 
-    def prefix_log_phi(self, texts: Sequence[str], prompts: Sequence[str], tokens) -> torch.Tensor:
+    def prefix_log_phi(self, texts: Sequence[str], prompts: Sequence[str], tokens=None) -> torch.Tensor:
         return self.log_phi(self.statistics(texts, prompts, tokens))
 
 

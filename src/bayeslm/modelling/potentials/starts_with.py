@@ -9,15 +9,16 @@ from typing import ClassVar
 import torch
 
 from bayeslm.config import field, validate
+from bayeslm.modelling.potentials.base import POTENTIALS
 from bayeslm.modelling.potentials.constraint import HardConstraint
-from bayeslm.modelling.potentials.prefix import PrefixPotential
-from bayeslm.modelling.target import POTENTIALS
 
 
 @POTENTIALS.register
 @dataclass(eq=False)
-class StartsWith(HardConstraint, PrefixPotential):
+class StartsWith(HardConstraint):
     """φ(x) = 1 when the text, leading whitespace aside, starts with `text`."""
+
+    judges_prefixes = True
 
     name: ClassVar[str] = "starts_with"
     text: str = field(doc="the opening every continuation must have")
@@ -35,6 +36,6 @@ class StartsWith(HardConstraint, PrefixPotential):
     def satisfied(self, texts, prompts):
         return torch.tensor([t.lstrip().startswith(self.text) for t in texts], dtype=torch.bool)
 
-    def prefix_log_phi(self, texts, prompts):
+    def prefix_log_phi(self, texts, prompts, tokens=None):
         agree = [self.text.startswith(t.lstrip()) or t.lstrip().startswith(self.text) for t in texts]
         return torch.where(torch.tensor(agree, dtype=torch.bool), 0.0, float("-inf")).double()

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 
 from bayeslm.config import ConfigError, field, positive, validate
-from bayeslm.modelling.target import POTENTIALS, Potential
+from bayeslm.modelling.potentials.base import POTENTIALS, Potential
 
 
 @POTENTIALS.register

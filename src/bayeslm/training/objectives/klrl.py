@@ -25,7 +25,6 @@ from typing import ClassVar, Literal
 import torch
 
 from bayeslm.config import field, fraction, positive
-from bayeslm.modelling.potentials import Exponential
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
 from bayeslm.training.objectives.base import OBJECTIVES, Objective, Step
@@ -62,7 +61,8 @@ class KLRL(Objective):
 
     def bind(self, target: Target):
         # For prior * Exponential(r, β), log φ = r/β: train on the user's reward r with its own β.
-        self.beta = target.potential.beta if isinstance(target.potential, Exponential) else 1.0
+        tempered = target.potential.tempered()
+        self.beta = tempered.beta if tempered is not None else 1.0
         self.reward_scale = self.beta
         self.potential = target.potential
 
