@@ -94,3 +94,13 @@ def test_no_module_imports_itself_back():
 @pytest.mark.parametrize("path", sorted((SRC / "bayeslm").rglob("*.py")), ids=lambda p: str(p.relative_to(SRC)))
 def test_no_module_outgrows_one_concept(path):
     assert len(path.read_text().splitlines()) <= MAX_LINES
+
+
+def test_no_function_outgrows_one_screen():
+    """A function longer than 60 lines does several things: each gets its own, named."""
+    long = []
+    for path in (SRC / "bayeslm").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}")
+    assert not long, long

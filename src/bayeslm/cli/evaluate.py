@@ -62,7 +62,6 @@ def run(args) -> int:
     from bayeslm.measurement.evaluation import pooled, target_reference
     from bayeslm.measurement.reference import REFERENCE_SEED
     from bayeslm.measurement.scorecard import card
-    from bayeslm.modelling.potentials.base import factors
     from bayeslm.modelling.potentials.language import explained
     from bayeslm.modelling.rewards import from_spec
     from bayeslm.modelling.target_file import load_target
@@ -97,6 +96,14 @@ def run(args) -> int:
         if certificate is not None:
             certificate.exact = {"log_z": result.exact["log_z"],
                                  "jeffreys": result.exact["kl_model_target"] + result.exact["kl_target_model"]}
+    _show(result, certificate, target, args)
+    return 0
+
+
+def _show(result, certificate, target, args):
+    """The scorecard (and certificate) as a table or JSON on stdout; unreliable figures named on stderr."""
+    from bayeslm.modelling.potentials.base import factors
+
     rendered = target.prior.render(target.prompts)  # what the model is actually given: the template's work shows
     best = [kl for f in factors(target.potential) if (kl := f.kl_to_prior()) is not None]  # best_of targets
     if args.json:
@@ -120,7 +127,6 @@ def run(args) -> int:
     reasons = sorted({e.unreliable for e in result.estimates.values() if e.unreliable})
     for reason in reasons:
         print(f"bayeslm: warning: unreliable estimates: {reason}", file=sys.stderr)
-    return 0
 
 
 def _certifiable(args, target) -> float | None:

@@ -55,11 +55,7 @@ def ancestral(lm: LM, prompt_rows: Sequence[Sequence[int]], max_new_tokens: int,
     masks = masking.Masks(lm.languages, batch) if lm.languages else None
     with contextlib.closing(lm.decoder(prompt_rows, max_new_tokens)) as decoder:
         for t in range(max_new_tokens):
-            log_probs = lm.warp.log_probs(decoder.logits)
-            if masks is not None:
-                log_probs = masks.apply(log_probs)
-            token = draw(log_probs, generator)
-            token_logp = log_probs.gather(-1, token[:, None]).squeeze(-1)
+            _, token, token_logp = next_token(lm, decoder, masks, generator)
             tokens[:, t] = torch.where(finished, lm.pad_id, token)
             logps[:, t] = torch.where(finished, 0.0, token_logp)
             if masks is not None:
@@ -69,6 +65,18 @@ def ancestral(lm: LM, prompt_rows: Sequence[Sequence[int]], max_new_tokens: int,
                 break
             decoder.feed(tokens[:, t])
     return tokens.cpu(), logps.cpu()
+
+
+def next_token(lm: LM, decoder, masks, generator: torch.Generator
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of ancestral decoding, shared by `ancestral` and SMC: the LM's warped next-token log-probabilities
+    [B, V] (masked to its languages where `masks` is given), a token drawn from them for each row [B], and its
+    log-probability [B]."""
+    log_probs = lm.warp.log_probs(decoder.logits)
+    if masks is not None:
+        log_probs = masks.apply(log_probs)
+    token = draw(log_probs, generator)
+    return log_probs, token, log_probs.gather(-1, token[:, None]).squeeze(-1)
 
 
 def lengths(tokens: torch.Tensor, eos_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

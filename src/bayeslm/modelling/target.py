@@ -94,3 +94,6 @@ class Target:
         return self.score(prompts, prompt_index, samples.continuations, samples.texts, log_proposal=samples.log_prob,
                           log_prior=known, token_log_probs=samples.token_log_probs if keep_tokens else None,
                           proposal=sampler.name)
+
+
+Potential.target_type = Target  # what `prior * potential` makes (see Potential.target_type)

@@ -38,16 +38,15 @@ positions counting real tokens, a KV cache whose rows are reordered with the par
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import torch
 
 from bayeslm import progress
 from bayeslm.config import field, unit_interval
-from bayeslm.distributions import masking
+from bayeslm.distributions import decoding, masking
 from bayeslm.distributions.lm import LM
-from bayeslm.distributions.tokens import draw
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
 from bayeslm.samplers.base import SAMPLERS, Sampler
@@ -98,85 +97,108 @@ def smc(target: Target, proposal: LM | None = None, n: int = 256, *, ess_thresho
     return draws
 
 
+@dataclass
+class Particles:
+    """Every per-particle quantity of a run in one place: `take` reorders them all at a resampling, so that none
+    can be left in the old order (which would be a silent wrong weight)."""
+
+    tokens: torch.Tensor  # [R, L] on the proposal's device, pad after each end
+    length: torch.Tensor  # [R]
+    finished: torch.Tensor  # [R] bool
+    log_prior: torch.Tensor  # [R] float64: log π0 of the tokens so far
+    log_q: torch.Tensor  # [R] float64: log q of the tokens so far
+    log_psi: torch.Tensor  # [R] float64: log ψ of the prefix, log φ once finished (ψ before the first token is 1)
+    log_w: torch.Tensor  # [R] float64: the weight since the last resampling
+    eve: torch.Tensor  # [R]: the initial particle each descends from
+    holders: list  # the decoders and masks, whose per-row state `reorder(index)` reorders too
+
+    @classmethod
+    def start(cls, rows: int, length: int, pad_id: int, device, holders: list) -> Particles:
+        def zero():
+            return torch.zeros(rows, dtype=torch.float64)
+
+        return cls(torch.full((rows, length), pad_id, dtype=torch.long, device=device),
+                   torch.full((rows,), length, dtype=torch.long), torch.zeros(rows, dtype=torch.bool),
+                   zero(), zero(), zero(), zero(), torch.arange(rows), holders)
+
+    def take(self, index: torch.Tensor):
+        """Reorders every particle quantity, and every holder's rows, by `index` [R] (with repeats)."""
+        for f in fields(self):
+            if f.name != "holders":
+                value = getattr(self, f.name)
+                setattr(self, f.name, value[index.to(value.device)])
+        for holder in self.holders:
+            holder.reorder(index)
+
+
 def _run(target, proposal, chunk, N, ess_threshold, sampling, decide, bar):
     """SMC for the prompts `chunk`, N particles each; returns their pool, final log-weights, log Ẑ per prompt,
     the estimated relative variance of Ẑ per prompt and the number of resampling events."""
     prior = target.prior
-    device = proposal.device
     P, L = len(chunk), target.max_new_tokens
     prompts = [target.prompts[c] for c in chunk]
     particle_prompts = [p for p in prompts for _ in range(N)]
     q_run = proposal.decoder(proposal.encode_prompts(particle_prompts), L)
     # The prior needs its own forward pass only when it is another model; another warp reuses the logits.
     p_run = q_run if prior.shares_forward(proposal) else prior.decoder(prior.encode_prompts(particle_prompts), L)
-    rows = P * N
-    eos_ids = proposal.eos_ids.to(device)
-    tokens = torch.full((rows, L), proposal.pad_id, dtype=torch.long, device=device)
-    length = torch.full((rows,), L, dtype=torch.long)
-    finished = torch.zeros(rows, dtype=torch.bool)
-    log_prior = torch.zeros(rows, dtype=torch.float64)
-    log_q = torch.zeros(rows, dtype=torch.float64)
-    log_psi = torch.zeros(rows, dtype=torch.float64)  # ψ before the first token is 1
-    log_w = torch.zeros(rows, dtype=torch.float64)
+    masks = masking.Masks(proposal.languages, P * N) if proposal.languages else None  # a masked proposal's matchers
+    holders = [h for h in (q_run, None if p_run is q_run else p_run, masks) if h is not None]
+    s = Particles.start(P * N, L, proposal.pad_id, proposal.device, holders)
     log_z = torch.zeros(P, dtype=torch.float64)
-    eve = torch.arange(rows)  # the initial particle each particle descends from
     events = torch.zeros(P, dtype=torch.long)  # resampling events per prompt
-    steering = target.potential.judges_prefixes
-    masks = masking.Masks(proposal.languages, rows) if proposal.languages else None  # a masked proposal's matchers
-    resamplings = 0
     for t in range(L):
-        q_dist = proposal.warp.log_probs(q_run.logits)
-        if masks is not None:
-            q_dist = masks.apply(q_dist)
-        token = draw(q_dist, sampling)
-        p_dist = (q_dist if p_run is q_run and prior.same_distribution(proposal)
-                  else prior.warp.log_probs(p_run.logits))
-        live = ~finished
-        tokens[:, t] = torch.where(live.to(device), token, proposal.pad_id)
-        step_q = q_dist.gather(-1, token[:, None]).squeeze(-1).double().cpu()
-        step_p = p_dist.to(device).gather(-1, token[:, None]).squeeze(-1).double().cpu()
-        ends = live & (torch.isin(token, eos_ids).cpu() | (t == L - 1))
-        length[ends] = t + 1
-        new_psi = log_psi.clone()
-        alive = ~torch.isneginf(log_psi)  # a dead particle stays dead: no need to judge it
-        _judge(target, tokens, particle_prompts, ends & alive, live & ~ends & alive if steering else None, t, new_psi)
-        # A particle already at zero weight stays there (and −inf − −inf must not become NaN).
-        step = torch.where(live, step_p - step_q + new_psi - log_psi, torch.zeros((), dtype=torch.float64))
-        log_w = torch.where(torch.isneginf(log_psi), NEG_INF, log_w + step)
-        log_prior, log_q = log_prior + torch.where(live, step_p, 0.0), log_q + torch.where(live, step_q, 0.0)
-        if masks is not None:
-            masks.advance(token.cpu(), live)
-        finished |= ends
-        log_psi = new_psi
+        _extend(target, proposal, s, q_run, p_run, masks, particle_prompts, t, sampling)
         bar.update(P)
-        if bool(finished.all()) or t == L - 1:
+        if bool(s.finished.all()) or t == L - 1:
             bar.update(P * (L - 1 - t))
             break
-        index, log_mean_w = _resample(log_w.reshape(P, N), ess_threshold, decide)
+        index, log_mean_w = _resample(s.log_w.reshape(P, N), ess_threshold, decide)
         if index is not None:
-            resamplings += int(torch.isfinite(log_mean_w).sum())
-            events += torch.isfinite(log_mean_w).long()
+            resampled = torch.isfinite(log_mean_w)
+            events += resampled.long()
             log_z += log_mean_w.nan_to_num(nan=0.0)
-            eve = eve[index]
-            tokens, length, finished = tokens[index.to(device)], length[index], finished[index]
-            log_prior, log_q, log_psi = log_prior[index], log_q[index], log_psi[index]
-            log_w = torch.where(torch.isfinite(log_mean_w).repeat_interleave(N), 0.0, log_w[index])
-            q_run.reorder(index)
-            if masks is not None:
-                masks.reorder(index)
-            if p_run is not q_run:
-                p_run.reorder(index)
-        q_run.feed(tokens[:, t])
+            s.take(index)
+            s.log_w = torch.where(resampled.repeat_interleave(N), 0.0, s.log_w)
+        q_run.feed(s.tokens[:, t])
         if p_run is not q_run:
-            p_run.feed(tokens[:, t])
+            p_run.feed(s.tokens[:, t])
     q_run.close()
     p_run.close()
-    log_z += log_mean_exp(log_w.reshape(P, N))
-    continuations = [row[:k] for row, k in zip(tokens.cpu().tolist(), length.tolist())]
-    texts = proposal.decode(continuations)
-    pool = target.score(target.prompts, torch.tensor(chunk).repeat_interleave(N), continuations, texts,
-                        log_proposal=log_q, log_prior=log_prior, proposal=proposal.name)
-    return pool, log_w, log_z, _relative_variance(log_w.reshape(P, N), eve.reshape(P, N), events), resamplings
+    log_z += log_mean_exp(s.log_w.reshape(P, N))
+    continuations = [row[:k] for row, k in zip(s.tokens.cpu().tolist(), s.length.tolist())]
+    pool = target.score(target.prompts, torch.tensor(chunk).repeat_interleave(N), continuations,
+                        proposal.decode(continuations), log_proposal=s.log_q, log_prior=s.log_prior,
+                        proposal=proposal.name)
+    variance = _relative_variance(s.log_w.reshape(P, N), s.eve.reshape(P, N), events)
+    return pool, s.log_w, log_z, variance, int(events.sum())
+
+
+def _extend(target, proposal, s: Particles, q_run, p_run, masks, prompts, t, sampling):
+    """Draws token t of every live particle from the proposal and weighs it by π0/q of the token and the change
+    of ψ (φ for a particle that ends there)."""
+    prior = target.prior
+    q_dist, token, token_logq = decoding.next_token(proposal, q_run, masks, sampling)
+    p_dist = (q_dist if p_run is q_run and prior.same_distribution(proposal)
+              else prior.warp.log_probs(p_run.logits))
+    live = ~s.finished
+    s.tokens[:, t] = torch.where(live.to(token.device), token, proposal.pad_id)
+    step_q = token_logq.double().cpu()
+    step_p = p_dist.to(token.device).gather(-1, token[:, None]).squeeze(-1).double().cpu()
+    ends = live & (torch.isin(token, proposal.eos_ids.to(token.device)).cpu() | (t == s.tokens.shape[1] - 1))
+    s.length[ends] = t + 1
+    new_psi = s.log_psi.clone()
+    alive = ~torch.isneginf(s.log_psi)  # a dead particle stays dead: no need to judge it
+    steering = target.potential.judges_prefixes
+    _judge(target, s.tokens, prompts, ends & alive, live & ~ends & alive if steering else None, t, new_psi)
+    # A particle already at zero weight stays there (and −inf − −inf must not become NaN).
+    step = torch.where(live, step_p - step_q + new_psi - s.log_psi, torch.zeros((), dtype=torch.float64))
+    s.log_w = torch.where(torch.isneginf(s.log_psi), NEG_INF, s.log_w + step)
+    s.log_prior = s.log_prior + torch.where(live, step_p, 0.0)
+    s.log_q = s.log_q + torch.where(live, step_q, 0.0)
+    if masks is not None:
+        masks.advance(token.cpu(), live)
+    s.finished |= ends
+    s.log_psi = new_psi
 
 
 def _judge(target, tokens, prompts, ends, unfinished, t, log_psi):

@@ -230,21 +230,7 @@ class Trainer:
                     outputs[key] = out
                 else:  # another process's piece: running estimates see it as that process's loss does
                     self.objective.observe(piece)
-            world.sum_gradients(self.params + self.own_params)
-            clip = sharding.clip_grad_norm_ if self.sharded else torch.nn.utils.clip_grad_norm_
-            norm = clip(self.params, config.max_grad_norm or float("inf"))
-            loss = world.sum(local) / config.grad_accum
-            where = f" (epoch {epoch + 1} of {epochs}: the step's earlier epochs go with it)" if epoch else ""
-            if not (math.isfinite(loss) and math.isfinite(norm.item())):
-                self.optimizer.zero_grad(set_to_none=True)
-                raise self._diverged(f"the loss ({loss}) or gradient norm ({norm.item()}) is not finite; this update "
-                                     f"was not applied{where}")
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            # A finite gradient can still take a weight to inf or NaN (a huge learning rate): never saved nor sampled.
-            if world.any(not all(bool(torch.isfinite(p).all()) for p in self.params + self.own_params)):
-                raise self._diverged(f"the update at learning rate {config.lr:g} made some weights NaN or infinite"
-                                     f"{where}; nothing of this step is saved")
+            loss, norm = self._update(local, epoch, epochs)
             if epoch == 0:
                 first = outputs
         lr = self.scheduler.get_last_lr()[0]
@@ -262,6 +248,27 @@ class Trainer:
         record.update(step=self.step, loss=loss, grad_norm=norm.item(), lr=lr, samples_per_s=samples / elapsed,
                       tokens_per_s=tokens / elapsed, sample_seconds=sampled - started, step_seconds=elapsed)
         return record
+
+    def _update(self, local: float, epoch: int, epochs: int) -> tuple[float, torch.Tensor]:
+        """Sums the gradients over processes, clips them and takes the optimiser step; refuses a step whose loss or
+        gradient is not finite, or that makes a weight so. Returns the step's loss and gradient norm."""
+        config, world = self.config, self.world
+        world.sum_gradients(self.params + self.own_params)
+        clip = sharding.clip_grad_norm_ if self.sharded else torch.nn.utils.clip_grad_norm_
+        norm = clip(self.params, config.max_grad_norm or float("inf"))
+        loss = world.sum(local) / config.grad_accum
+        where = f" (epoch {epoch + 1} of {epochs}: the step's earlier epochs go with it)" if epoch else ""
+        if not (math.isfinite(loss) and math.isfinite(norm.item())):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise self._diverged(f"the loss ({loss}) or gradient norm ({norm.item()}) is not finite; this update "
+                                 f"was not applied{where}")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        # A finite gradient can still take a weight to inf or NaN (a huge learning rate): never saved nor sampled.
+        if world.any(not all(bool(torch.isfinite(p).all()) for p in self.params + self.own_params)):
+            raise self._diverged(f"the update at learning rate {config.lr:g} made some weights NaN or infinite"
+                                 f"{where}; nothing of this step is saved")
+        return loss, norm
 
     def _diverged(self, what: str) -> TrainingDiverged:
         last = checkpoint.completed(self.run_dir / "checkpoints") if self.run_dir else []
@@ -384,10 +391,7 @@ class Trainer:
 
 def _detached(out: Step) -> Step:
     """A step's per-sample outputs on the CPU, without the loss (what the figures need of it)."""
-    def cpu(x):
-        return None if x is None else x.cpu()
-
-    return Step(None, cpu(out.log_model), cpu(out.kl_prior), cpu(out.log_prior))
+    return Step(None, *(None if x is None else x.cpu() for x in (out.log_model, out.kl_prior, out.log_prior)))
 
 
 def _cat(parts: list) -> torch.Tensor | None:

@@ -20,6 +20,7 @@ The protocol (`Potential`, with what each potential can do asked of it), the pro
 registry live in `base`.
 """
 
+import bayeslm.modelling.target  # noqa: F401  (it sets Potential.target_type, what `prior * potential` makes)
 from bayeslm.modelling.potentials.base import POTENTIALS, Potential, Product, Tempered, factors, statistics_of
 from bayeslm.modelling.potentials.best_of import BestOf, BestOfN, best_of
 from bayeslm.modelling.potentials.constraint import Constraint, HardConstraint, hard_constraints, only_constraints

@@ -17,7 +17,7 @@ this one", and a kind that has it overrides that default.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import ClassVar, Sequence
 
 import torch
 
@@ -26,9 +26,6 @@ from bayeslm.distributions.lm import LM
 from bayeslm.modelling.rewards import Reward
 from bayeslm.modelling.scored import Statistics
 from bayeslm.registry import Registry
-
-if TYPE_CHECKING:
-    from bayeslm.modelling.target import Target
 
 # The kinds of potentials a target file names, one module each in bayeslm.modelling.potentials.
 POTENTIALS = Registry("potential", "bayeslm.modelling.potentials",
@@ -53,6 +50,9 @@ class Potential:
 
     reads_tokens: bool = False
     judges_prefixes: bool = False
+    # `prior * potential` makes a target. The target module, which imports this one, sets its Target class here
+    # when it loads (bayeslm.modelling.potentials loads it), so that this module need not import it back.
+    target_type: ClassVar[type | None] = None
 
     @property
     def names(self) -> list[str]:
@@ -113,11 +113,9 @@ class Potential:
             return NotImplemented
         return Product([*factors(self), *factors(other)])
 
-    def __rmul__(self, prior: LM) -> Target:
-        """prior * potential is the target π* ∝ π0·φ."""
-        from bayeslm.modelling.target import Target
-
-        return Target(prior, self) if isinstance(prior, LM) else NotImplemented
+    def __rmul__(self, prior: LM):
+        """prior * potential is the target π* ∝ π0·φ (`bayeslm.modelling.target.Target`)."""
+        return self.target_type(prior, self) if isinstance(prior, LM) else NotImplemented
 
 
 def factors(p: Potential) -> list[Potential]:
