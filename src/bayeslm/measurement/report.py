@@ -42,7 +42,7 @@ TARGET_WEIGHTED = ("log_z", "kl_model_target", "kl_target_model")
 
 
 @dataclass
-class Run:
+class RunFiles:
     """What a run directory holds; any part but the config may be missing (an interrupted or untrained run)."""
 
     path: Path
@@ -56,7 +56,7 @@ class Run:
     prompts: list[dict] | None = None  # each prompt as the prior sees it (prompts.json)
 
 
-def load_run(path: Path) -> Run:
+def load_run(path: Path) -> RunFiles:
     if not (path / "config.yaml").is_file():
         raise ConfigError(f"{path} is not a run directory (no config.yaml): give the --out directory of "
                           "`bayeslm train`")
@@ -78,12 +78,12 @@ def load_run(path: Path) -> Run:
         held = "nothing" if config is None else f"a {type(config).__name__}"
         raise ConfigError(f"{path / 'config.yaml'} holds {held}, not a run's config: the run directory is damaged, "
                           "or not one `bayeslm train` wrote")
-    return Run(path, config, text("target.yaml"), lines("metrics.jsonl"),
+    return RunFiles(path, config, text("target.yaml"), lines("metrics.jsonl"),
                document("scorecard.json"), document("scorecard_prior.json"), lines("samples.jsonl"),
                document("plan.json"), document("prompts.json"))
 
 
-def collapse_warnings(run: Run) -> list[str]:
+def collapse_warnings(run: RunFiles) -> list[str]:
     """Entropy or distinct-2 falling below COLLAPSE_RATIO of where it started: over training (first step against
     the last), and the final model against the prior (the scorecards)."""
     warnings = []
@@ -105,7 +105,7 @@ def _value(card: dict, key: str) -> float | None:
     return figure["value"] if isinstance(figure, dict) else figure
 
 
-def render(run: Run) -> str:
+def render(run: RunFiles) -> str:
     config = run.config
     objective = config.get("objective")
     title = f"bayeslm run {run.path.name}: {next(iter(objective)) if isinstance(objective, dict) else objective}"
@@ -142,7 +142,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> tuple[Path, list[str
 
 # ----- sections ------------------------------------------------------------------------------------------------
 
-def _target_section(run: Run) -> str:
+def _target_section(run: RunFiles) -> str:
     if run.target_text is None:
         target = run.config.get("target")
         text = target if isinstance(target, str) else yaml.safe_dump(target, sort_keys=False, allow_unicode=True)
@@ -160,7 +160,7 @@ def _target_section(run: Run) -> str:
             f"<pre>{_e(text)}</pre>{seen}")
 
 
-def _scorecard_section(run: Run) -> str:
+def _scorecard_section(run: RunFiles) -> str:
     cards = [(name, card) for name, card in (("prior π0", run.prior_card), ("trained model", run.card)) if card]
     if not cards:
         return "<h2>Scorecard</h2><p>No scorecard: the run did not finish, or eval_n was 0.</p>"
@@ -193,7 +193,7 @@ def _scorecard_section(run: Run) -> str:
             f"<table id=scorecard><tr><th></th>{header}</tr>{''.join(rows)}</table>{note}")
 
 
-def _pass_at_k_section(run: Run) -> str:
+def _pass_at_k_section(run: RunFiles) -> str:
     cards = [(name, card) for name, card in (("prior π0", run.prior_card), ("trained model", run.card))
              if card and card.get("pass_at_k")]
     if not cards:
@@ -223,7 +223,7 @@ def _pass_at_k_section(run: Run) -> str:
             f"<img alt='pass@k curve' src='{_png(fig)}'>")
 
 
-def _curves_section(run: Run) -> str:
+def _curves_section(run: RunFiles) -> str:
     if not run.metrics:
         return "<h2>Training curves</h2><p>No step has been logged yet.</p>"
     import matplotlib
@@ -271,7 +271,7 @@ def _trailing_mean(values: list[float], window: int) -> list[float]:
     return out
 
 
-def _plan_section(run: Run) -> str:
+def _plan_section(run: RunFiles) -> str:
     if run.plan is None:
         return ""
     import matplotlib.pyplot as plt
@@ -309,7 +309,7 @@ def _goal(prediction: dict) -> str:
     return f"solved for: {prediction['goal']}" if "goal" in prediction else ""
 
 
-def _samples_section(run: Run) -> str:
+def _samples_section(run: RunFiles) -> str:
     if not run.samples:
         return ""
     labels = {"prior": "prior π0", "model": "trained model", "target": "target π* (importance-resampled)"}
@@ -332,7 +332,7 @@ def _samples_section(run: Run) -> str:
     return "\n".join(out)
 
 
-def _config_section(run: Run) -> str:
+def _config_section(run: RunFiles) -> str:
     text = yaml.safe_dump(run.config, sort_keys=False, allow_unicode=True)
     return f"<h2>Resolved config</h2><pre>{_e(text)}</pre>"
 

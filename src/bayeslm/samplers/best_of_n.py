@@ -53,7 +53,7 @@ def kl_to_proposal(candidates: int) -> float:
 
 @SAMPLERS.register
 @dataclass
-class BestOfN(Sampler):
+class BestOfNSampler(Sampler):
     """Best-of-n reranking by log φ: the named baseline, not a sampler of π*."""
 
     name: ClassVar[str] = "best-of-n"
