@@ -104,3 +104,16 @@ def test_no_function_outgrows_one_screen():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
                 long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}")
     assert not long, long
+
+
+def test_editors_see_every_public_name_with_its_signature():
+    """`bl.KLRL` loads lazily (`import bayeslm` imports no torch); the same names imported under TYPE_CHECKING let
+    editors and type checkers see each one's signature."""
+    import bayeslm
+
+    tree = ast.parse((SRC / "bayeslm" / "__init__.py").read_text())
+    block = next(node for node in tree.body
+                 if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING")
+    seen = {alias.asname or alias.name for node in ast.walk(block) if isinstance(node, ast.ImportFrom)
+            for alias in node.names}
+    assert seen == set(bayeslm.__all__)

@@ -19,6 +19,7 @@ that `import bayeslm` (and the command line's start) does not import torch until
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 # Public name -> the module that defines it.
 _EXPORTS = {
@@ -47,11 +48,61 @@ _EXPORTS = {
     "certify": "bayeslm.measurement.certify", "Certificate": "bayeslm.measurement.certify",
     "guarded": "bayeslm.measurement.guard", "Guarded": "bayeslm.measurement.guard",
     "guard": "bayeslm.experiments.guard", "Guard": "bayeslm.experiments.guard",
+    "pass_at_k_curve": "bayeslm.measurement.pass_at_k",
     "train": "bayeslm.api", "sample": "bayeslm.api", "scorecard": "bayeslm.api",
 }
 # Public submodules: bl.rewards.sentiment(), bl.samplers.smc(...), bl.weights.log_z(...).
 _MODULES = {"rewards": "bayeslm.modelling.rewards", "samplers": "bayeslm.samplers",
             "objectives": "bayeslm.training.objectives", "weights": "bayeslm.weights"}
+
+if TYPE_CHECKING:  # what editors and type checkers see: the same names, imported eagerly
+    from bayeslm import samplers, weights
+    from bayeslm.api import sample, scorecard, train
+    from bayeslm.distributions.lm import LM, Samples
+    from bayeslm.distributions.loading import load_lm
+    from bayeslm.distributions.toy import ToyConfig, toy_lm
+    from bayeslm.distributions.warp import Warp
+    from bayeslm.experiments.guard import Guard, guard
+    from bayeslm.measurement.certify import Certificate, certify
+    from bayeslm.measurement.exact import Exact
+    from bayeslm.measurement.guard import Guarded, guarded
+    from bayeslm.measurement.pass_at_k import pass_at_k_curve
+    from bayeslm.measurement.plan import Plan
+    from bayeslm.measurement.reference import Reference, reference
+    from bayeslm.measurement.scorecard import Scorecard
+    from bayeslm.modelling import rewards
+    from bayeslm.modelling.potentials import (
+        Constraint,
+        Exponential,
+        ExponentialFamily,
+        Forbid,
+        Potential,
+        Product,
+        StartsWith,
+        best_of,
+        constrain,
+        grammar,
+        json_schema,
+        masked,
+        power,
+        regex,
+        teacher,
+    )
+    from bayeslm.modelling.rewards import Reward
+    from bayeslm.modelling.scored import ScoredSamples
+    from bayeslm.modelling.target import Target
+    from bayeslm.samplers.base import Sampler
+    from bayeslm.samplers.result import Draws
+    from bayeslm.training import objectives
+    from bayeslm.training.config import LoRA, TrainConfig
+    from bayeslm.training.objectives.base import Objective, Step
+    from bayeslm.training.objectives.dpg import DPG
+    from bayeslm.training.objectives.fdpg import FDPG
+    from bayeslm.training.objectives.klrl import KLRL
+    from bayeslm.training.objectives.rl import RL
+    from bayeslm.training.objectives.tb import TB
+    from bayeslm.training.run import Run
+    from bayeslm.weights import Estimate, NoSupport
 
 __all__ = sorted([*_EXPORTS, *_MODULES])
 
