@@ -19,7 +19,6 @@ from bayeslm.modelling.potentials.language import explained
 from bayeslm.modelling.rewards import Reward
 from bayeslm.modelling.target import Target
 from bayeslm.samplers import SAMPLERS, Draws, Sampler
-from bayeslm.samplers.pool import unsupported
 from bayeslm.training.config import LoRA, load_config
 from bayeslm.training.objectives import Objective
 from bayeslm.training.run import Run
@@ -75,11 +74,8 @@ def _require_support(draws: Draws):
     """One rule for every sampler: samples of the target must exist for every prompt. Where none has positive
     target weight (nothing drawn satisfies the target, nothing was accepted, every particle died), stop with
     `NoSupport` rather than return samples that are not the target's."""
-    bad = unsupported(draws.samples)
-    if bad:
-        raise NoSupport(f"{draws.method}: no sample has positive target weight for prompt(s) {bad}: none of the "
-                        "proposals satisfies the target's constraints, or none was accepted within the budget. Draw "
-                        "more (-n, --budget), or use a proposal closer to the target", bad)
+    draws.samples.require_support(draws.method, "Draw more (-n; --budget, where a sampler accepts within one), or "
+                                                "use a proposal closer to the target")
 
 
 def scorecard(model: LM, target: Target, n: int = 256, *, seed: int = 0, exact: bool = False,

@@ -30,7 +30,7 @@ from bayeslm.measurement.scorecard import pool
 from bayeslm.modelling.potentials import only_constraints
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
-from bayeslm.weights import Estimate, NoSupport, combine
+from bayeslm.weights import Estimate, combine
 
 # The figures, in the order tables show them.
 FIGURES = [("acceptance", "acceptance AR"), ("kl_target_proposal", "KL(g‖a′)"),
@@ -73,10 +73,7 @@ def measure(pooled: ScoredSamples) -> Guarded:
     log_w = pooled.grid(pooled.log_w)
     satisfied = torch.isfinite(pooled.grid(pooled.log_phi)).double()
     acceptance = satisfied.mean(1)
-    if (acceptance == 0).any():
-        bad = [pooled.prompts[c] for c in (acceptance == 0).nonzero().flatten().tolist()]
-        raise NoSupport(f"none of the {log_w.shape[1]} samples of {pooled.proposal} satisfies the constraints for "
-                        f"prompt(s) {bad}: the acceptance rate is too small to measure; draw more samples (-n)")
+    pooled.require_support(pooled.proposal, "The acceptance rate is too small to measure: draw more samples (-n)")
     kl, kl_influence = weights.forward_kl(log_w)
     log_acceptance_influence = satisfied / acceptance[:, None] - 1  # of log AR̂: (b − AR)/AR
     _, warning = weights.heaviest_tail(log_w, pooled.prompts)

@@ -40,8 +40,7 @@ from bayeslm.measurement.exact import Exact
 from bayeslm.modelling.potentials.base import statistics_of
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
-from bayeslm.samplers.pool import unsupported
-from bayeslm.weights import Estimate, NoSupport, combine, snis_mean
+from bayeslm.weights import Estimate, combine, snis_mean
 
 SOURCES = ("auto", "prior", "exact")
 CACHE_FORMAT = 1  # bumped whenever what a cached reference holds, or how it is drawn, changes
@@ -137,12 +136,9 @@ class Reference:
 
 def _require_mass(pool: ScoredSamples, source: str):
     """Stops where some prompt has no sample of positive target weight: no log Z and no π* to weigh by."""
-    bad = unsupported(pool)
-    if bad:
-        why = ("no continuation has any: the target is empty there (Z = 0)" if source == "exact" else
-               "draw a larger reference, or a rare constraint needs a proposal closer to the target")
-        raise NoSupport(f"none of the reference's samples ({source}) has positive target weight for prompt(s) "
-                        f"{bad}: {why}", bad)
+    pool.require_support(f"the reference ({source})",
+                         "No continuation has any: the target is empty there (Z = 0)" if source == "exact" else
+                         "Draw a larger reference, or a rare constraint needs a proposal closer to the target")
 
 
 def enumerable(target: Target) -> bool:

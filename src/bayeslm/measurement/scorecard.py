@@ -39,7 +39,7 @@ from bayeslm.measurement.pass_at_k import distinct_correct, pass_at_k_curve, ver
 from bayeslm.modelling.rewards import Reward
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
-from bayeslm.weights import Estimate, NoSupport, combine, difference, json_float, mean, snis_mean
+from bayeslm.weights import Estimate, combine, difference, json_float, mean, snis_mean
 
 if TYPE_CHECKING:
     from bayeslm.measurement.reference import Reference
@@ -171,12 +171,7 @@ def card(pooled: ScoredSamples, target: Target, *, reference: Reference | None =
     grid = pooled.grid
     log_q, log_prior, log_w = grid(pooled.log_proposal), grid(pooled.log_prior), grid(pooled.log_w)
     C, n = log_w.shape
-    empty = torch.isneginf(log_w).all(1)
-    if empty.any():
-        bad = [pooled.prompts[i] for i in empty.nonzero().flatten().tolist()]
-        raise NoSupport(f"all {n} samples have zero target weight for prompt(s) {bad} (no sample satisfies the "
-                        f"constraints of {target.potential!r}). Draw more samples (-n), or use a proposal closer "
-                        "to the target", bad)
+    pooled.require_support(None, "Draw more samples (-n), or use a proposal closer to the target")
     log_z, ratio = weights.normalise(log_w)
     est = {"log_z": combine(log_z, ratio - 1)}
     est["log_z_model"] = est["log_z"]

@@ -19,6 +19,8 @@ from typing import Sequence
 
 import torch
 
+from bayeslm.weights import NoSupport
+
 Statistics = dict[str, torch.Tensor]
 
 
@@ -79,6 +81,26 @@ class ScoredSamples:
     def grid(self, values: torch.Tensor) -> torch.Tensor:
         """values [N] as [C, n], for rows grouped by prompt, n of each."""
         return values.reshape(len(self.prompts), -1)
+
+    def unsupported(self) -> list[str]:
+        """The prompts of which no sample has positive target weight."""
+        alive = torch.zeros(len(self.prompts), dtype=torch.bool)
+        alive[self.prompt_index[torch.isfinite(self.log_w)].cpu()] = True
+        return [self.prompts[c] for c in (~alive).nonzero().flatten().tolist()]
+
+    def require_support(self, whose: str | None, remedy: str):
+        """The one rule of every sampler, reference and scorecard: where no sample of some prompt has positive
+        target weight there is nothing to weigh, resample or estimate from, so stop with `NoSupport` (saying whose
+        samples, and `remedy`) rather than return figures or samples that are not the target's."""
+        bad = self.unsupported()
+        if not bad:
+            return
+        counts = {int(self.counts()[self.prompts.index(prompt)]) for prompt in bad}
+        what = ("no sample was kept" if counts == {0} else
+                f"all {counts.pop()} samples have zero target weight" if len(counts) == 1 else
+                "every sample has zero target weight")
+        raise NoSupport(f"{whose + ': ' if whose else ''}{what} for prompt(s) {bad} (no sample satisfies the "
+                        f"constraints of the target). {remedy}", bad)
 
     def texts_by_prompt(self) -> list[list[str]]:
         return [[self.texts[i] for i in (self.prompt_index == c).nonzero().flatten().tolist()]

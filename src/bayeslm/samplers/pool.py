@@ -19,7 +19,6 @@ from bayeslm import progress
 from bayeslm.distributions.lm import LM
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
-from bayeslm.weights import NoSupport
 
 
 def generators(proposal: LM, seed: int) -> tuple[torch.Generator, torch.Generator]:
@@ -50,17 +49,7 @@ def propose(target: Target, proposal: LM, n: int, *, generator: torch.Generator,
     return ScoredSamples.cat(parts).sorted_by_prompt()
 
 
-def unsupported(pool: ScoredSamples) -> list[str]:
-    """The prompts of which no sample has positive target weight."""
-    alive = torch.zeros(len(pool.prompts), dtype=torch.bool)
-    alive[pool.prompt_index[torch.isfinite(pool.log_w)]] = True
-    return [pool.prompts[c] for c in (~alive).nonzero().flatten().tolist()]
-
-
 def require_support(pool: ScoredSamples, method: str):
     """Stops when some prompt has no sample of positive target weight: nothing to resample or weigh."""
-    bad = unsupported(pool)
-    if bad:
-        raise NoSupport(f"{method}: every proposal for prompt(s) {bad} has zero target weight (none satisfies the "
-                        "target's constraints). Draw more proposals, or use a proposal closer to the target", bad)
+    pool.require_support(method, "Draw more proposals, or use a proposal closer to the target")
 
