@@ -16,21 +16,22 @@ for independent candidates is uniformly at random.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated
 
 import torch
 
 from bayeslm import weights
-from bayeslm.config import field, positive
+from bayeslm.config import positive
 from bayeslm.distributions.lm import LM
 from bayeslm.modelling.target import Target
-from bayeslm.samplers.base import SAMPLERS, Sampler
+from bayeslm.samplers.base import Option, sampler
 from bayeslm.samplers.pool import generators, propose
 from bayeslm.samplers.result import Draws
 
 
-def best_of_n(target: Target, proposal: LM | None = None, n: int = 256, *, candidates: int = 4,
+@sampler("best-of-n", "Best-of-n reranking by log φ: the named baseline, not a sampler of π*.")
+def best_of_n(target: Target, proposal: LM | None = None, n: int = 256, *,
+              candidates: Annotated[int, Option("candidates per sample", positive)] = 4,
               seed: int = 0) -> Draws:
     """n samples per prompt, each the best of `candidates` proposals by log φ."""
     proposal = proposal or target.prior
@@ -49,15 +50,3 @@ def best_of_n(target: Target, proposal: LM | None = None, n: int = 256, *, candi
 def kl_to_proposal(candidates: int) -> float:
     """The closed-form KL(best-of-n ‖ q) in nats: exact for continuous scores, an upper bound for sequences."""
     return math.log(candidates) - (candidates - 1) / candidates
-
-
-@SAMPLERS.register
-@dataclass
-class BestOfNSampler(Sampler):
-    """Best-of-n reranking by log φ: the named baseline, not a sampler of π*."""
-
-    name: ClassVar[str] = "best-of-n"
-    candidates: int = field(4, doc="candidates per sample", check=positive)
-
-    def sample(self, target, proposal=None, n=256, *, seed=0):
-        return best_of_n(target, proposal, n, candidates=self.candidates, seed=seed)

@@ -19,22 +19,25 @@ remaining distortion, at a cost (`bayeslm.samplers.imh`, `bayeslm.samplers.qrs`)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated
 
 import torch
 
 from bayeslm import weights
-from bayeslm.config import field, positive
+from bayeslm.config import positive
 from bayeslm.distributions.lm import LM
 from bayeslm.modelling.potentials import only_constraints
 from bayeslm.modelling.target import Target
-from bayeslm.samplers.base import SAMPLERS, Sampler
+from bayeslm.samplers.base import Option, sampler
 from bayeslm.samplers.rejection import accept_reject
 from bayeslm.samplers.result import Draws
 
 
-def filtered(target: Target, proposal: LM | None = None, n: int = 256, *, budget: int | None = None,
+@sampler("filter", """Keep the proposals that satisfy the constraints (GUARD): exact from the prior, faithful from a
+    trained proposal, with KL(g‖g′) measured.""")
+def filtered(target: Target, proposal: LM | None = None, n: int = 256, *,
+             budget: Annotated[int | None, Option("most proposals per prompt (null: 100·n); what was accepted is "
+                                                  "kept", positive)] = None,
              seed: int = 0) -> Draws:
     """n samples per prompt of g′ ∝ q·b: the proposal's samples that satisfy the target's constraints, with
     KL(g‖g′) estimated from them (`figures["kl_target_filtered"]`). `budget` caps the proposals per prompt
@@ -59,17 +62,3 @@ def filtered(target: Target, proposal: LM | None = None, n: int = 256, *, budget
 def _satisfied(pool) -> torch.Tensor:
     """log of the acceptance probability: 0 where every constraint holds, −inf elsewhere."""
     return torch.where(torch.isfinite(pool.log_phi), 0.0, -math.inf).double()
-
-
-@SAMPLERS.register
-@dataclass
-class Filter(Sampler):
-    """Keep the proposals that satisfy the constraints (GUARD): exact from the prior, faithful from a trained
-    proposal, with KL(g‖g′) measured."""
-
-    name: ClassVar[str] = "filter"
-    budget: int | None = field(None, doc="most proposals per prompt (null: 100·n); what was accepted is kept",
-                               check=positive)
-
-    def sample(self, target, proposal=None, n=256, *, seed=0):
-        return filtered(target, proposal, n, budget=self.budget, seed=seed)

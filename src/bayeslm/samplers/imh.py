@@ -16,24 +16,26 @@ sample size that follows from it. The proposals also give the importance-samplin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated
 
 import torch
 
 from bayeslm import progress, weights
-from bayeslm.config import field, non_negative, positive
+from bayeslm.config import non_negative, positive
 from bayeslm.distributions.lm import LM
 from bayeslm.modelling.target import Target
-from bayeslm.samplers.base import SAMPLERS, Sampler
+from bayeslm.samplers.base import Option, sampler
 from bayeslm.samplers.pool import generators, propose, require_support
 from bayeslm.samplers.result import Draws
 
 MAX_LAG = 10
 
 
-def imh(target: Target, proposal: LM | None = None, n: int = 256, *, chains: int | None = None,
-        burn_in: int = 20, seed: int = 0) -> Draws:
+@sampler("imh", "Independent Metropolis–Hastings chains with the proposal as independent proposal.")
+def imh(target: Target, proposal: LM | None = None, n: int = 256, *,
+        chains: Annotated[int | None, Option("chains per prompt (null: min(n, 16))", positive)] = None,
+        burn_in: Annotated[int, Option("moves discarded per chain", non_negative)] = 20,
+        seed: int = 0) -> Draws:
     """n samples per prompt from `chains` chains per prompt (default min(n, 16)), each run for `burn_in` moves
     plus ⌈n/chains⌉ kept moves."""
     proposal = proposal or target.prior
@@ -112,16 +114,3 @@ def integrated_time(autocorrelation: list[float]) -> float:
             break
         tau += 2 * rho
     return tau
-
-
-@SAMPLERS.register
-@dataclass
-class IMH(Sampler):
-    """Independent Metropolis–Hastings chains with the proposal as independent proposal."""
-
-    name: ClassVar[str] = "imh"
-    chains: int | None = field(None, doc="chains per prompt (null: min(n, 16))", check=positive)
-    burn_in: int = field(20, doc="moves discarded per chain", check=non_negative)
-
-    def sample(self, target, proposal=None, n=256, *, seed=0):
-        return imh(target, proposal, n, chains=self.chains, burn_in=self.burn_in, seed=seed)

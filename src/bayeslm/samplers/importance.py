@@ -15,26 +15,27 @@ uncorrected, the baseline both improve on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated
 
 import torch
 
 from bayeslm import weights
-from bayeslm.config import field, positive
+from bayeslm.config import positive
 from bayeslm.distributions.lm import LM
 from bayeslm.modelling.target import Target
-from bayeslm.samplers.base import SAMPLERS, Sampler
+from bayeslm.samplers.base import Option, sampler
 from bayeslm.samplers.pool import generators, propose, require_support
 from bayeslm.samplers.result import Draws
 
 
+@sampler("ancestral", "The proposal's own samples, unweighted: the baseline (with log Z and the ESS of their weights).")
 def ancestral(target: Target, proposal: LM | None = None, n: int = 256, *, seed: int = 0) -> Draws:
     """n samples per prompt of the proposal (default the prior), unweighted; log Z and the ESS of their
     importance weights say how far the proposal is from the target."""
     return _weighted("ancestral", target, proposal, n, seed, keep_weights=False)
 
 
+@sampler("importance", "The proposal's samples, each weighted by w = P/q.")
 def importance(target: Target, proposal: LM | None = None, n: int = 256, *, seed: int = 0) -> Draws:
     """n samples per prompt of the proposal, each weighted by w = P/q (`log_weight`)."""
     return _weighted("importance", target, proposal, n, seed, keep_weights=True)
@@ -52,7 +53,10 @@ def _weighted(method, target, proposal, n, seed, keep_weights):
                  ess=weights.total_ess(pool.grid(pool.log_w)), log_z=estimate, log_z_per_prompt=per_prompt)
 
 
-def sir(target: Target, proposal: LM | None = None, n: int = 256, *, pool_size: int | None = None,
+@sampler("sir", "Sampling–importance–resampling: n draws from a weighted pool of proposals.")
+def sir(target: Target, proposal: LM | None = None, n: int = 256, *,
+        pool_size: Annotated[int | None, Option("proposals per prompt to resample from (null: 10·n)",
+                                                positive)] = None,
         seed: int = 0) -> Draws:
     """n unweighted samples per prompt, resampled with replacement from a pool of `pool_size` (default 10·n)
     proposals per prompt in proportion to their weights."""
@@ -69,37 +73,3 @@ def sir(target: Target, proposal: LM | None = None, n: int = 256, *, pool_size: 
     return Draws("sir", pool.take(rows), torch.zeros(C * n, dtype=torch.float64), requested=n,
                  proposals=pool.counts(), ess=weights.total_ess(pool.grid(pool.log_w)), log_z=estimate,
                  log_z_per_prompt=per_prompt, figures={"distinct_samples": float(len(set(rows.tolist())))})
-
-
-@SAMPLERS.register
-@dataclass
-class Ancestral(Sampler):
-    """The proposal's own samples, unweighted: the baseline (with log Z and the ESS of their weights)."""
-
-    name: ClassVar[str] = "ancestral"
-
-    def sample(self, target, proposal=None, n=256, *, seed=0):
-        return ancestral(target, proposal, n, seed=seed)
-
-
-@SAMPLERS.register
-@dataclass
-class Importance(Sampler):
-    """The proposal's samples, each weighted by w = P/q."""
-
-    name: ClassVar[str] = "importance"
-
-    def sample(self, target, proposal=None, n=256, *, seed=0):
-        return importance(target, proposal, n, seed=seed)
-
-
-@SAMPLERS.register
-@dataclass
-class SIR(Sampler):
-    """Sampling–importance–resampling: n draws from a weighted pool of proposals."""
-
-    name: ClassVar[str] = "sir"
-    pool_size: int | None = field(None, doc="proposals per prompt to resample from (null: 10·n)", check=positive)
-
-    def sample(self, target, proposal=None, n=256, *, seed=0):
-        return sir(target, proposal, n, pool_size=self.pool_size, seed=seed)

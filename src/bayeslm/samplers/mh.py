@@ -20,26 +20,30 @@ follows; the starting proposals give the importance-sampling estimate of log Z.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated
 
 import torch
 
 from bayeslm import progress, weights
-from bayeslm.config import field, non_negative, positive
+from bayeslm.config import non_negative, positive
 from bayeslm.distributions import decoding
 from bayeslm.distributions.lm import LM
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
-from bayeslm.samplers.base import SAMPLERS, Sampler
+from bayeslm.samplers.base import Option, sampler
 from bayeslm.samplers.imh import chain_draws
 from bayeslm.samplers.pool import generators
 from bayeslm.samplers.result import Draws
 
 
+@sampler("mh", "Metropolis–Hastings chains that regenerate each state's ending from a random position.")
 @torch.no_grad()
-def mh(target: Target, proposal: LM | None = None, n: int = 256, *, chains: int | None = None, burn_in: int = 20,
-       block: int = 1, seed: int = 0) -> Draws:
+def mh(target: Target, proposal: LM | None = None, n: int = 256, *,
+       chains: Annotated[int | None, Option("chains per prompt (null: min(n, 16))", positive)] = None,
+       burn_in: Annotated[int, Option("moves discarded per chain", non_negative)] = 20,
+       block: Annotated[int, Option("regenerate from positions that are multiples of this many tokens",
+                                    positive)] = 1,
+       seed: int = 0) -> Draws:
     """n samples per prompt from `chains` chains per prompt (default min(n, 16)), each run for `burn_in` moves
     plus ⌈n/chains⌉ kept moves, regenerating from a position that is a multiple of `block`."""
     proposal = proposal or target.prior
@@ -125,17 +129,3 @@ def _merge(state: ScoredSamples, candidate: ScoredSamples, accept: torch.Tensor)
     """The candidate where accepted, else the state: both rows in one pool, each row taken from its side."""
     both = ScoredSamples.cat([state, candidate])
     return both.take(torch.where(accept, torch.arange(len(state)) + len(state), torch.arange(len(state))))
-
-
-@SAMPLERS.register
-@dataclass
-class MH(Sampler):
-    """Metropolis–Hastings chains that regenerate each state's ending from a random position."""
-
-    name: ClassVar[str] = "mh"
-    chains: int | None = field(None, doc="chains per prompt (null: min(n, 16))", check=positive)
-    burn_in: int = field(20, doc="moves discarded per chain", check=non_negative)
-    block: int = field(1, doc="regenerate from positions that are multiples of this many tokens", check=positive)
-
-    def sample(self, target, proposal=None, n=256, *, seed=0):
-        return mh(target, proposal, n, chains=self.chains, burn_in=self.burn_in, block=self.block, seed=seed)

@@ -26,15 +26,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import Annotated, Sequence
 
 import torch
 
-from bayeslm.config import ConfigError, field, fraction, positive
+from bayeslm.config import fraction, positive
 from bayeslm.distributions.lm import LM
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
-from bayeslm.samplers.base import SAMPLERS, Sampler
+from bayeslm.samplers.base import Option, sampler
 from bayeslm.samplers.pool import generators, propose, require_support
 from bayeslm.samplers.rejection import accept_reject
 from bayeslm.samplers.result import Draws
@@ -146,39 +146,37 @@ def choose_beta(target: Target, proposal: LM | None = None, *, acceptance: float
     return meeting[0]
 
 
-@SAMPLERS.register
-@dataclass
-class QRS(Sampler):
-    """Quasi-rejection sampling with a bound β on P/q: given, or chosen for a stated acceptance rate or TV."""
+def _one_way(options) -> str | None:
+    if sum(x is not None for x in (options.qrs_beta, options.acceptance, options.tv)) != 1:
+        return ("needs exactly one of qrs_beta (--qrs-beta: the bound β itself), acceptance (--acceptance: the rate "
+                "you can afford, e.g. 0.1) or tv (--tv: the distance to the target you accept, e.g. 0.05)")
+    return None
 
-    name: ClassVar[str] = "qrs"
-    qrs_beta: float | None = field(None, doc="the bound β on P/q (not the β of an exponential potential); or give "
-                                             "acceptance or tv and let it be chosen", check=positive)
-    acceptance: float | None = field(None, doc="choose β as the closest to the target that accepts at least this "
-                                               "fraction of proposals", check=fraction)
-    tv: float | None = field(None, doc="choose β as the most accepting whose TV distance to the target is at "
-                                       "most this", check=fraction)
-    choice_pool: int = field(1024, doc="proposals per prompt from which acceptance or tv chooses β", check=positive)
-    budget: int | None = field(None, doc="most proposals per prompt (null: 100·n); what was accepted is kept",
-                               check=positive)
 
-    def __post_init__(self):
-        super().__post_init__()
-        if sum(x is not None for x in (self.qrs_beta, self.acceptance, self.tv)) != 1:
-            raise ConfigError("qrs needs exactly one of qrs_beta (--qrs-beta: the bound β itself), acceptance "
-                              "(--acceptance: the rate you can afford, e.g. 0.1) or tv (--tv: the distance to the "
-                              "target you accept, e.g. 0.05)")
-
-    def sample(self, target, proposal=None, n=256, *, seed=0):
-        if self.qrs_beta is not None:
-            return qrs(target, proposal, n, qrs_beta=self.qrs_beta, budget=self.budget, seed=seed)
-        chosen = choose_beta(target, proposal, acceptance=self.acceptance, tv=self.tv, pool_n=self.choice_pool,
-                             seed=seed)
-        draws = qrs(target, proposal, n, qrs_beta=chosen.beta, budget=self.budget, seed=seed)
-        goal = f"acceptance ≥ {self.acceptance}" if self.acceptance is not None else f"TV ≤ {self.tv}"
-        draws.figures.update(predicted_acceptance=chosen.acceptance_rate.value,
-                             predicted_tv=chosen.tv_qrs_target.value)
-        draws.notes.append(f"β = {chosen.beta:.4g} chosen for {goal} from {self.choice_pool} proposals per prompt: "
-                           f"predicted acceptance {chosen.acceptance_rate}, TV to the target {chosen.tv_qrs_target}, "
-                           f"KL(π*‖p_β) {chosen.kl_target_qrs}")
-        return draws
+@sampler("qrs", "Quasi-rejection sampling with a bound β on P/q: given, or chosen for a stated acceptance rate or TV.",
+         check=_one_way)
+def quasi_rejection(target: Target, proposal: LM | None = None, n: int = 256, *,
+                    qrs_beta: Annotated[float | None, Option("the bound β on P/q (not the β of an exponential "
+                                                             "potential); or give acceptance or tv and let it be "
+                                                             "chosen", positive)] = None,
+                    acceptance: Annotated[float | None, Option("choose β as the closest to the target that accepts "
+                                                               "at least this fraction of proposals", fraction)] = None,
+                    tv: Annotated[float | None, Option("choose β as the most accepting whose TV distance to the "
+                                                       "target is at most this", fraction)] = None,
+                    choice_pool: Annotated[int, Option("proposals per prompt from which acceptance or tv chooses β",
+                                                       positive)] = 1024,
+                    budget: Annotated[int | None, Option("most proposals per prompt (null: 100·n); what was "
+                                                         "accepted is kept", positive)] = None,
+                    seed: int = 0) -> Draws:
+    """QRS with the bound `qrs_beta`, or with the β that `choose_beta` picks for `acceptance` or `tv` from
+    `choice_pool` proposals per prompt (its predictions kept in the figures)."""
+    if qrs_beta is not None:
+        return qrs(target, proposal, n, qrs_beta=qrs_beta, budget=budget, seed=seed)
+    chosen = choose_beta(target, proposal, acceptance=acceptance, tv=tv, pool_n=choice_pool, seed=seed)
+    draws = qrs(target, proposal, n, qrs_beta=chosen.beta, budget=budget, seed=seed)
+    goal = f"acceptance ≥ {acceptance}" if acceptance is not None else f"TV ≤ {tv}"
+    draws.figures.update(predicted_acceptance=chosen.acceptance_rate.value, predicted_tv=chosen.tv_qrs_target.value)
+    draws.notes.append(f"β = {chosen.beta:.4g} chosen for {goal} from {choice_pool} proposals per prompt: predicted "
+                       f"acceptance {chosen.acceptance_rate}, TV to the target {chosen.tv_qrs_target}, KL(π*‖p_β) "
+                       f"{chosen.kl_target_qrs}")
+    return draws

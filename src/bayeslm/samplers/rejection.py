@@ -22,19 +22,18 @@ keeps, per prompt, the first n accepted.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Annotated, Callable
 
 import torch
 import torch.nn.functional as F
 
 from bayeslm import progress, weights
-from bayeslm.config import field, positive
+from bayeslm.config import positive
 from bayeslm.distributions.lm import LM
 from bayeslm.modelling.potentials.base import factors
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
-from bayeslm.samplers.base import SAMPLERS, Sampler
+from bayeslm.samplers.base import Option, sampler
 from bayeslm.samplers.pool import generators, propose
 from bayeslm.samplers.result import Draws, shortfall
 
@@ -68,8 +67,15 @@ def known_log_bound(target: Target, proposal: LM | None = None, reward_max: floa
     return log_m
 
 
-def rejection(target: Target, proposal: LM | None = None, n: int = 256, *, log_bound: float | None = None,
-              reward_max: float | None = None, budget: int | None = None, seed: int = 0) -> Draws:
+@sampler("rejection", "Exact rejection sampling, given a bound M ≥ P/q (derived for constraints and bounded rewards).")
+def rejection(target: Target, proposal: LM | None = None, n: int = 256, *,
+              log_bound: Annotated[float | None, Option("log M, with M ≥ max P(x)/q(x); null: derived where "
+                                                        "known")] = None,
+              reward_max: Annotated[float | None, Option("the largest reward value, so that M = exp(reward_max/β) "
+                                                         "(prior as proposal)")] = None,
+              budget: Annotated[int | None, Option("most proposals per prompt (null: 100·n); what was accepted is "
+                                                   "kept", positive)] = None,
+              seed: int = 0) -> Draws:
     """n exact samples of π* per prompt. `log_bound` is log M; when None it is derived by `known_log_bound`
     (with `reward_max`). `budget` caps the proposals per prompt (default 100·n)."""
     proposal = proposal or target.prior
@@ -141,20 +147,3 @@ def _rank_within_prompt(prompt_index: torch.Tensor, C: int) -> torch.Tensor:
     """For each row, how many earlier rows share its prompt."""
     one_hot = F.one_hot(prompt_index, C)
     return (one_hot.cumsum(0) * one_hot).sum(1) - 1
-
-
-@SAMPLERS.register
-@dataclass
-class Rejection(Sampler):
-    """Exact rejection sampling, given a bound M ≥ P/q (derived for constraints and bounded rewards)."""
-
-    name: ClassVar[str] = "rejection"
-    log_bound: float | None = field(None, doc="log M, with M ≥ max P(x)/q(x); null: derived where known")
-    reward_max: float | None = field(None, doc="the largest reward value, so that M = exp(reward_max/β) (prior as "
-                                               "proposal)")
-    budget: int | None = field(None, doc="most proposals per prompt (null: 100·n); what was accepted is kept",
-                               check=positive)
-
-    def sample(self, target, proposal=None, n=256, *, seed=0):
-        return rejection(target, proposal, n, log_bound=self.log_bound, reward_max=self.reward_max,
-                         budget=self.budget, seed=seed)

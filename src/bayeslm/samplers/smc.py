@@ -39,17 +39,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import Annotated
 
 import torch
 
 from bayeslm import progress
-from bayeslm.config import field, unit_interval
+from bayeslm.config import unit_interval
 from bayeslm.distributions import decoding, masking
 from bayeslm.distributions.lm import LM
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
-from bayeslm.samplers.base import SAMPLERS, Sampler
+from bayeslm.samplers.base import Option, sampler
 from bayeslm.samplers.pool import generators
 from bayeslm.samplers.result import Draws
 from bayeslm.weights import Estimate, effective_sample_size, log_mean_exp, total_ess
@@ -57,8 +57,11 @@ from bayeslm.weights import Estimate, effective_sample_size, log_mean_exp, total
 NEG_INF = float("-inf")
 
 
+@sampler("smc", "Sequential Monte Carlo over tokens, steered by prefix potentials; Ẑ unbiased.")
 @torch.no_grad()
-def smc(target: Target, proposal: LM | None = None, n: int = 256, *, ess_threshold: float = 0.5,
+def smc(target: Target, proposal: LM | None = None, n: int = 256, *,
+        ess_threshold: Annotated[float, Option("resample a prompt's particles when their ESS falls below this "
+                                               "fraction", unit_interval)] = 0.5,
         seed: int = 0) -> Draws:
     """n weighted particles per prompt; the result's `log_z_per_prompt` holds each prompt's log Ẑ and
     `figures["resampling_steps"]` counts the resampling events (over all prompts)."""
@@ -258,16 +261,3 @@ def _resample(log_w: torch.Tensor, ess_threshold: float, decide: torch.Generator
     index[due] = picked + (torch.arange(P)[due] * N)[:, None]
     log_mean_w = torch.where(due, total - math.log(N), math.nan)
     return index.flatten(), log_mean_w
-
-
-@SAMPLERS.register
-@dataclass
-class SMC(Sampler):
-    """Sequential Monte Carlo over tokens, steered by prefix potentials; Ẑ unbiased."""
-
-    name: ClassVar[str] = "smc"
-    ess_threshold: float = field(0.5, doc="resample a prompt's particles when their ESS falls below this fraction",
-                                 check=unit_interval)
-
-    def sample(self, target, proposal=None, n=256, *, seed=0):
-        return smc(target, proposal, n, ess_threshold=self.ess_threshold, seed=seed)
