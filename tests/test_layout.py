@@ -117,3 +117,13 @@ def test_editors_see_every_public_name_with_its_signature():
     seen = {alias.asname or alias.name for node in ast.walk(block) if isinstance(node, ast.ImportFrom)
             for alias in node.names}
     assert seen == set(bayeslm.__all__)
+
+
+@pytest.mark.parametrize("init", sorted((SRC / "bayeslm").rglob("__init__.py")),
+                         ids=lambda p: str(p.parent.relative_to(SRC)))
+def test_each_package_map_names_every_module(init):
+    """A package's docstring is the reader's map of it: every module and subpackage in it is named."""
+    doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+    parts = [p for p in init.parent.iterdir() if (p.suffix == ".py" and p.stem not in ("__init__", "__main__"))
+             or (p.is_dir() and (p / "__init__.py").is_file())]
+    assert not [p.name for p in parts if p.stem not in doc]

@@ -12,8 +12,11 @@
 The packages follow the Bayesian view: `distributions` (the LM π as a distribution: loading, sampling, scoring),
 `modelling` (rewards, potentials φ, the target π* = π0·φ/Z), `training` (objectives and the one loop),
 `samplers` (inference without training), `measurement` (scorecard, exact values, planning, reports),
-`parallel` (data-parallel training) and `cli`. The names below are the public API; they load on first use, so
-that `import bayeslm` (and the command line's start) does not import torch until something needs it.
+`parallel` (data-parallel training), `experiments` (demo, guard, reproduce) and `cli`; beside them `api.py`
+(train, sample, scorecard), `config.py` and `registry.py` (configs and named entries), `weights.py` (log-weight
+arithmetic), `outputs.py` (what a command may write), `preflight.py` (checks before torch), `progress.py`. The
+names below are the public API; they load on first use, so that `import bayeslm` (and the command line's start)
+does not import torch until something needs it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The `bayeslm` command line: one module per command, each a serialisation of the Python API's calls.
+"""The `bayeslm` command line: one module per command (demo, evaluate, guard, plan, report, reproduce, sample,
+train), each a serialisation of the Python API's calls; `common.py` holds what they share.
 
 Exit codes: 0 success, 2 usage or config error, 1 runtime failure, 130 interrupted. Results go to stdout,
 diagnostics to stderr. Settings reach the models as arguments (`--device`, `--decoding`); the environment

@@ -6,4 +6,6 @@
     decoding.py  token-by-token decoding on a KV cache, eager or compiled
     warp.py      temperature, top-k, top-p;   tokens.py  padding, shared prompts, drawing a token
     loading.py   where models come from (the embedded prior, local directories);   toy.py  enumerable priors
+    enumeration.py  every continuation of a small space;   threads.py  how many CPU threads torch uses
+    language.py, grammars.py, masking.py  formal languages over bytes (llguidance) and decoding masked to them
 """

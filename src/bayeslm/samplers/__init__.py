@@ -13,7 +13,8 @@ Each sampler is one module and takes a `Target`, a proposal `LM` and n samples p
     best_of_n                     best_of_n.py    the reranking baseline
 
 Every sampler is registered in `SAMPLERS` under its name from its function, its keyword arguments its options
-(`base.sampler`).
+(`base.sampler`). What they share: `pool.py` (proposals drawn and scored, the seeded generators) and `result.py`
+(`Draws`).
 """
 
 from bayeslm.samplers.base import SAMPLERS, Sampler

@@ -17,7 +17,7 @@ beta=0.1)`; in a target file, `exponential: {reward: sentiment, beta: 0.1}`), re
     teacher              teacher(prior, π_T, γ)      log φ = γ·(log π_T − log π0)   π* ∝ π0^(1−γ)·π_T^γ
 
 The protocol (`Potential`, with what each potential can do asked of it), the product of potentials and the
-registry live in `base`.
+registry live in `base`; `language.py` holds what regex, grammar and json_schema share (`InLanguage`, masking).
 """
 
 import bayeslm.modelling.target  # noqa: F401  (it sets Potential.target_type, what `prior * potential` makes)

@@ -2,6 +2,7 @@
 
 Each built-in is one module registering its factory in `REWARDS` (its keyword arguments are its options, as in
 a target file: `{keyword: {words: [movie]}}`); any function of yours works as a `Reward`, or by dotted path.
+`Reward`, the registry and rewards from specs live in `base.py`.
 
     sentiment        VADER compound score in [-1, 1]
     offensiveness    alt-profanity-check's probability of offence

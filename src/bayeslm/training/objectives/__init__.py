@@ -7,7 +7,8 @@
     tb     trajectory balance, with a learned log Z per prompt       (fits from any proposal's samples)
 
 Each is a dataclass of its options registered in `OBJECTIVES` (see `bayeslm.registry`); the protocol the loop
-calls is `Objective` in `base.py`.
+calls is `Objective` in `base.py`. Shared pieces: `policy_gradient.py` (the leave-one-out baseline, PPO's
+surrogate) and `log_z.py` (the running estimate of log Z(c) per prompt).
 """
 
 from bayeslm.training.objectives.base import OBJECTIVES, Objective, Step
