@@ -17,8 +17,9 @@ import torch
 
 CHUNK_ELEMENTS = 1 << 22  # positions per chunk × V: 16 MB per fp32 [chunk, V] tensor
 # Up to this many positions × V, forward keeps each position's p and log p − log q (2 × 128 MB in fp32) so that
-# backward need not run both heads again: a LoRA step at the 8-row slices a CPU back-propagates (8 × 32 positions
-# × SmolLM2's 49152 = 12.6 M) ran 1.11× as fast. Larger slices recompute them chunk by chunk.
+# backward need not run both heads again; it covers the 8-row slices a CPU back-propagates (8 × 32 positions ×
+# SmolLM2's 49152 = 12.6 M), whose speed-up docs/performance.md gives (`speedups`). Larger slices recompute them
+# chunk by chunk.
 KEEP_ELEMENTS = 1 << 25
 
 
@@ -128,7 +129,7 @@ class _HeadScores(torch.autograd.Function):
                 grad_hidden[rows] = grad_logits @ w
             if want_weight:
                 product = grad_logits.T, hidden[rows].to(dtype)
-                if grad_weight.dtype == dtype:  # in place: no [V, H] temporary per chunk (3.5× as fast on a CPU)
+                if grad_weight.dtype == dtype:  # in place: no [V, H] temporary per chunk, much faster on a CPU
                     grad_weight.addmm_(*product)
                 else:  # a bf16 product summed in fp32
                     grad_weight += torch.mm(*product)

@@ -247,7 +247,8 @@ class LM:
         rows = [ids for ids in prompt_ids for _ in range(n)]
         tokens = torch.full((len(rows), max_new_tokens), self.pad_id, dtype=torch.long)
         logps = torch.zeros((len(rows), max_new_tokens))
-        # One switch of the adapter for the whole call, not one per decoding step (a LoRA prior: 18 ms each).
+        # One switch of the adapter for the whole call, not one per decoding step (each costs a LoRA prior a pass
+        # over its modules).
         with self.running(), progress.bar(len(rows), "sampling", hidden=len(rows) <= self.batch_size) as shown:
             for start in range(0, len(rows), self.batch_size):
                 chunk = slice(start, start + self.batch_size)

@@ -54,8 +54,8 @@ def models(config: TrainConfig, target: Target, device: torch.device) -> tuple[L
         prior.model, prior.adapter_disabled = start, True
     if config.precision == "bf16":
         if model.device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            # Measured (docs/performance.md): on a CPU without AVX512-BF16 or AMX, bf16 products are emulated and a
-            # LoRA step ran 11× slower than in fp32.
+            # On a CPU without AVX512-BF16 or AMX, bf16 products are emulated: a LoRA step runs many times slower
+            # than in fp32 (docs/performance.md, `hardware_small`).
             print("bayeslm: warning: precision bf16 on a CPU without native bf16 (no AVX512-BF16 or AMX): "
                   "matrix products are emulated and much slower than fp32; use precision: fp32 here",
                   file=sys.stderr)
