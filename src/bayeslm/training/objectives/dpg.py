@@ -39,7 +39,7 @@ class DPG(LogZObjective):
         log_model = model.log_prob(batch.sample_prompts, batch.continuations)
         log_q = batch.log_proposal
         log_w = batch.log_target - log_q
-        log_z = self.log_z.update(log_w, batch.sample_prompts)
+        log_z = self.running_log_z.update(log_w, batch.sample_prompts)
         weight = torch.exp(log_w - log_z)  # π*(x|c)/q(x|c)
         if self.baseline:
             weight = weight - torch.exp(log_model.detach().double() - log_q)

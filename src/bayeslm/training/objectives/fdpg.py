@@ -68,7 +68,7 @@ class FDPG(LogZObjective):
     def loss(self, model, prior, batch: ScoredSamples) -> Step:
         log_model = model.log_prob(batch.sample_prompts, batch.continuations)
         log_q, log_target = batch.log_proposal, batch.log_target
-        log_z = self.log_z.update(log_target - log_q, batch.sample_prompts)
+        log_z = self.running_log_z.update(log_target - log_q, batch.sample_prompts)
         with torch.no_grad():
             log_t = (log_model.double() - log_target + log_z).clamp(max=MAX_LOG_T)
             f_prime = self.f_prime(log_t)

@@ -79,16 +79,16 @@ class LogZObjective(Objective):
     running estimate sees every piece of the global batch, is logged, and is checkpointed."""
 
     def bind(self, target):
-        self.log_z = RunningLogZ()
+        self.running_log_z = RunningLogZ()
 
     def observe(self, batch: ScoredSamples):
-        self.log_z.update(batch.log_w, batch.sample_prompts)
+        self.running_log_z.update(batch.log_w, batch.sample_prompts)
 
     def after_step(self, figures: dict) -> dict:
-        return {"log_z_running": self.log_z.mean}
+        return {"log_z_running": self.running_log_z.mean}
 
     def state_dict(self):
-        return {"log_z": self.log_z.state_dict()}
+        return {"log_z": self.running_log_z.state_dict()}
 
     def load_state_dict(self, state):
-        self.log_z.load_state_dict(state["log_z"])
+        self.running_log_z.load_state_dict(state["log_z"])

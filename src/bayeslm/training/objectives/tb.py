@@ -47,17 +47,17 @@ class TB(Objective):
 
     def bind(self, target):
         self.index = {prompt: c for c, prompt in enumerate(target.prompts)}
-        self.log_z = torch.zeros(len(target.prompts), dtype=torch.float64, requires_grad=True)
+        self.learned_log_z = torch.zeros(len(target.prompts), dtype=torch.float64, requires_grad=True)
         self.started = [False] * len(target.prompts)
 
     def parameter_groups(self) -> list[dict]:
-        return [{"params": [self.log_z], "lr": self.log_z_lr, "weight_decay": 0.0}]
+        return [{"params": [self.learned_log_z], "lr": self.log_z_lr, "weight_decay": 0.0}]
 
     def loss(self, model, prior, batch: ScoredSamples) -> Step:
         self.observe(batch)
         log_model = model.log_prob(batch.sample_prompts, batch.continuations)
         rows = torch.tensor([self.index[p] for p in batch.sample_prompts])
-        residual = self.log_z[rows] + log_model.double().cpu() - self._log_target(batch)
+        residual = self.learned_log_z[rows] + log_model.double().cpu() - self._log_target(batch)
         return Step(residual.square().mean(), log_model.detach().double())
 
     def observe(self, batch: ScoredSamples):
@@ -69,19 +69,19 @@ class TB(Objective):
                 c = self.index[prompt]
                 if not self.started[c]:
                     rows = torch.tensor([p == prompt for p in batch.sample_prompts])
-                    self.log_z[c] = log_mean_exp(log_w[rows], 0)
+                    self.learned_log_z[c] = log_mean_exp(log_w[rows], 0)
                     self.started[c] = True
 
     def _log_target(self, batch: ScoredSamples) -> torch.Tensor:
         return batch.log_prior.double().cpu() + batch.log_phi.double().cpu().clamp(min=self.floor)
 
     def after_step(self, figures: dict) -> dict:
-        return {"log_z_learned": self.log_z.mean().item()}
+        return {"log_z_learned": self.learned_log_z.mean().item()}
 
     def state_dict(self) -> dict:
-        return {"log_z": self.log_z.detach().tolist(), "started": list(self.started)}
+        return {"log_z": self.learned_log_z.detach().tolist(), "started": list(self.started)}
 
     def load_state_dict(self, state: dict):
         with torch.no_grad():
-            self.log_z.copy_(torch.tensor(state["log_z"], dtype=torch.float64))
+            self.learned_log_z.copy_(torch.tensor(state["log_z"], dtype=torch.float64))
         self.started = list(state["started"])
