@@ -67,8 +67,9 @@ def grouped(values: list, samples) -> list[list]:
     return list(rows.values())
 
 
-def judged(samples, weights: torch.Tensor | None = None) -> dict:
-    """pass@k, distinct correct answers, and the fraction correct of samples of the held-out prompts."""
+def judged(samples, weights: torch.Tensor | None = None, distinct_of: int | None = None) -> dict:
+    """pass@k, distinct correct answers (among the first `distinct_of` samples of each prompt, so that arms with
+    larger pools compare at equal n), and the fraction correct of samples of the held-out prompts."""
     verifier = bl.rewards.multiples()
     prompts = samples.sample_prompts
     correct = (verifier(samples.texts, prompts) != 0).tolist()
@@ -82,13 +83,16 @@ def judged(samples, weights: torch.Tensor | None = None) -> dict:
         fewest = min(len(r) for r in rows)
         ks = sorted({2 ** i for i in range(int(math.log2(fewest)) + 1)} | {fewest})
         curve = {str(k): {"value": statistics.fmean(1 - (1 - pc) ** k for pc in p), "stderr": None} for k in ks}
-    return {"pass_at_k": curve, "distinct_correct": distinct_correct(answer_rows, rows, normalise=lambda a: a),
+    first = slice(0, distinct_of)
+    distinct = distinct_correct([a[first] for a in answer_rows], [r[first] for r in rows], normalise=lambda a: a)
+    return {"pass_at_k": curve, "distinct_correct": distinct,
             "pass_at_1_per_prompt": [statistics.fmean(row) for row in rows]}
 
 
-def model_arm(lm, prior, prompts, args, seed: int) -> dict:
-    samples = lm.sample(prompts, args.n, args.max_new_tokens, seed=1000 + seed)
-    out = judged(samples)
+def model_arm(lm, prior, prompts, args, seed: int, pool: int | None = None) -> dict:
+    """`pool` samples a prompt (default n): the prior draws more, for best-of-n; its distinct answers are of n."""
+    samples = lm.sample(prompts, pool or args.n, args.max_new_tokens, seed=1000 + seed)
+    out = judged(samples, distinct_of=args.n)
     with torch.no_grad():
         log_prior = prior.log_prob(samples.sample_prompts, samples.continuations).double()
         kl = (lm.kl(prior, samples.sample_prompts, samples.continuations).double() if lm is not prior
@@ -270,7 +274,7 @@ def main():
                     prior = prior_lm()
                     lm = prior.warped(temperature=args.temperature) if arm == "temperature" else prior
                     n = args.n * args.best_of if arm == "prior" else args.n  # the prior's pool serves best-of-n
-                    run = model_arm(lm, prior, held_out, argparse.Namespace(**{**vars(args), "n": n}), seed)
+                    run = model_arm(lm, prior, held_out, args, seed, pool=n)
                     run["sequences_a_prompt"] = n
                 run["seconds"] = time.perf_counter() - began
                 runs.append(run)

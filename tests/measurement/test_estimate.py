@@ -7,10 +7,10 @@ import torch
 from conftest import PROMPTS
 
 from bayeslm.measurement.exact import Exact
-from bayeslm.measurement.scorecard import NoSupport, scorecard
+from bayeslm.measurement.scorecard import scorecard
 from bayeslm.modelling.potentials import Constraint, Exponential, constrain
 from bayeslm.modelling.rewards import keyword
-from bayeslm.weights import rounding
+from bayeslm.weights import NoSupport, rounding
 
 ESTIMATES = ["log_z", "elbo", "eubo", "kl_model_target", "kl_target_model", "tv_model_target", "kl_model_prior",
              "kl_model_prior_sampled", "reward_mean", "target_reward_mean", "entropy"]

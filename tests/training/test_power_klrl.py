@@ -30,13 +30,15 @@ def test_the_dense_reward_of_the_power_target_sums_to_its_log_phi(prior):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("evidence, samples", [("power", 32), ("teacher", 64)])  # the teacher is 3.8 nats away
-def test_klrl_reaches_the_sharpened_prior_and_the_teacher(prior, evidence, samples):
+@pytest.mark.parametrize("evidence", ["power", "teacher"])
+def test_klrl_reaches_the_sharpened_prior_and_the_teacher(prior, evidence):
     teacher = bl.load_lm({"toy": {"seed": 1, "train_steps": 200}})
     potential = bl.power(prior, 3.0) if evidence == "power" else bl.teacher(prior, teacher, 1.0)
     target = (prior * potential).given(PROMPTS, max_new_tokens=2)
     exact = Exact(target)
     assert exact.scorecard(prior)["kl_model_target"] > 0.1  # it has somewhere to go
-    run = bl.train(target, bl.KLRL(), steps=600, lr=3e-3, samples_per_prompt=samples, schedule="linear",
-                   max_grad_norm=None, eval_n=0, quiet=True)
+    # The teacher starts 3.8 nats away: at 600 steps runs ended at 0.015-0.03 nats by thread count alone; at 1500
+    # steps of 64 samples, clipped, at 0.005 on one thread and two.
+    run = bl.train(target, bl.KLRL(), steps=1500, lr=3e-3, samples_per_prompt=64, schedule="linear",
+                   max_grad_norm=1.0, eval_n=0, quiet=True)
     assert exact.scorecard(run.model)["kl_model_target"] < 0.02, exact.scorecard(run.model)["kl_model_target"]
