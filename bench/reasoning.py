@@ -46,7 +46,7 @@ import torch
 from common import emit_json
 
 import bayeslm as bl
-from bayeslm.measurement.pass_at_k import distinct_correct, pass_at_k_curve
+from bayeslm.measurement.pass_at_k import distinct_correct, pass_at_k_curve, powers_of_two
 from bayeslm.modelling import tasks
 
 SAMPLERS = ("mh", "smc")
@@ -80,8 +80,7 @@ def judged(samples, weights: torch.Tensor | None = None, distinct_of: int | None
     else:  # weighted particles: the plug-in from each prompt's weighted fraction correct
         w = grouped(weights.tolist(), samples)
         p = [sum(wi for wi, ok in zip(ws, oks) if ok) for ws, oks in zip(w, rows)]
-        fewest = min(len(r) for r in rows)
-        ks = sorted({2 ** i for i in range(int(math.log2(fewest)) + 1)} | {fewest})
+        ks = powers_of_two(min(len(r) for r in rows))
         curve = {str(k): {"value": statistics.fmean(1 - (1 - pc) ** k for pc in p), "stderr": None} for k in ks}
     first = slice(0, distinct_of)
     distinct = distinct_correct([a[first] for a in answer_rows], [r[first] for r in rows], normalise=lambda a: a)

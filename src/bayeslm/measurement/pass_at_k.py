@@ -59,11 +59,15 @@ def pass_at_k(correct: Sequence[Sequence[bool]], k: int) -> Estimate:
     return combine(per_prompt, pseudo)
 
 
+def powers_of_two(n: int) -> list[int]:
+    """The k of a pass@k curve from n samples a prompt: 1, 2, 4, … up to n, and n itself."""
+    return sorted({2 ** i for i in range(int(math.log2(n)) + 1)} | {n})
+
+
 def pass_at_k_curve(correct: Sequence[Sequence[bool]], ks: Sequence[int] | None = None) -> dict[int, Estimate]:
     """pass@k for each k in `ks` (default 1, 2, 4, … up to the fewest samples of any prompt, and that number)."""
-    fewest = min(len(row) for row in correct)
     if ks is None:
-        ks = sorted({2 ** i for i in range(int(math.log2(fewest)) + 1)} | {fewest})
+        ks = powers_of_two(min(len(row) for row in correct))
     return {k: pass_at_k(correct, k) for k in ks}
 
 

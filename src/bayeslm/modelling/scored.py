@@ -95,7 +95,8 @@ class ScoredSamples:
         bad = self.unsupported()
         if not bad:
             return
-        counts = {int(self.counts()[self.prompts.index(prompt)]) for prompt in bad}
+        per_prompt = self.counts()
+        counts = {int(per_prompt[self.prompts.index(prompt)]) for prompt in bad}
         what = ("no sample was kept" if counts == {0} else
                 f"all {counts.pop()} samples have zero target weight" if len(counts) == 1 else
                 "every sample has zero target weight")
