@@ -15,7 +15,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -185,24 +184,23 @@ def klrl_trainer(*, lora: bool, precision: str = "fp32", n_prompts: int = 16, sa
                  fixed_length: bool = False, objective: str = "klrl", backward_batch_size: int | None = None,
                  gradient_checkpointing: bool = False, grad_accum: int = 1, sharding: str = "none", world=None,
                  target=None):
-    """A bayeslm `Trainer` for KL-RL (leave-one-out baseline) on the sentiment target; `train_step()` is one
+    """A bayeslm `Trainer` for KL-RL (leave-one-out baseline) on the sentiment target; `step()` is one
     optimiser step of n_prompts × samples_per_prompt samples. `fixed_length` stops sampling from ending at
     EOS, so that every step does the same work (for FLOP fractions); the objective is unchanged."""
-    from bayeslm.config import load
-    from bayeslm.training.config import TrainConfig
+    import bayeslm as bl
+    from bayeslm.training.config import settings_config
     from bayeslm.training.loop import Trainer
 
     target = target or sentiment_target(n_prompts, max_new_tokens, batch_size)
     options = {"klrl": {"kl": kl_estimator}, "dpg": {"proposal": "model"}, "fdpg": {"proposal": "model"}}
-    settings = {"target": "inline", "objective": {objective: options.get(objective, {})}, "steps": 10**6,
+    settings = {"steps": 10**6,
                 "prompts_per_step": n_prompts, "samples_per_prompt": samples_per_prompt, "lr": lr,
                 "precision": precision, "eval_n": 0,
                 "batch_size": batch_size, "backward_batch_size": backward_batch_size,
                 "gradient_checkpointing": gradient_checkpointing, "grad_accum": grad_accum, "sharding": sharding}
-    if lora:
-        settings["lora"] = {"r": 8, "alpha": 16}
-    config = load(TrainConfig, settings)
-    trainer = Trainer(config, Path(tempfile.mkdtemp(prefix="bayeslm-bench-")), target, quiet=True, world=world)
+    config = settings_config({objective: options.get(objective, {})}, bl.LoRA(r=8, alpha=16) if lora else None,
+                             settings)
+    trainer = Trainer.from_config(config, target, quiet=True, world=world)  # from_config: data-parallel benches
     if fixed_length:
         never = torch.tensor([-1])
         trainer.model.eos_ids = never

@@ -223,33 +223,28 @@ def train_figures(model, tokenizer, args, device, mode: str, precision: str, pea
     """One configuration's steps; `flops` given (the same work as a configuration already counted) skips the
     count: FlopCounterMode rejects the grouped-query attention call that small slices take, and does not see
     inside compiled graphs."""
-    from bayeslm.config import load
-    from bayeslm.training.config import TrainConfig
-    from bayeslm.training.loop import Trainer
-
+    import bayeslm as bl
     gc.collect()  # the previous configuration's models, before any peak is read
     torch.cuda.empty_cache()
     n = args.prompts * args.samples
     lm = prior_lm(model, tokenizer, device, n)
     inference = inference_peak(lm, args, device, precision)
-    settings = {"target": "inline", "steps": 10**6, "prompts_per_step": args.prompts,
+    settings = {"steps": 10**6, "prompts_per_step": args.prompts,
                 "samples_per_prompt": args.samples, "lr": 1e-5, "precision": precision, "eval_n": 0,
                 "batch_size": n, "backward_batch_size": backward, "device": str(device), "decoding": decoding}
-    if mode == "lora":
-        settings["lora"] = {"r": 8, "alpha": 16}
-    trainer = Trainer(load(TrainConfig, settings), Path(tempfile.mkdtemp(prefix="bayeslm-gpu-")),
-                      target_of(lm, args), quiet=True)
+    lora = bl.LoRA(r=8, alpha=16) if mode == "lora" else None
+    trainer = bl.Trainer(target_of(lm, args), lora=lora, quiet=True, **settings)
     trainer.model.eos_ids = torch.tensor([-1])
     torch.cuda.reset_peak_memory_stats(device)
     if flops is None:
-        flops = common.count_flops(trainer.train_step)  # also the first warm-up step
+        flops = common.count_flops(trainer.step)  # also the first warm-up step
     else:
-        trainer.train_step()
+        trainer.step()
     for _ in range(args.warmup - 1):
-        trainer.train_step()
+        trainer.step()
     seconds, records = [], []
     for _ in range(args.steps):
-        seconds.append(timed(lambda: records.append(trainer.train_step()), device))
+        seconds.append(timed(lambda: records.append(trainer.step()), device))
     training = torch.cuda.max_memory_allocated(device)
     t = common.median(seconds)
     row = {"mode": mode, "precision": precision, "decoding": decoding, "backward_batch_size": backward or n,

@@ -77,10 +77,10 @@ def step_figures(args, mode: str, precision: str, peaks: dict) -> dict:
           f"tokens, {args.warmup} warm-up + {args.steps} timed steps", flush=True)
     prompts = trainer._prompts(0)
     gen_flops = common.count_flops(lambda: trainer.model.sample(prompts, args.samples, args.max_new_tokens, seed=0))
-    step_flops = common.count_flops(trainer.train_step)  # also the first warm-up step
+    step_flops = common.count_flops(trainer.step)  # also the first warm-up step
     for _ in range(args.warmup - 1):
-        trainer.train_step()
-    records = [trainer.train_step() for _ in range(args.steps)]
+        trainer.step()
+    records = [trainer.step() for _ in range(args.steps)]
     seconds = [r["step_seconds"] for r in records]
     sampling = [r["sample_seconds"] for r in records]
     t = common.median(seconds)
@@ -100,7 +100,7 @@ def step_figures(args, mode: str, precision: str, peaks: dict) -> dict:
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            trainer.train_step()
+            trainer.step()
         table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile_rows)
         print(table)
         row["profile"] = table

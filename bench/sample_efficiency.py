@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,22 +37,18 @@ METHODS = {
 
 
 def run(method: str, seed: int, args) -> dict:
-    from bayeslm.config import load
+    import bayeslm as bl
     from bayeslm.experiments.reproduce import BETA, _target, goodness
     from bayeslm.measurement.exact import Exact
-    from bayeslm.training.config import TrainConfig
-    from bayeslm.training.loop import Trainer
 
     target = _target(200, goodness, BETA, max_new_tokens=2)
     exact = Exact(target)
-    config = load(TrainConfig, {"target": "inline", "steps": args.max_steps, "prompts_per_step": 1,
-                                "samples_per_prompt": BATCH, "lr": args.lr, "max_grad_norm": None, "eval_n": 0,
-                                "schedule": "constant", "seed": seed, **METHODS[method]})
-    trainer = Trainer(config, Path(tempfile.mkdtemp(prefix="bench-eff-")), target, quiet=True)
+    trainer = bl.Trainer(target, steps=args.max_steps, prompts_per_step=1, samples_per_prompt=BATCH, lr=args.lr,
+                         max_grad_norm=None, eval_n=0, schedule="constant", seed=seed, quiet=True, **METHODS[method])
     reverse = forward = None
     curve = []
     for step in range(1, args.max_steps + 1):
-        trainer.train_step()
+        trainer.step()
         card = exact.scorecard(trainer.model)
         curve.append((card["kl_model_target"], card["kl_target_model"]))
         if reverse is None and card["kl_model_target"] < args.threshold:

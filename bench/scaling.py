@@ -58,7 +58,7 @@ def point(args):
                                       backward_batch_size=args.point_batch_size, fixed_length=True,
                                       gradient_checkpointing=args.gradient_checkpointing)
         loaded = common.rss_mib()
-        step = trainer.train_step
+        step = trainer.step
     step()
     times = [common.timed(step) for _ in range(args.steps)]
     print("RESULT " + json.dumps({"mode": args.point_mode, "samples": args.point_samples, "tokens": T,

@@ -58,7 +58,7 @@ def worker(sharding: str, out: str):
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS: the peak from here on
     start = _status("VmRSS")
     for _ in range(2):
-        trainer.train_step()
+        trainer.step()
     params = list(trainer.model.model.parameters())
     moments = [v for state in trainer.optimizer.state.values() for k, v in state.items() if k != "step"]
     prior = list(trainer.target.prior.model.parameters())

@@ -7,17 +7,17 @@
    for the duration of `sample` (peft `merge_adapter` / `unmerge_adapter`) runs the plain model instead. Timed:
    `model.sample` as is against merge + sample + unmerge, interleaved.
 2. one prior pass per step instead of two (applied: `Objective.scores_prior`): KL-RL takes log π0 from the prior
-   pass its loss runs anyway, instead of scoring the samples under the prior first. Timed: `train_step` with
+   pass its loss runs anyway, instead of scoring the samples under the prior first. Timed: `Trainer.step` with
    `scores_prior` on and off, interleaved (the figures are the same either way; tests/test_train.py).
 3. each prompt run once for its samples (applied: `tokens.distinct`): sampling prefills each distinct prompt once and
    repeats its KV cache for the prompt's samples; scoring does the same, so the model and the prior each run
-   P + n·L positions per prompt instead of n·(P + L). Timed: `train_step` and `sample` as they are against every
+   P + n·L positions per prompt instead of n·(P + L). Timed: `Trainer.step` and `sample` as they are against every
    row run whole (`tokens.distinct` patched to call every row distinct), interleaved.
 4. drawing each token by inverting the CDF at one uniform per row (applied: `tokens.draw`) instead of
    `torch.multinomial`, which draws one exponential per vocabulary entry per row. Timed: `sample` with each,
    interleaved, and one 64-row draw over SmolLM2's vocabulary alone.
 5. the output head's backward reusing the distributions of its forward (applied: `head.KEEP_ELEMENTS`) instead of
-   running the model's and the prior's head products again. Timed: `train_step` with each, interleaved.
+   running the model's and the prior's head products again. Timed: `Trainer.step` with each, interleaved.
 All with LoRA r = 8, fp32, 16 prompts × 4 samples, sampling never stopped by EOS (equal work every call).
 (Session 2's third candidate, the output head on a contiguous slice, is applied in `bayeslm/head.py`.)
 """
@@ -76,7 +76,7 @@ def main():
     trainer = common.klrl_trainer(lora=True, n_prompts=args.prompts, samples_per_prompt=args.samples,
                                   max_new_tokens=args.max_new_tokens, batch_size=args.prompts * args.samples,
                                   fixed_length=True)
-    trainer.train_step()  # the adapter moves off zero, so merging changes the weights for real
+    trainer.step()  # the adapter moves off zero, so merging changes the weights for real
     model, prompts, T = trainer.model, trainer._prompts(0), args.max_new_tokens
     figures = {"config": vars(args)}
 
@@ -101,7 +101,7 @@ def main():
         def passes(one: bool):
             def step():
                 trainer.objective.scores_prior = one
-                trainer.train_step()
+                trainer.step()
             return step
 
         times = common.interleaved({"two prior passes": passes(False), "one prior pass": passes(True)}, args.repeats,
@@ -117,7 +117,7 @@ def main():
         a, b = sample(), _with("distinct", every_row, sample)()
         same, diff = common.agreement(a, b)
         figures["share"] = {}
-        for what, run, warmup in (("sampling", sample, 1), ("KL-RL step", trainer.train_step, 0)):
+        for what, run, warmup in (("sampling", sample, 1), ("KL-RL step", trainer.step, 0)):
             times = common.interleaved({"every row whole": _with("distinct", every_row, run), "prompts once": run},
                                        args.repeats, warmup=warmup)
             gain = _compare(f"LoRA {what}, {len(prompts)}×{args.samples} rows × {T} tokens", times,
@@ -146,8 +146,8 @@ def main():
               f"{alone['multinomial'] * 1e3:.1f} ms, inverse CDF {alone['inverse CDF'] * 1e3:.1f} ms")
         figures["draw"] = {"seconds": times, "speedup": gain, "one_draw_seconds": alone}
     if "keep" in args.only:
-        times = common.interleaved({"recomputed": _with("KEEP_ELEMENTS", 0, trainer.train_step, head),
-                                    "kept": trainer.train_step}, args.repeats, warmup=0)
+        times = common.interleaved({"recomputed": _with("KEEP_ELEMENTS", 0, trainer.step, head),
+                                    "kept": trainer.step}, args.repeats, warmup=0)
         gain = _compare(f"LoRA KL-RL step, {len(prompts)}×{args.samples} samples × {T} tokens", times, "recomputed",
                         "kept")
         print(f"keeping the head's distributions for backward is {gain:.2f}× as fast")

@@ -8,7 +8,7 @@ Both sides: the embedded SmolLM2-135M-Instruct prior (TRL loads the very safeten
 tokens (EOS ends a sample, as in real training), KL coefficient β = 0.1, reward VADER compound sentiment, a
 leave-one-out baseline, AdamW at lr 1e-5 with gradient clipping at 1, one optimiser step per batch, fp32 master
 weights; full fine-tuning and LoRA (r = 8, α = 16, every linear layer but the head, no dropout).
-  bayeslm  `klrl` with its default analytic KL (summed over the vocabulary), `bayeslm.training.loop.Trainer.train_step`
+  bayeslm  `klrl` with its default analytic KL (summed over the vocabulary), `bayeslm.training.loop.Trainer.step`
   TRL      `RLOOTrainer` (KL as k1 inside the reward), in two settings:
            default  RLOOConfig's defaults for what is not fixed above: bf16 mixed precision and gradient
                     checkpointing on (TRL's defaults, also on a CPU)
@@ -143,12 +143,12 @@ def run_bayeslm(args, mode: str) -> dict:
     def completion_tokens(record):
         return record["tokens_per_s"] * record["step_seconds"] / (args.prompts * args.samples)
 
-    records = [trainer.train_step() for _ in range(args.warmup + args.steps)][args.warmup:]
+    records = [trainer.step() for _ in range(args.warmup + args.steps)][args.warmup:]
     result = {"side": "bayeslm", "mode": mode, "step_seconds": [r["step_seconds"] for r in records],
               "mean_completion_tokens": [completion_tokens(r) for r in records]}
     if args.flops:
         counted = []
-        result["flops"] = common.count_flops(lambda: counted.append(trainer.train_step()))
+        result["flops"] = common.count_flops(lambda: counted.append(trainer.step()))
         result["flops_completion_tokens"] = completion_tokens(counted[0])
     return result
 

@@ -43,7 +43,8 @@ _EXPORTS = {
     "KLRL": "bayeslm.training.objectives.klrl", "RL": "bayeslm.training.objectives.rl",
     "DPG": "bayeslm.training.objectives.dpg", "FDPG": "bayeslm.training.objectives.fdpg",
     "TB": "bayeslm.training.objectives.tb",
-    "LoRA": "bayeslm.training.config", "TrainConfig": "bayeslm.training.config", "Run": "bayeslm.training.run",
+    "LoRA": "bayeslm.training.config", "TrainConfig": "bayeslm.training.config", "Run": "bayeslm.training.loop",
+    "Trainer": "bayeslm.training.loop",
     "Sampler": "bayeslm.samplers.base", "Draws": "bayeslm.samplers.result",
     "Scorecard": "bayeslm.measurement.scorecard", "Exact": "bayeslm.measurement.exact",
     "reference": "bayeslm.measurement.reference", "Reference": "bayeslm.measurement.reference",
@@ -98,13 +99,13 @@ if TYPE_CHECKING:  # what editors and type checkers see: the same names, importe
     from bayeslm.samplers.result import Draws
     from bayeslm.training import objectives
     from bayeslm.training.config import LoRA, TrainConfig
+    from bayeslm.training.loop import Run, Trainer
     from bayeslm.training.objectives.base import Objective, Step
     from bayeslm.training.objectives.dpg import DPG
     from bayeslm.training.objectives.fdpg import FDPG
     from bayeslm.training.objectives.klrl import KLRL
     from bayeslm.training.objectives.rl import RL
     from bayeslm.training.objectives.tb import TB
-    from bayeslm.training.run import Run
     from bayeslm.weights import Estimate, NoSupport
 
 __all__ = sorted([*_EXPORTS, *_MODULES])

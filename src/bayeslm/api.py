@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bayeslm.config import ConfigError, to_dict
 from bayeslm.distributions.lm import LM
 from bayeslm.measurement.reference import REFERENCE_SEED, Reference
 from bayeslm.measurement.reference import reference as make_reference
@@ -19,9 +18,9 @@ from bayeslm.modelling.potentials.language import explained
 from bayeslm.modelling.rewards import Reward
 from bayeslm.modelling.target import Target
 from bayeslm.samplers import SAMPLERS, Draws, Sampler
-from bayeslm.training.config import LoRA, load_config
+from bayeslm.training.config import LoRA, settings_config
+from bayeslm.training.loop import Run
 from bayeslm.training.objectives import Objective
-from bayeslm.training.run import Run
 from bayeslm.training.run import train as run_training
 from bayeslm.weights import NoSupport
 
@@ -33,17 +32,13 @@ def train(target: Target, objective: Objective | str | dict = "klrl", *, out: st
     `settings` are the training config's keys (steps, lr, samples_per_prompt, ...: docs/config.md). With `out`,
     the run is written there (resumable, reportable); without it nothing is written. Returns the `Run`: the
     model, its final scorecard against the target, the directory and every step's figures. Each of `callbacks`,
-    `f(record)`, gets every step's figures and may return True to end training after that step (early stopping:
-    the model is saved and scored as after the last step)."""
+    `f(record, trainer)`, gets every step's figures and the `Trainer`, and may return True to end training after
+    that step (early stopping: the model is saved and scored as after the last step). `bl.Trainer` takes the same
+    arguments, to run the steps yourself."""
     if not isinstance(target, Target):
         raise TypeError(f"train needs a Target (prior * potential), got {type(target).__name__}")
-    if "target" in settings:
-        raise ConfigError("target: give the target as train's first argument, not as a setting")
-    data = {"objective": objective, **settings}
-    if lora is not None:
-        data["lora"] = to_dict(lora)
-    return run_training(load_config(data), Path(out) if out is not None else None, target=target, resume=resume,
-                        overwrite=overwrite, quiet=quiet, callbacks=callbacks or [])
+    return run_training(settings_config(objective, lora, settings), Path(out) if out is not None else None,
+                        target=target, resume=resume, overwrite=overwrite, quiet=quiet, callbacks=callbacks or [])
 
 
 def sample(target: Target, method: Sampler | str | dict, n: int = 256, *, proposal: LM | None = None,

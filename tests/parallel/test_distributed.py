@@ -182,8 +182,8 @@ def test_more_processes_than_prompt_groups_is_a_config_error():
 @pytest.mark.parametrize("objective", ["rl", "klrl"])
 def test_split_pieces_weighted_by_their_share_give_the_whole_micro_batch_gradient(tmp_path, objective):
     config = load(TrainConfig, {**SETTINGS, "objective": objective, "samples_per_prompt": 3})
-    trainer = Trainer(config, tmp_path, resolve_target(config, tmp_path), quiet=True)
-    whole = trainer._batch(World().units(0, 1, 2, seed=0)[0])
+    trainer = Trainer.from_config(config, resolve_target(config, tmp_path), run_dir=tmp_path, quiet=True)
+    whole = trainer.draw(World().units(0, 1, 2, seed=0)[0])
 
     def gradient(batch, weight):
         trainer.objective.loss(trainer.model, trainer.target.prior, batch).loss.mul(weight).backward()

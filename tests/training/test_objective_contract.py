@@ -21,12 +21,14 @@ def name(request):
 
 def test_state_round_trips_through_a_checkpoint(tmp_path, name):
     trainer_config = config(objective=name, steps=2, eval_n=0, checkpoint_every=1)
-    trainer = Trainer(trainer_config, tmp_path, resolve_target(trainer_config, tmp_path), quiet=True)
+    trainer = Trainer.from_config(trainer_config, resolve_target(trainer_config, tmp_path),
+                                  run_dir=tmp_path, quiet=True)
     for _ in range(2):
-        trainer.train_step()
+        trainer.step()
     trainer.save_checkpoint()
     state = trainer.objective.state_dict()
-    resumed = Trainer(trainer_config, tmp_path, resolve_target(trainer_config, tmp_path), quiet=True)
+    resumed = Trainer.from_config(trainer_config, resolve_target(trainer_config, tmp_path),
+                                  run_dir=tmp_path, quiet=True)
     assert resumed.resume()
     assert resumed.objective.state_dict() == state
     assert resumed.objective == trainer.objective  # the options too
@@ -37,8 +39,9 @@ def test_loss_has_no_gradient_where_the_model_is_the_target(tmp_path, name, prio
     (even pure RL, for which every distribution is then optimal) must leave it there."""
     flat = Reward(lambda texts, prompts: [0.25] * len(texts), "flat")
     target = (prior * Exponential(flat, beta=0.5)).given(PROMPTS, max_new_tokens=4)
-    trainer = Trainer(config(objective=name, samples_per_prompt=8), tmp_path, copy.deepcopy(target), quiet=True)
-    batch = trainer._batch(Unit(0, 0, 2, 1.0, seed=5))
+    trainer = Trainer.from_config(config(objective=name, samples_per_prompt=8), copy.deepcopy(target),
+                                  run_dir=tmp_path, quiet=True)
+    batch = trainer.draw(Unit(0, 0, 2, 1.0, seed=5))
     assert len(set(batch.continuations[i][0] for i in range(len(batch)))) > 1  # the samples differ
     trainer.objective.loss(trainer.model, trainer.target.prior, batch).loss.backward()
     largest = max(p.grad.abs().max().item() for p in trainer.params if p.grad is not None)

@@ -23,8 +23,10 @@ def test_a_callback_sees_every_step_and_can_end_training_early(tmp_path):
                                                                                     max_new_tokens=3)
     seen = []
     run = bl.train(target, "klrl", steps=10, lr=3e-3, eval_n=8, quiet=True, out=tmp_path / "run",
-                   callbacks=[seen.append, lambda record: record["step"] == 3])
-    assert [r["step"] for r in seen] == [1, 2, 3] == [r["step"] for r in metrics(tmp_path / "run")]
+                   callbacks=[lambda record, trainer: seen.append((record, trainer.steps_done, trainer.model)),
+                              lambda record, trainer: record["step"] == 3])
+    assert [r["step"] for r, *_ in seen] == [1, 2, 3] == [r["step"] for r in metrics(tmp_path / "run")]
+    assert [done for _, done, _ in seen] == [1, 2, 3] and all(model is run.model for *_, model in seen)
     assert run.scorecard is not None and (tmp_path / "run/model").is_dir()  # finished as if step 3 were the last
     assert (tmp_path / "run/checkpoints/step-000003").is_dir()
 

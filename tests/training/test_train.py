@@ -12,8 +12,9 @@ from bayeslm.distributions.loading import load_lm
 from bayeslm.modelling.potentials import Constraint, Exponential
 from bayeslm.modelling.rewards import keyword
 from bayeslm.training.config import load_config
-from bayeslm.training.loop import Trainer, TrainingDiverged
+from bayeslm.training.loop import Trainer
 from bayeslm.training.run import train
+from bayeslm.training.stepper import TrainingDiverged
 
 TIMING = {"samples_per_s", "tokens_per_s", "sample_seconds", "step_seconds"}
 
@@ -94,9 +95,9 @@ def test_lora_prior_is_the_base_with_the_adapter_off(tmp_path, monkeypatch):
     target = resolve_target(trainer_config, tmp_path)
     samples = target.prior.sample(PROMPTS, 8, 3, seed=0)
     before = target.prior.log_prob(samples.sample_prompts, samples.continuations).detach()
-    trainer = Trainer(trainer_config, run, target, quiet=True)
+    trainer = Trainer.from_config(trainer_config, target, run_dir=run, quiet=True)
     for _ in range(3):
-        trainer.train_step()
+        trainer.step()
     prior_now = trainer.target.prior.log_prob(samples.sample_prompts, samples.continuations).detach()
     model_now = trainer.model.log_prob(samples.sample_prompts, samples.continuations).detach()
     assert torch.allclose(prior_now, before, atol=1e-6)  # the prior did not move
@@ -121,8 +122,9 @@ def test_bf16_training_keeps_sampler_and_scorer_in_agreement(tmp_path):
     from bayeslm.training.setup import resolve_target
 
     trainer_config = config(objective="klrl", precision="bf16", steps=2)
-    trainer = Trainer(trainer_config, tmp_path, resolve_target(trainer_config, tmp_path), quiet=True)
-    trainer.train_step()
+    trainer = Trainer.from_config(trainer_config, resolve_target(trainer_config, tmp_path),
+                                  run_dir=tmp_path, quiet=True)
+    trainer.step()
     samples = trainer.model.sample(PROMPTS, 16, 3, seed=1)
     rescored = trainer.model.log_prob(samples.sample_prompts, samples.continuations).cpu()
     # bf16 matrix products: cached decoding and a full pass round differently; a stated 0.05-nat tolerance.
@@ -133,21 +135,21 @@ def test_constraint_target_trains_with_dpg_and_is_refused_by_klrl(prior, tmp_pat
     target = (prior * Constraint(keyword(["good"]))).given(PROMPTS, max_new_tokens=3)
     # The prior satisfies the constraint with probability 0.37 and 0.23 (exact): with 32 samples per prompt a step
     # finds no satisfying sample for a prompt with probability < 4e-4 (with 4, 0.36).
-    dpg = Trainer(config(objective={"dpg": {"proposal": "prior"}}, samples_per_prompt=32), tmp_path / "dpg", target,
-                  quiet=True)
-    dpg.train_step()
-    klrl = Trainer(config(objective="klrl"), tmp_path / "klrl", target, quiet=True)
+    dpg = Trainer.from_config(config(objective={"dpg": {"proposal": "prior"}}, samples_per_prompt=32), target,
+                              run_dir=tmp_path / "dpg", quiet=True)
+    dpg.step()
+    klrl = Trainer.from_config(config(objective="klrl"), target, run_dir=tmp_path / "klrl", quiet=True)
     with pytest.raises(ValueError, match="Use the dpg objective"):
-        klrl.train_step()
+        klrl.step()
 
 
 def test_diverging_loss_stops_with_the_step_named(prior, tmp_path):
     target = (prior * Exponential(lambda t, p: [1e30 if "good" in s else 0.0 for s in t], beta=1e-30)).given(
         PROMPTS, max_new_tokens=3)
-    trainer = Trainer(config(objective="rl"), tmp_path, target, quiet=True)
+    trainer = Trainer.from_config(config(objective="rl"), target, run_dir=tmp_path, quiet=True)
     with pytest.raises(TrainingDiverged, match="step 1: the loss"):
         for _ in range(4):
-            trainer.train_step()
+            trainer.step()
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -195,10 +197,10 @@ def test_dpg_keeps_one_log_z_per_prompt(prior, tmp_path):
     from bayeslm.measurement.exact import Exact
 
     target = (prior * Constraint(keyword(["good"]))).given(PROMPTS, max_new_tokens=3)
-    trainer = Trainer(config(objective={"dpg": {"proposal": "prior"}}, samples_per_prompt=64), tmp_path,
-                      target, quiet=True)
+    trainer = Trainer.from_config(config(objective={"dpg": {"proposal": "prior"}}, samples_per_prompt=64), target,
+                                  run_dir=tmp_path, quiet=True)
     for _ in range(3):
-        trainer.train_step()
+        trainer.step()
     exact = Exact(target)
     estimated = [trainer.objective.running_log_z.value(p) for p in PROMPTS]
     assert estimated[0] != estimated[1]
@@ -220,9 +222,9 @@ def test_lora_run_leaves_the_callers_prior_scoring_the_prior(tmp_path):
     target = resolve_target(trainer_config, tmp_path)
     samples = target.prior.sample(PROMPTS, 8, 3, seed=0)
     before = target.prior.log_prob(samples.sample_prompts, samples.continuations).detach()
-    trainer = Trainer(trainer_config, tmp_path, target, quiet=True)
-    trainer.train_step()
-    trainer.train_step()
+    trainer = Trainer.from_config(trainer_config, target, run_dir=tmp_path, quiet=True)
+    trainer.step()
+    trainer.step()
     after = target.prior.log_prob(samples.sample_prompts, samples.continuations).detach()
     assert torch.allclose(after, before, atol=1e-6)
     assert scorecard(trainer.model, target, n=20)["kl_model_prior"].value > 0
@@ -248,15 +250,16 @@ def test_backward_in_slices_of_prompt_groups_gives_the_whole_batch_gradient(tmp_
     # than the batch's (its token columns are then cut to it).
     trainer_config = config(objective=objective, prompts_per_step=2, samples_per_prompt=2,
                             target={**TOY_TARGET, "max_new_tokens": 8})
-    trainer = Trainer(trainer_config, tmp_path, resolve_target(trainer_config, tmp_path), quiet=True)
-    batch = trainer._batch(Unit(0, 0, 2, 1.0, seed=21))  # a seed that builds the case (asserted below)
+    trainer = Trainer.from_config(trainer_config, resolve_target(trainer_config, tmp_path),
+                                  run_dir=tmp_path, quiet=True)
+    batch = trainer.draw(Unit(0, 0, 2, 1.0, seed=21))  # a seed that builds the case (asserted below)
     assert batch.mask[:2].sum(1).max() < batch.mask.shape[1]  # the first prompt group's samples are shorter
     assert all(len(set(batch.reward[i:i + 2].tolist())) == 2 for i in (0, 2))  # else dpg's gradient is 0
     results, state = [], copy.deepcopy(trainer.objective.state_dict())
     for rows in (64, 2, 3):  # whole batch; one prompt group (2 samples) at a time; 3 rounds down to one group
         trainer.config.backward_batch_size = rows
         trainer.objective.load_state_dict(copy.deepcopy(state))  # dpg/fdpg: the same running log Z each time
-        out = trainer._loss(batch, 0.5)
+        out = trainer.backward(batch, 0.5)
         results.append((out, [p.grad.clone() for p in trainer.params]))
         trainer.optimizer.zero_grad(set_to_none=True)
     (whole, whole_grads), *sliced = results
@@ -276,11 +279,11 @@ def test_gradient_checkpointing_gives_the_same_gradient(tmp_path, lora):
     for checkpointing in (False, True):
         trainer_config = config(objective="klrl", prompts_per_step=2, gradient_checkpointing=checkpointing,
                                 lora={"r": 4} if lora else None)
-        trainer = Trainer(trainer_config, tmp_path / str(checkpointing), resolve_target(trainer_config, tmp_path),
-                          quiet=True)
+        trainer = Trainer.from_config(trainer_config, resolve_target(trainer_config, tmp_path),
+                                      run_dir=tmp_path / str(checkpointing), quiet=True)
         if not outs:
-            batch = trainer._batch(Unit(0, 0, 2, 1.0, seed=3))
-        outs.append(trainer._loss(batch, 1.0))
+            batch = trainer.draw(Unit(0, 0, 2, 1.0, seed=3))
+        outs.append(trainer.backward(batch, 1.0))
         grads.append([p.grad.clone() for p in trainer.params])
         assert not trainer.model.model.training  # back in eval mode: sampling never sees training mode
     assert torch.allclose(outs[0].log_model, outs[1].log_model, atol=1e-6)
@@ -305,10 +308,10 @@ def test_klrl_takes_log_prior_from_its_own_prior_pass(tmp_path, estimator):
     records = []
     for own_pass in (True, False):
         trainer_config = config(objective={"klrl": {"kl": estimator}})
-        trainer = Trainer(trainer_config, tmp_path / str(own_pass), resolve_target(trainer_config, tmp_path),
-                          quiet=True)
+        trainer = Trainer.from_config(trainer_config, resolve_target(trainer_config, tmp_path),
+                                      run_dir=tmp_path / str(own_pass), quiet=True)
         trainer.objective.scores_prior = own_pass  # False: the batch is scored under the prior beforehand
-        records.append([trainer.train_step() for _ in range(2)])
+        records.append([trainer.step() for _ in range(2)])
     for with_own, scored_before in zip(*records):
         for key in with_own.keys() - TIMING:
             assert math.isfinite(with_own[key]) == math.isfinite(scored_before[key]), key

@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     from bayeslm.distributions.loading import ModelNotFound, resolve_device
     from bayeslm.modelling.rewards import RewardError
     from bayeslm.training.checkpoint import CheckpointError
-    from bayeslm.training.loop import TrainingDiverged
     from bayeslm.training.objectives.log_z import NoTargetMass
+    from bayeslm.training.stepper import TrainingDiverged
     from bayeslm.weights import NoSupport
 
     if threading.current_thread() is threading.main_thread():  # handlers can be set only there

@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 from transformers import Cache, DynamicLayer, StaticLayer
 
 from bayeslm.distributions import masking
+from bayeslm.distributions.runnable import Runnable
 from bayeslm.distributions.tokens import distinct, draw, pad, positions
-
-if TYPE_CHECKING:
-    from bayeslm.distributions.lm import LM
 
 # Cache lengths are rounded up to a multiple of this, so that prompts of nearby lengths share one compiled graph.
 LENGTH_BUCKET = 64
@@ -39,7 +37,7 @@ _POOLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _COMPILED: dict[str, Callable] = {}  # the compiled decoding step, per device type
 
 
-def ancestral(lm: LM, prompt_rows: Sequence[Sequence[int]], max_new_tokens: int, generator: torch.Generator
+def ancestral(lm: Runnable, prompt_rows: Sequence[Sequence[int]], max_new_tokens: int, generator: torch.Generator
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Ancestral sampling of one continuation per token row, from the LM's warped distribution: tokens [B, L] (pad
     after EOS) and their log-probabilities [B, L] (0 after EOS), on the CPU. Sampling stops at EOS, which is kept
@@ -53,9 +51,9 @@ def ancestral(lm: LM, prompt_rows: Sequence[Sequence[int]], max_new_tokens: int,
     # the next step's kernels while the GPU works. On a GPU ask every 8 steps (at most 7 steps of padding).
     check_every = 1 if device.type == "cpu" else 8
     masks = masking.Masks(lm.languages, batch) if lm.languages else None
-    with contextlib.closing(lm.decoder(prompt_rows, max_new_tokens)) as decoder:
+    with contextlib.closing(decoder(lm, prompt_rows, max_new_tokens)) as run:
         for t in range(max_new_tokens):
-            _, token, token_logp = next_token(lm, decoder, masks, generator)
+            _, token, token_logp = next_token(lm, run, masks, generator)
             tokens[:, t] = torch.where(finished, lm.pad_id, token)
             logps[:, t] = torch.where(finished, 0.0, token_logp)
             if masks is not None:
@@ -63,11 +61,11 @@ def ancestral(lm: LM, prompt_rows: Sequence[Sequence[int]], max_new_tokens: int,
             finished |= torch.isin(token, eos_ids)
             if t + 1 == max_new_tokens or ((t + 1) % check_every == 0 and bool(finished.all())):
                 break
-            decoder.feed(tokens[:, t])
+            run.feed(tokens[:, t])
     return tokens.cpu(), logps.cpu()
 
 
-def next_token(lm: LM, decoder, masks, generator: torch.Generator
+def next_token(lm: Runnable, decoder, masks, generator: torch.Generator
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One step of ancestral decoding, shared by `ancestral` and SMC: the LM's warped next-token log-probabilities
     [B, V] (masked to its languages where `masks` is given), a token drawn from them for each row [B], and its
@@ -77,6 +75,14 @@ def next_token(lm: LM, decoder, masks, generator: torch.Generator
         log_probs = masks.apply(log_probs)
     token = draw(log_probs, generator)
     return log_probs, token, log_probs.gather(-1, token[:, None]).squeeze(-1)
+
+
+def decoder(lm: Runnable, rows: Sequence[Sequence[int]], max_new_tokens: int) -> Decoder:
+    """A decoder of the kind `lm.decoding` names that has run the token rows `rows`, for up to `max_new_tokens`
+    more tokens; close it when done."""
+    if lm.decoding == "compiled":
+        return StaticDecoder(lm, rows, max_new_tokens)
+    return Decoder(lm, rows)
 
 
 def lengths(tokens: torch.Tensor, eos_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,7 +96,7 @@ def lengths(tokens: torch.Tensor, eos_ids: torch.Tensor) -> tuple[torch.Tensor, 
 class Decoder:
     """`logits` [B, V] predict each row's next token; `feed` appends one token to every row."""
 
-    def __init__(self, lm: LM, rows: Sequence[Sequence[int]]):
+    def __init__(self, lm: Runnable, rows: Sequence[Sequence[int]]):
         prompts, which = distinct(rows, lm.device)
         ids, mask = pad(prompts, lm.pad_id, "left")
         ids, mask = ids.to(lm.device), mask.to(lm.device)
@@ -129,7 +135,7 @@ class StaticDecoder(Decoder):
     share a few graphs; `logits`, `feed` and `reorder` see only the real rows."""
 
     @torch.no_grad()  # a pooled cache must not carry autograd history into the next batch
-    def __init__(self, lm: LM, rows: Sequence[Sequence[int]], max_new_tokens: int):
+    def __init__(self, lm: Runnable, rows: Sequence[Sequence[int]], max_new_tokens: int):
         self.rows = len(rows)
         padded = 1 << (self.rows - 1).bit_length()
         super().__init__(lm, list(rows) + [rows[-1]] * (padded - self.rows))

@@ -258,13 +258,6 @@ class LM:
         texts = self.decode([row[:k] for row, k in zip(tokens.tolist(), length.tolist())])
         return Samples(list(prompts), n, tokens, length, logps, ended, texts)
 
-    def decoder(self, rows: Sequence[Sequence[int]], max_new_tokens: int):
-        """A `bayeslm.distributions.decoding` decoder that has run the token rows `rows`, for up to `max_new_tokens`
-        more tokens; close it when done."""
-        if self.decoding == "compiled":
-            return decoding.StaticDecoder(self, rows, max_new_tokens)
-        return decoding.Decoder(self, rows)
-
     def decode(self, continuations: Sequence[Sequence[int]]) -> list[str]:
         """Text of each continuation, without its EOS or other special tokens."""
         return self.tokenizer.batch_decode([list(c) for c in continuations], skip_special_tokens=True)
@@ -298,7 +291,26 @@ class LM:
         """Per-token log-probabilities [B, L] and, with `kl_to`, per-token KL(self ‖ kl_to) [B, L] and kl_to's own
         per-token log-probabilities [B, L] from the same pass (see `bayeslm.distributions.scoring`). Gradients
         flow through self."""
-        return scoring.token_scores(self, kl_to, prompts, continuations, padding_side=padding_side)
+        if len(prompts) != len(continuations):
+            raise ValueError(f"got {len(prompts)} prompts for {len(continuations)} continuations: pass one prompt "
+                             "per continuation")
+        if kl_to is not None:
+            self.check_compatible(kl_to)
+        conts = [self._continuation_ids(c) for c in continuations]
+        prompt_ids = self.encode_prompts(list(prompts))
+        longest = max(len(p) + len(c) for p, c in zip(prompt_ids, conts))
+        if self.max_length is not None and longest > self.max_length:
+            raise ValueError(f"a prompt plus continuation of {longest} tokens exceeds the context of {self.name} "
+                             f"({self.max_length} tokens): shorten the prompt or the continuation")
+        return scoring.token_scores(self, kl_to, prompt_ids, conts, padding_side=padding_side)
+
+    def _continuation_ids(self, continuation) -> list[int]:
+        """Token ids of a continuation given as ids, or as text (tokenized, EOS appended: a complete text)."""
+        if isinstance(continuation, str):
+            return self.tokenizer(continuation, add_special_tokens=False)["input_ids"] + [self.eos_id]
+        if isinstance(continuation, torch.Tensor):
+            return continuation.tolist()
+        return list(continuation)
 
     def check_compatible(self, other: LM):
         """Two LMs can score each other's samples only with one vocabulary and one prompt format."""

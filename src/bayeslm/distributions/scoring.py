@@ -10,31 +10,30 @@ real tokens, so padding never changes a score). A continuation's EOS is scored l
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from bayeslm.distributions import head, masking
+from bayeslm.distributions.runnable import Runnable
 from bayeslm.distributions.tokens import distinct, pad, positions
 
-if TYPE_CHECKING:
-    from bayeslm.distributions.lm import LM
 
-
-def token_scores(lm: LM, kl_to: LM | None, prompts: Sequence[str], continuations, *, padding_side: str = "left"
+def token_scores(lm: Runnable, kl_to: Runnable | None, prompts: Sequence[Sequence[int]],
+                 continuations: Sequence[Sequence[int]], *, padding_side: str = "left"
                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Per-token log-probabilities [B, L] of `lm` (gradients flow) and, with `kl_to`, the per-token
     KL(lm ‖ kl_to) [B, L] and kl_to's own per-token log-probabilities [B, L] from the same pass of it (no
-    gradient): what KL-RL needs of the prior, in one forward pass of it. 0 past each continuation's end.
+    gradient): what KL-RL needs of the prior, in one forward pass of it. 0 past each continuation's end. Prompts
+    and continuations come as token ids (`LM.token_scores` encodes and checks them).
 
     One forward pass of each model per chunk of `batch_size` rows; only [B, L] results are kept, so memory does
     not grow with the vocabulary times the number of rows. Where the warp is a temperature alone, the scores come
     from the final hidden states through the output head in chunks of positions (`bayeslm.distributions.head`),
     so not even one chunk's [B, L, V] log-distributions exist."""
-    if kl_to is not None:
-        lm.check_compatible(kl_to)
-    chunks = list(_chunks(lm, prompts, continuations))
+    chunks = [(prompts[start:start + lm.batch_size], continuations[start:start + lm.batch_size])
+              for start in range(0, len(continuations), lm.batch_size)]
     width = max((max((len(c) for c in conts), default=0) for _, conts in chunks), default=0)
     heads = fused_heads(lm, kl_to)
     scores = []  # per chunk: (log-probs, KL, the other's log-probs), each [rows, width] or None
@@ -76,7 +75,7 @@ def _fused_scores(lm, chunk, padding_side, kl_to, heads):
                  for x in scores)
 
 
-def fused_heads(lm, kl_to: LM | None = None) -> tuple[head.Head, head.Head | None] | None:
+def fused_heads(lm, kl_to: Runnable | None = None) -> tuple[head.Head, head.Head | None] | None:
     """The output heads of lm (and of kl_to) when scoring can go through them (`bayeslm.distributions.head`),
     else None."""
     mine = output_head(lm)
@@ -121,29 +120,6 @@ def _caches(lm) -> bool:
     activations (gradient checkpointing, in training mode)."""
     return not (lm.model.training and any(getattr(m, "gradient_checkpointing", False)
                                             for m in lm.model.modules()))
-
-
-def _chunks(lm, prompts, continuations):
-    if len(prompts) != len(continuations):
-        raise ValueError(f"got {len(prompts)} prompts for {len(continuations)} continuations: pass one prompt "
-                         "per continuation")
-    conts = [_as_ids(lm, c) for c in continuations]
-    prompt_ids = lm.encode_prompts(list(prompts))
-    longest = max(len(p) + len(c) for p, c in zip(prompt_ids, conts))
-    if lm.max_length is not None and longest > lm.max_length:
-        raise ValueError(f"a prompt plus continuation of {longest} tokens exceeds the context of {lm.name} "
-                         f"({lm.max_length} tokens): shorten the prompt or the continuation")
-    for start in range(0, len(conts), lm.batch_size):
-        end = start + lm.batch_size
-        yield prompt_ids[start:end], conts[start:end]
-
-
-def _as_ids(lm, continuation) -> list[int]:
-    if isinstance(continuation, str):
-        return lm.tokenizer(continuation, add_special_tokens=False)["input_ids"] + [lm.eos_id]
-    if isinstance(continuation, torch.Tensor):
-        return continuation.tolist()
-    return list(continuation)
 
 
 def _log_dists(lm, chunk, padding_side):

@@ -27,7 +27,6 @@ from bayeslm.measurement.exact import Exact
 from bayeslm.modelling.potentials import Exponential
 from bayeslm.modelling.rewards import Reward
 from bayeslm.modelling.target import Target
-from bayeslm.training.config import load_config
 from bayeslm.training.loop import Trainer
 
 BETA = 0.5
@@ -73,11 +72,11 @@ def _train(method: str, target: Target, exact: Exact, steps: int, lr: float, sch
     """Trains one method from the target's prior; returns its exact curve, the final model and the objective."""
     settings = {"steps": steps, "prompts_per_step": 1, "samples_per_prompt": 32, "lr": lr, "max_grad_norm": None,
                 "eval_n": 0, "schedule": schedule, "device": device, **METHODS[method]}
-    trainer = Trainer(load_config(settings), None, target, quiet=True, trainable=trainable)
+    trainer = Trainer(target, quiet=True, trainable=trainable, **settings)
     curve = [{"step": 0, **_exact_figures(exact, trainer.model)}]
     for _ in range(steps):
-        trainer.train_step()
-        curve.append({"step": trainer.step, **_exact_figures(exact, trainer.model)})
+        record = trainer.step()
+        curve.append({"step": record["step"], **_exact_figures(exact, trainer.model)})
     return curve, trainer.model, trainer.objective
 
 

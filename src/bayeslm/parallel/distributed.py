@@ -68,7 +68,7 @@ class World:
     def units(self, step: int, grad_accum: int, count: int, seed: int) -> list[Unit]:
         """This process's share of optimiser step `step`: micro-batches of `count` prompts each."""
         draws = range(step * grad_accum, (step + 1) * grad_accum)
-        base = [seed * 1_000_003 + d for d in draws]  # the single-process seeds (train.Trainer._batch)
+        base = [seed * 1_000_003 + d for d in draws]  # the single-process seeds (`Stepper.draw`)
         if grad_accum % self.size == 0:  # whole micro-batches, contiguous blocks: the single-process draws
             share = grad_accum // self.size
             return [Unit(d, 0, count, 1.0, s) for d, s in list(zip(draws, base))[self.rank * share:][:share]]

@@ -141,9 +141,10 @@ def _run(target, proposal, chunk, N, ess_threshold, sampling, decide, bar):
     P, L = len(chunk), target.max_new_tokens
     prompts = [target.prompts[c] for c in chunk]
     particle_prompts = [p for p in prompts for _ in range(N)]
-    q_run = proposal.decoder(proposal.encode_prompts(particle_prompts), L)
+    q_run = decoding.decoder(proposal, proposal.encode_prompts(particle_prompts), L)
     # The prior needs its own forward pass only when it is another model; another warp reuses the logits.
-    p_run = q_run if prior.shares_forward(proposal) else prior.decoder(prior.encode_prompts(particle_prompts), L)
+    p_run = q_run if prior.shares_forward(proposal) else decoding.decoder(
+        prior, prior.encode_prompts(particle_prompts), L)
     masks = masking.Masks(proposal.languages, P * N) if proposal.languages else None  # a masked proposal's matchers
     holders = [h for h in (q_run, None if p_run is q_run else p_run, masks) if h is not None]
     s = Particles.start(P * N, L, proposal.pad_id, proposal.device, holders)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from bayeslm.config import ConfigError, field, load, non_negative, positive, seed_range
+from bayeslm.config import ConfigError, field, load, non_negative, positive, seed_range, to_dict
 from bayeslm.modelling.prompts import PROMPT_KEYS
 from bayeslm.training import trackers
 from bayeslm.training.objectives import OBJECTIVES, Objective
@@ -129,3 +129,12 @@ def load_config(data) -> TrainConfig:
             if key in MOVED:
                 raise ConfigError(f"{key}: this section has moved into the objective; write {MOVED[key]}")
     return load(TrainConfig, data)
+
+
+def settings_config(objective, lora: LoRA | None, settings: dict) -> TrainConfig:
+    """The config of a run set up in Python (`bl.train`, `bl.Trainer`): the objective, LoRA and the settings as
+    keyword arguments, the target given apart."""
+    data = {"objective": objective, **settings}
+    if lora is not None:
+        data["lora"] = to_dict(lora)
+    return load_config(data)

@@ -1,4 +1,4 @@
-"""A training run from start to end: its directory, its signals, resuming, and what it leaves (`Run`).
+"""A training run from start to end: its directory, its signals and resuming (`train`; the `Trainer` steps).
 
 A run directory holds `config.yaml` (resolved), `metrics.jsonl` (one line per step), `checkpoints/`, `model/`
 (the final model, a plain Hugging Face model with a model card, README.md), for a LoRA run `adapter/` (peft's
@@ -13,49 +13,27 @@ import json
 import signal
 import sys
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
 from bayeslm.config import ConfigError, to_dict
-from bayeslm.distributions.lm import LM
-from bayeslm.measurement.scorecard import Scorecard
 from bayeslm.modelling.target import Target
 from bayeslm.outputs import holds_run, prepare_run_dir, refuse_other_run
 from bayeslm.parallel import distributed
 from bayeslm.training.config import TrainConfig
-from bayeslm.training.loop import Trainer
-from bayeslm.training.objectives import Objective
+from bayeslm.training.loop import Run, Trainer
 from bayeslm.training.run_dir import target_definition
 from bayeslm.training.setup import eval_prompts, resolve_model, resolve_target
-
-
-@dataclass
-class Run:
-    """What a training run leaves: the trained model π_θ, its final scorecard against the target (None with
-    eval_n: 0), its directory (None when nothing was written), every step's figures, the config, the trained
-    objective with its state (e.g. trajectory balance's learned log Z) and the target (whose prior is π0)."""
-
-    model: LM
-    scorecard: Scorecard | None
-    directory: Path | None
-    metrics: list[dict] = field(repr=False)
-    config: TrainConfig = field(repr=False)
-    objective: Objective | None = field(default=None, repr=False)
-    target: Target | None = field(default=None, repr=False)
-
-    def __repr__(self) -> str:
-        where = f" in {self.directory}" if self.directory else ""
-        return f"Run({len(self.metrics)} steps{where}, scorecard={'yes' if self.scorecard else 'none'})"
 
 
 def train(config: TrainConfig, out: Path | None, *, target: Target | None = None, base: Path = Path("."),
           resume: bool = False, overwrite: bool = False, quiet: bool = False, callbacks: list = ()) -> Run:
     """Trains per `config` towards `target` (default: the config's own `target:`, resolved against `base`) into the
     run directory `out` (None: nothing written). SIGINT and SIGTERM finish the current step, checkpoint it and
-    raise `Interrupted`; `resume=True` continues exactly from there. Each of `callbacks` gets every step's figures
-    (a dict, as metrics.jsonl holds them) and may return True to end training after that step.
+    raise `Interrupted`; `resume=True` continues exactly from there. Each of `callbacks`, `f(record, trainer)`, gets
+    every step's figures (a dict, as metrics.jsonl holds them) and may return True to end training after that step.
 
     Launched with WORLD_SIZE > 1 (torchrun, accelerate launch), it trains data-parallel: see
     `bayeslm.parallel.distributed`."""
@@ -94,8 +72,8 @@ def _train(config: TrainConfig, out: Path | None, target: Target | None, world: 
             print("bayeslm: accelerate launched with FSDP: training with sharding: full", file=sys.stderr)
     # The target and the model load before --overwrite deletes anything: a bad new config keeps the old run.
     held_out = eval_prompts(config, base)  # read before any model loads: a bad file fails fast
-    trainer = Trainer(config, out, target or resolve_target(config, base), quiet=quiet, world=world,
-                      callbacks=callbacks, eval_prompts=held_out)
+    trainer = Trainer.from_config(config, target or resolve_target(config, base), run_dir=out, quiet=quiet,
+                                  world=world, callbacks=callbacks, eval_prompts=held_out)
     if resume:  # before anything is written: a refused resume leaves the run as it was
         trainer.resume()
     if out is not None:
@@ -112,8 +90,7 @@ def _train(config: TrainConfig, out: Path | None, target: Target | None, world: 
     catch = threading.current_thread() is threading.main_thread()
     handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)} if catch else {}
     try:
-        card = trainer.run()
+        return trainer.run()
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-    return Run(trainer.model, card, out, trainer.history, config, trainer.objective, trainer.target)

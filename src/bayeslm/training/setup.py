@@ -66,7 +66,7 @@ def models(config: TrainConfig, target: Target, device: torch.device) -> tuple[L
 
 
 def _recompute_layers(model):
-    """transformers checkpoints layers only in training mode, which `Trainer._loss` switches on around the
+    """transformers checkpoints layers only in training mode, which `Stepper.backward` switches on around the
     backward pass: the scores stay those of sampling only if no dropout is active."""
     if not getattr(model, "supports_gradient_checkpointing", False):
         raise ConfigError(f"gradient_checkpointing: {type(model).__name__} does not support it; set it to false")

@@ -32,8 +32,9 @@ def check(names: list[str]) -> str | None:
 
 
 class Trackers:
-    """The trackers of one run (rank 0 only), and the callbacks: each `callback(record)` gets every step's figures
-    and may return True to end training after that step (the model is saved and scored as at the last step)."""
+    """The trackers of one run (rank 0 only), and the callbacks: each `callback(record, trainer)` gets every step's
+    figures and the `Trainer`, and may return True to end training after that step (the model is saved and scored
+    as at the last step)."""
 
     def __init__(self, names: list[str], run_dir: Path | None, config: dict, callbacks: list[Callable] = ()):
         if names and run_dir is None:
@@ -41,13 +42,13 @@ class Trackers:
         self.callbacks = list(callbacks)
         self.trackers = [_OPEN[name](run_dir, config) for name in names]
 
-    def log(self, record: dict) -> bool:
+    def log(self, record: dict, trainer) -> bool:
         """Sends the step's figures everywhere; True when a callback asked to stop."""
         numbers = {k: float(v) for k, v in record.items()
                    if isinstance(v, (int, float)) and k != "step" and math.isfinite(v)}
         for tracker in self.trackers:
             tracker.log(numbers, record["step"])
-        return any([bool(callback(dict(record))) for callback in self.callbacks])
+        return any([bool(callback(dict(record), trainer)) for callback in self.callbacks])
 
     def close(self):
         for tracker in self.trackers:

@@ -18,6 +18,7 @@ from bayeslm.distributions.lm import LM
 from bayeslm.modelling.scored import ScoredSamples
 from bayeslm.modelling.target import Target
 from bayeslm.registry import Registry
+from bayeslm.training.proposal import Proposal
 
 OBJECTIVES = Registry("objective", "bayeslm.training.objectives",
                       lambda entry: isinstance(entry, type) and issubclass(entry, Objective))
@@ -43,8 +44,7 @@ class Objective:
     # Its loss runs the prior on the batch and returns log π0 (Step.log_prior): the loop then leaves the batch's
     # log_prior unscored (NaN) rather than run the prior twice.
     scores_prior: ClassVar[bool] = False
-    # Where samples come from: "model" (on-policy), "prior", or "adaptive" (the prior, replaced by a frozen copy of
-    # the model whenever the model is estimated closer to the target in forward KL: GDC's KL-adaptive proposal).
+    # Where samples come from: "model" (on-policy), "prior", or "adaptive" (`bayeslm.training.proposal`).
     proposal = "model"
     # Whether those samples come masked to the target's languages (locally constrained decoding, exact
     # log-probabilities kept): for objectives whose importance weights P/q correct the proposal.
@@ -57,6 +57,17 @@ class Objective:
     def epochs(self) -> int:
         """Passes (optimiser steps) over each batch."""
         return 1
+
+    @property
+    def sampling(self) -> Proposal:
+        """The sampling policy this objective composes (its `proposal` option), with its state."""
+        if "_sampling" not in self.__dict__:  # made on first use: a subclass's bind need not call the base's
+            self.__dict__["_sampling"] = Proposal(self.proposal)
+        return self.__dict__["_sampling"]
+
+    def sampler(self, model: LM, prior: LM) -> LM:
+        """The LM this step's samples come from: the model, the prior, or the adaptive proposal's copy."""
+        return self.sampling.sampler(model, prior)
 
     def bind(self, target: Target):
         """Called once before training (and before a resume loads the state): reads what it needs of the target
