@@ -28,8 +28,10 @@ test keeps them in step with the code.
 |---|---|---|---|
 """
 
-def _table(title: str, entry) -> str:
+def _table(title: str, entry, aliases: list[str]) -> str:
     doc = " ".join((entry.__doc__ or "").strip().split("\n\n")[0].split())
+    if aliases:
+        doc += f" Also spelled {', '.join(f'`{a}`' for a in aliases)}."
     rows = document(entry, "")
     body = "\n".join(rows) if rows else "| (no options) | | | |"
     return f"\n### `{title}`\n\n{doc}\n\n| option | type | default | meaning |\n|---|---|---|---|\n{body}\n"
@@ -72,8 +74,9 @@ def config_reference() -> str:
     text = HEADER + "\n".join(document(TrainConfig)) + "\n"
     for registry, header in SECTIONS:
         text += header
+        aliases = registry.aliases()
         for name, entry in registry.entries().items():
-            text += _table(name, entry)
+            text += _table(name, entry, [alias for alias, of in aliases.items() if of == name])
     return text
 
 
@@ -119,7 +122,10 @@ def schema() -> dict:
     return {"train": _fields(TrainConfig), "section": {"LoRA": _fields(LoRA)},
             **{kind: {name: _fields(entry) for name, entry in registry.entries().items()
                       if dataclasses.is_dataclass(entry)}
-               for kind, registry in (("objective", OBJECTIVES), ("sampler", SAMPLERS), ("potential", POTENTIALS))}}
+               for kind, registry in (("objective", OBJECTIVES), ("sampler", SAMPLERS), ("potential", POTENTIALS))},
+            "aliases": {kind: registry.aliases() for kind, registry in (("objective", OBJECTIVES),
+                                                                         ("sampler", SAMPLERS),
+                                                                         ("potential", POTENTIALS))}}
 
 
 SCHEMA = Path(__file__).parent.parent / "src" / "bayeslm" / "schema.json"

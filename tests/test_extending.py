@@ -85,5 +85,5 @@ def test_a_sampler_of_ones_own_samples_from_the_command_line(tmp_path, capsys):
 def test_unknown_names_list_what_the_registries_hold():
     with pytest.raises(ValueError, match="unknown objective 'ppo'; expected one of dpg, fdpg, klrl, rl"):
         bl.objectives.OBJECTIVES.get("ppo")
-    with pytest.raises(ValueError, match="unknown sampler 'mcmc'; expected one of ancestral, best-of-n, filter, imh"):
+    with pytest.raises(ValueError, match="unknown sampler 'mcmc'; expected one of ancestral, best_of_n, filter, imh"):
         bl.sample(None, "mcmc")

@@ -119,10 +119,16 @@ def check_entry(kind: str, spec, where: str):
         return  # an object built in Python, or a shape the full validation explains
     if ":" in str(name):
         return
+    name = canonical(kind, name)
     if name not in names:
         raise ConfigError(f"{where}: {unknown_entry(kind, name, names)}")
     if isinstance(options, dict):
         load(_section(f"{kind}:{name}"), options, f"{where}.{name}")
+
+
+def canonical(kind: str, name):
+    """The entry's name for `name`, which may be an alias (an older spelling, e.g. best-of-n)."""
+    return schema().get("aliases", {}).get(kind, {}).get(name, name)
 
 
 # A structured potential's kind of language and where its source is: inline (the option) or in a file.

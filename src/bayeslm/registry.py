@@ -110,14 +110,17 @@ class Registry:
         self.kind, self.package = kind, package
         self.declared, self.own_functions = declared, own_functions
         self._entries: dict[str, type] = {}
+        self._aliases: dict[str, str] = {}  # an old spelling -> the entry's name
         self._loaded = False
 
-    def register(self, entry: type) -> type:
-        """Class decorator: registers `entry` under its `name` attribute."""
+    def register(self, entry: type, aliases: tuple[str, ...] = ()) -> type:
+        """Class decorator: registers `entry` under its `name` attribute (and `aliases`, spellings that keep
+        working without being listed)."""
         name = entry.name
         if name in self._entries and self._entries[name] is not entry:
             raise ValueError(f"two {self.kind}s named {name!r}: {self._entries[name]} and {entry}")
         self._entries[name] = entry
+        self._aliases.update(dict.fromkeys(aliases, name))
         return entry
 
     def register_function(self, fn=None, *, name: str | None = None):
@@ -150,9 +153,15 @@ class Registry:
     def names(self) -> list[str]:
         return list(self.entries())
 
+    def aliases(self) -> dict[str, str]:
+        """Each alias, with the name of the entry it stands for."""
+        self.entries()
+        return dict(sorted(self._aliases.items()))
+
     def get(self, name: str) -> type:
-        """The entry called `name`, or the user's entry at the dotted path `name`."""
+        """The entry called `name` (or by one of its aliases), or the user's entry at the dotted path `name`."""
         entries = self.entries()
+        name = self._aliases.get(name, name)
         if name in entries:
             return entries[name]
         if isinstance(name, str) and DOTTED.fullmatch(name):

@@ -58,3 +58,16 @@ def test_every_sampler_stops_where_nothing_has_target_weight(target, name):
     with pytest.raises(NoSupport, match=rule):
         bl.sample(nothing, name, n=4, seed=0, **{k: v for k, v in NEEDS.get(name, {}).items() if k != "reward_max"},
                   **({"budget": 8} if "budget" in {f.name for f in dataclasses.fields(SAMPLERS.get(name))} else {}))
+
+
+def test_an_old_spelling_names_the_same_sampler_everywhere(target):
+    """`best-of-n` (the name before every sampler took underscores) still works, unlisted: in Python, in the
+    check before torch (the schema), and in the draws it returns."""
+    from bayeslm.preflight import canonical, check_entry
+
+    assert SAMPLERS.get("best-of-n") is SAMPLERS.get("best_of_n") and "best-of-n" not in SAMPLERS.names()
+    assert SAMPLERS.aliases() == {"best-of-n": "best_of_n"} and canonical("sampler", "best-of-n") == "best_of_n"
+    check_entry("sampler", {"best-of-n": {"candidates": 2}}, "--method")
+    with pytest.raises(ValueError, match="candidates"):
+        check_entry("sampler", {"best-of-n": {"candidates": "many"}}, "--method")
+    assert bl.sample(target, "best-of-n", n=4, seed=0).method == "best_of_n"

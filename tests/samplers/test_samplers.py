@@ -315,7 +315,7 @@ def target_file(tmp_path):
 
 @pytest.mark.parametrize("method, extra", [("ancestral", []), ("importance", []), ("sir", []),
                                            ("rejection", ["--reward-max", "1"]), ("qrs", ["--qrs-beta", "2"]),
-                                           ("imh", []), ("smc", []), ("best-of-n", [])])
+                                           ("imh", []), ("smc", []), ("best_of_n", [])])
 def test_sample_writes_one_json_object_per_sample(tmp_path, capsys, target_file, method, extra):
     out = tmp_path / "samples.jsonl"
     code, stdout, _ = run(capsys, "sample", "--target", target_file, "--method", method, "-n", "6", "--out",
@@ -331,7 +331,7 @@ def test_sample_writes_one_json_object_per_sample(tmp_path, capsys, target_file,
         assert set(record["rewards"]) == {"keyword:good", "satisfied(forbid:bad)"}
         if method in ("rejection", "qrs"):
             assert 0 < record["acceptance"] <= 1
-        if method not in ("ancestral", "importance", "smc", "best-of-n"):
+        if method not in ("ancestral", "importance", "smc", "best_of_n"):
             assert record["log_target"] is not None  # samples of the target satisfy its constraint
 
 

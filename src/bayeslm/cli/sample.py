@@ -104,13 +104,13 @@ def preflight(args):
 
     preflight_target(args)
     if ":" not in args.method:  # a registered sampler's options and their ranges (your own: at its build)
-        from bayeslm.preflight import check_entry, schema
+        from bayeslm.preflight import canonical, check_entry, schema
 
         options = {k.removeprefix("option_"): v for k, v in vars(args).items()
                    if k.startswith("option_") and v is not None}
-        samplers = schema()["sampler"]
-        for option in options if args.method in samplers else ():
-            if option not in samplers[args.method]:
+        samplers, method = schema()["sampler"], canonical("sampler", args.method)
+        for option in options if method in samplers else ():
+            if option not in samplers[method]:
                 owners = [name for name, fields in samplers.items() if option in fields]
                 raise ConfigError(f"--{option.replace('_', '-')} is an option of {', '.join(owners)}, not of "
                                   f"{args.method}")

@@ -48,9 +48,11 @@ class Option:
     check: Callable | None = None
 
 
-def sampler(name: str, summary: str, *, check: Callable[[Sampler], str | None] | None = None):
+def sampler(name: str, summary: str, *, check: Callable[[Sampler], str | None] | None = None,
+            aliases: tuple[str, ...] = ()):
     """Registers a sampler function in `SAMPLERS` under `name` (see the module docstring); `summary` is what the
-    docs and `--help` say it does, `check(options)` what is wrong with a combination of options (None if nothing)."""
+    docs and `--help` say it does, `check(options)` what is wrong with a combination of options (None if nothing),
+    `aliases` older spellings of its name that keep working."""
     def register(fn):
         hints = typing.get_type_hints(inspect.unwrap(fn), include_extras=True)
         fields = []
@@ -76,6 +78,6 @@ def sampler(name: str, summary: str, *, check: Callable[[Sampler], str | None] |
         entry = dataclasses.make_dataclass(title, fields, bases=(Sampler,), namespace={
             "name": name, "__doc__": summary, "sample": sample, "__post_init__": post_init})
         entry.__module__ = fn.__module__
-        SAMPLERS.register(entry)
+        SAMPLERS.register(entry, aliases)
         return fn
     return register

@@ -29,7 +29,8 @@ from bayeslm.samplers.pool import generators, propose
 from bayeslm.samplers.result import Draws
 
 
-@sampler("best-of-n", "Best-of-n reranking by log φ: the named baseline, not a sampler of π*.")
+@sampler("best_of_n", "Best-of-n reranking by log φ: the named baseline, not a sampler of π*.",
+         aliases=("best-of-n",))
 def best_of_n(target: Target, proposal: LM | None = None, n: int = 256, *,
               candidates: Annotated[int, Option("candidates per sample", positive)] = 4,
               seed: int = 0) -> Draws:
@@ -42,7 +43,7 @@ def best_of_n(target: Target, proposal: LM | None = None, n: int = 256, *,
     best = score.argmax(-1)  # the first of tied maxima
     rows = (best + candidates * torch.arange(C * n).reshape(C, n)).flatten()
     estimate, per_prompt = weights.log_z(pool.grid(pool.log_w), pool.prompts)
-    return Draws("best-of-n", pool.take(rows), torch.zeros(len(rows), dtype=torch.float64), requested=n,
+    return Draws("best_of_n", pool.take(rows), torch.zeros(len(rows), dtype=torch.float64), requested=n,
                  proposals=pool.counts(), log_z=estimate, log_z_per_prompt=per_prompt,
                  figures={"candidates": float(candidates), "kl_proposal_bound": kl_to_proposal(candidates)})
 
