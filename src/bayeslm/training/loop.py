@@ -104,7 +104,7 @@ class Trainer(Stepper):
         self.saved_step = None  # the step of the newest checkpoint on disk
         self.history: list[dict] = []  # every step's figures (what metrics.jsonl holds)
         self.drift = Drift()  # says when the run leaves π* behind
-        self.trackers, self._opened = None, False  # opened at the first step, once the run directory is ready
+        self.trackers: Trackers | None = None  # opened at the first step, once the run directory is ready
 
     # ----- the loop ----------------------------------------------------------------------------------------------
 
@@ -163,9 +163,8 @@ class Trainer(Stepper):
 
     def _trackers(self) -> Trackers:
         """The run's trackers and callbacks (rank 0's), opened on first use: by then the run directory is ready."""
-        if not self._opened:
+        if self.trackers is None:
             self.trackers = Trackers(self.config.report_to, self.run_dir, to_dict(self.config), self.callbacks)
-            self._opened = True
         return self.trackers
 
     def close(self):
