@@ -3,6 +3,8 @@ of every way bayeslm has to sharpen a prior or condition it on a verifier, at th
 
     .venv/bin/python bench/reasoning.py --json bench/results/reasoning.json --plot docs/reasoning.png
     .venv/bin/python bench/reasoning.py --quick            # a few minutes: the pipeline, not the figures
+    .venv/bin/python bench/reasoning.py --lengths 16,20,24 --json bench/results/reasoning_lengths.json
+                                                           # the answer length, chosen on the training split
 
 The task is the shipped `multiples` (bayeslm.modelling.tasks): trained arms learn on its `train` prompts, every
 figure is measured on its `held_out` prompts, judged by its verifier (the first number of the answer that is not
@@ -158,6 +160,22 @@ def train_arm(arm: str, args, seed: int):
     return run.model, prior, time.perf_counter() - started
 
 
+def lengths(args) -> dict:
+    """The prior's pass@1 on the training split at each answer length of --lengths (32 samples of each training
+    prompt, ± its standard error): how --max-new-tokens is chosen, on prompts the held-out figures never use (the
+    task asks for a prior pass@1 of at least 5%)."""
+    prior, verifier = prior_lm(), bl.rewards.multiples()
+    train = tasks.multiples(args.train_prompts, difficulty=args.difficulty, split="train")
+    out = {}
+    for tokens in args.lengths:
+        samples = prior.sample(train, 32, tokens, seed=7)
+        correct = (verifier(samples.texts, samples.sample_prompts) != 0).double()
+        out[str(tokens)] = {"value": correct.mean().item(), "stderr": (correct.std() / len(correct) ** 0.5).item()}
+        print(f"{tokens} tokens: the prior's pass@1 on the training split {correct.mean().item():.3f} ± "
+              f"{out[str(tokens)]['stderr']:.3f}", flush=True)
+    return out
+
+
 def aggregate(runs: list[dict]) -> dict:
     """Mean over seeds of every figure, with the standard error between seeds."""
     def mean_se(values):
@@ -232,6 +250,8 @@ def main():
     parser.add_argument("--samples-per-prompt", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--arms", default=ARMS)
+    parser.add_argument("--lengths", type=lambda s: [int(t) for t in s.split(",")],
+                        help="only measure the prior's pass@1 on the training split at these answer lengths")
     parser.add_argument("--quick", action="store_true", help="one seed, 2 steps, 2 prompts: checks the pipeline")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
@@ -239,6 +259,11 @@ def main():
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.steps, args.prompts, args.train_prompts, args.n, args.burn_in = 1, 2, 2, 4, 4, 2
+    if args.lengths:
+        found = lengths(args)
+        if args.json:
+            emit_json(str(args.json), {"settings": vars(args), "pass_at_1": found})
+        return
     held_out = tasks.multiples(args.prompts, difficulty=args.difficulty, split="held_out")
     settings = {k: v for k, v in vars(args).items() if k not in ("json", "plot", "resume", "arms")}
     results = {}

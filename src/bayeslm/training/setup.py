@@ -77,7 +77,7 @@ def _recompute_layers(model):
         raise ConfigError(f"gradient_checkpointing: the model has active dropout ({', '.join(dropout[:3])}), which "
                           "training mode would switch on and make scores differ from sampling; save the model with "
                           "dropout 0 or set gradient_checkpointing: false")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
 
 def schedule(config: TrainConfig):
