@@ -243,8 +243,11 @@ def _generalised_pareto_shape(x: np.ndarray) -> float:
     j = np.arange(1, grid + 1)
     b = 1 / x[-1] + (1 - np.sqrt(grid / (j - 0.5))) / 3 / x[math.floor(n / 4 + 0.5) - 1]
     k_b = np.log1p(-b[:, None] * x[None, :]).mean(1)
-    log_lik = n * (np.log(-b / k_b) - k_b - 1)
-    posterior = 1 / np.exp(log_lik[None, :] - log_lik[:, None]).sum(1)
+    # A grid point far less likely than another overflows exp to inf: its weight 1/inf = 0 is the right limit,
+    # not a fault to tell the user about (nor is a degenerate point's 0/0, whose NaN the mean below carries).
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        log_lik = n * (np.log(-b / k_b) - k_b - 1)
+        posterior = 1 / np.exp(log_lik[None, :] - log_lik[:, None]).sum(1)
     k = np.log1p(-(b * posterior).sum() * x).mean()
     return float((n * k + 10 * 0.5) / (n + 10))
 
