@@ -66,3 +66,6 @@ def test_a_trainer_stepped_by_hand_is_the_run_train_makes(tmp_path):
     assert by_hand.scorecard["elbo"].value == run.scorecard["elbo"].value
     for a, b in zip(run.model.model.parameters(), by_hand.model.model.parameters()):
         assert torch.equal(a, b)
+    assert trainer.objective.sampling.copy is None  # the adaptive proposal's copy of the model is let go
+    with pytest.raises(RuntimeError, match="this Trainer has finished"):
+        trainer.step()

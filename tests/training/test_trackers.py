@@ -31,6 +31,13 @@ def test_a_callback_sees_every_step_and_can_end_training_early(tmp_path):
     assert (tmp_path / "run/checkpoints/step-000003").is_dir()
 
 
+def test_a_callback_of_one_argument_is_refused_before_training():
+    prior = bl.load_lm({"toy": {"seed": 0, "train_steps": 0}})
+    target = (prior * bl.Exponential(bl.rewards.keyword(["good"]), beta=0.5)).given([""], max_new_tokens=2)
+    with pytest.raises(TypeError, match=r"cannot be called as f\(record, trainer\)"):
+        bl.train(target, steps=1, eval_n=0, quiet=True, callbacks=[lambda record: None])
+
+
 def test_report_to_is_checked_with_the_config():
     with pytest.raises(ConfigError, match="unknown tracker 'comet'"):
         load_config({"target": TOY_TARGET, "report_to": ["comet"]})

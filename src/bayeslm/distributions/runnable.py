@@ -1,5 +1,5 @@
 """What decoding and scoring need of a language model: its network, its special tokens, its warp and languages,
-and the context it runs in. `LM` is one; the engines (`decoding`, `scoring`, `head`) name this protocol rather
+and the context it runs in. `LM` is one; the engines (`decoding`, `scoring`) name this protocol rather
 than `LM`, so that they import nothing above them and `LM` is free to grow.
 """
 

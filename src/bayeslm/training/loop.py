@@ -29,7 +29,7 @@ from bayeslm.training.objectives import Objective
 from bayeslm.training.run_dir import save_model, truncate_metrics
 from bayeslm.training.setup import eval_prompts
 from bayeslm.training.stepper import Stepper
-from bayeslm.training.trackers import Trackers
+from bayeslm.training.trackers import Trackers, check_callbacks, require_directory
 
 
 class Interrupted(KeyboardInterrupt):
@@ -87,7 +87,9 @@ class Trainer(Stepper):
     def _start(self, config: TrainConfig, target: Target, *, run_dir: Path | None = None, quiet: bool = False,
                trainable=None, world: distributed.World | None = None, callbacks: list = (),
                eval_prompts: tuple[list[str], str | None] | None = None):
-        self.quiet, self.callbacks = quiet, list(callbacks)
+        self.quiet, self.callbacks = quiet, list(callbacks or ())
+        check_callbacks(self.callbacks)
+        require_directory(config.report_to, run_dir)
         self.eval_prompts = None  # the final scorecard's prompts, when not the target's
         if eval_prompts is not None:  # a held-out prompt that cannot fit fails now, not after training
             self.eval_prompts, system = eval_prompts
@@ -105,6 +107,7 @@ class Trainer(Stepper):
         self.history: list[dict] = []  # every step's figures (what metrics.jsonl holds)
         self.drift = Drift()  # says when the run leaves π* behind
         self.trackers: Trackers | None = None  # opened at the first step, once the run directory is ready
+        self.finished = False
 
     # ----- the loop ----------------------------------------------------------------------------------------------
 
@@ -133,6 +136,8 @@ class Trainer(Stepper):
         """One optimiser step (`_optimise`), then what a run keeps of it: the drift warning, the step's figures
         (history, metrics.jsonl, trackers, callbacks, which may end training: `done_early`) and, when due, a
         checkpoint. Returns the step's figures."""
+        if self.finished:
+            raise RuntimeError("this Trainer has finished: its model is the Run's; start another Trainer to train on")
         world = self.world
         record = self._optimise()
         if (warning := self.drift.observe(record)) is not None:
@@ -176,10 +181,11 @@ class Trainer(Stepper):
     # ----- checkpoints and the end -------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        """What a checkpoint keeps of the run, as a value (`bayeslm.training.state` writes and reads it): the
-        trainable weights, the adaptive proposal's copy (or None), AdamW's and the schedule's states, and `state`:
-        the step, config, the target's fingerprint, the objective's running state, the drift watch and torch's RNG.
-        A collective when sharded: sharded tensors come whole onto rank 0's CPU (None elsewhere)."""
+        """What a checkpoint keeps of the run (`bayeslm.training.state` writes and reads it): the trainable weights,
+        the adaptive proposal's copy (or None), AdamW's and the schedule's states, and `state`: the step, config,
+        the target's fingerprint, the objective's running state, the drift watch and torch's RNG. As torch's own
+        `state_dict`, its tensors are the live ones: `copy.deepcopy` it to keep a snapshot in memory. A collective
+        when sharded: sharded tensors come whole onto rank 0's CPU (None elsewhere)."""
         keep, proposal = self.world.main, self.objective.sampling.copy
         state = {"step": self.steps_done, "config": to_dict(self.config), "target": self.target.fingerprint(),
                  "objective": self.objective.state_dict(), "proposal_is_copy": proposal is not None,
@@ -204,9 +210,9 @@ class Trainer(Stepper):
         if "drift" in state:  # checkpoints written before the run watched its ELBO have none
             self.drift.load_state_dict(state["drift"])
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
-        if state["proposal_is_copy"]:
-            self.objective.sampling.adopt(self._frozen_copy("proposal", saved["proposal"]))
-        self.steps_done = self.saved_step = state["step"]
+        self.objective.sampling.copy = (self._frozen_copy("proposal", saved["proposal"])
+                                        if state["proposal_is_copy"] else None)
+        self.steps_done = state["step"]
 
     def save_checkpoint(self):
         """Writes this step's checkpoint (rank 0; every process holds the same state) unless it is on disk
@@ -230,6 +236,7 @@ class Trainer(Stepper):
             return False
         path, saved = found
         self.load_state_dict(saved)
+        self.saved_step = self.steps_done  # on disk already
         world.on_main(truncate_metrics, run_dir / "metrics.jsonl", self.steps_done)
         if not self.quiet and world.main:
             print(f"bayeslm: resumed from {path} (step {self.steps_done})", file=sys.stderr)
@@ -241,6 +248,8 @@ class Trainer(Stepper):
         (sharded weights gathered whole onto its CPU first) and writes the scorecards; every process samples and
         scores its share of the evaluation (on gathered weights when sharded)."""
         self.close()
+        self.finished = True
+        self.objective.sampling.copy = None  # the adaptive proposal's copy of the model is of no use now
         model = self.model
         if self.sharded:
             net = self.sharded["model"].plain(keep=self.world.main)

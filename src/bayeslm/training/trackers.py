@@ -10,6 +10,7 @@ TRACKIO_DIR). Each receives the resolved config once and every step's numeric fi
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import math
 import os
 from pathlib import Path
@@ -31,14 +32,32 @@ def check(names: list[str]) -> str | None:
     return None
 
 
+def require_directory(names: list[str], run_dir: Path | None):
+    """Trackers write into the run directory: refuses `report_to` without one."""
+    if names and run_dir is None:
+        raise ConfigError(f"report_to {names} needs a run directory: give out (--out)")
+
+
+def check_callbacks(callbacks: list[Callable]):
+    """Refuses, before training, a callback that cannot be called as `f(record, trainer)`."""
+    for callback in callbacks:
+        try:
+            inspect.signature(callback).bind(None, None)
+        except TypeError:
+            raise TypeError(f"callback {callback!r} cannot be called as f(record, trainer): a callback gets every "
+                            "step's figures and the Trainer (add a second parameter)") from None
+        except ValueError:  # a builtin without a signature: it says so when called
+            pass
+
+
 class Trackers:
     """The trackers of one run (rank 0 only), and the callbacks: each `callback(record, trainer)` gets every step's
     figures and the `Trainer`, and may return True to end training after that step (the model is saved and scored
-    as at the last step)."""
+    as at the last step). Callbacks run on rank 0 alone, so they must not call a collective (`state_dict` of a
+    sharded run)."""
 
     def __init__(self, names: list[str], run_dir: Path | None, config: dict, callbacks: list[Callable] = ()):
-        if names and run_dir is None:
-            raise ConfigError(f"report_to {names} needs a run directory: give out (--out)")
+        require_directory(names, run_dir)
         self.callbacks = list(callbacks)
         self.trackers = [_OPEN[name](run_dir, config) for name in names]
 

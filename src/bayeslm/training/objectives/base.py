@@ -8,6 +8,7 @@ update what it adapts. It never asks which objective it holds.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -64,6 +65,13 @@ class Objective:
         if "_sampling" not in self.__dict__:  # made on first use: a subclass's bind need not call the base's
             self.__dict__["_sampling"] = Proposal(self.proposal)
         return self.__dict__["_sampling"]
+
+    def __deepcopy__(self, memo):
+        """Its options and running state, not its sampling state: the adaptive proposal's copy of a model belongs
+        to the run that made it (a run starts from a deep copy of the objective it is given)."""
+        clone = copy.copy(self)
+        clone.__dict__ = {k: copy.deepcopy(v, memo) for k, v in self.__dict__.items() if k != "_sampling"}
+        return clone
 
     def sampler(self, model: LM, prior: LM) -> LM:
         """The LM this step's samples come from: the model, the prior, or the adaptive proposal's copy."""

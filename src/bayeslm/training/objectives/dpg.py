@@ -7,8 +7,8 @@ every batch so far. GDC++'s baseline (Korbak et al. 2022) subtracts π_θ(x)/q(x
 ∇log π_θ is zero, so the weights become P/(Zq) − π_θ/q. The forward KL covers every mode of π* and stays finite
 for hard constraints, where the reverse KL of KL-RL is infinite.
 
-The proposal is the prior, the model itself, or "adaptive": starting from the prior, the training loop replaces
-q by a frozen copy of π_θ whenever π_θ is estimated closer to π* in forward KL (GDC's KL-adaptive proposal).
+The proposal is the prior, the model itself, or "adaptive": starting from the prior, q becomes a frozen copy of
+π_θ whenever π_θ is estimated closer to π* in forward KL (GDC's KL-adaptive proposal, `bayeslm.training.proposal`).
 """
 
 from __future__ import annotations
