@@ -49,7 +49,8 @@ class Proposal:
     def judge(self, pieces: list[ScoredSamples], record: dict, log_model: Callable[[], torch.Tensor]) -> str:
         """Whether the updated model should replace the adaptive proposal, from the step's global batch `pieces`
         (grouped by prompt, in order), its figures `record`, and `log_model()`, the updated model's log-probability
-        of each sample of `pieces`: "swapped" (adopt a copy now), "kept", or "unreliable" (weights not trusted)."""
+        of each sample of `pieces`: "swapped" (make `copy` a copy of it now), "kept", or "unreliable" (weights not
+        trusted)."""
         if record["unreliable"]:
             return "unreliable"
         group = pieces[0].group
@@ -58,7 +59,3 @@ class Proposal:
         gain, influence = snis_mean((log_model().double() - log_q).reshape(-1, group), normalise(log_w)[1])
         stderr = (influence.var(1) / group).sum().sqrt() / len(gain)
         return "swapped" if gain.mean() > stderr else "kept"
-
-    def adopt(self, copy: LM):
-        """From now on samples come from `copy`, a frozen copy of π_θ."""
-        self.copy = copy

@@ -252,7 +252,7 @@ class Stepper:
 
         decision = self.objective.sampling.judge(pieces, record, log_model)
         if decision == "swapped":
-            self.objective.sampling.adopt(self._frozen_copy(f"proposal@{self.steps_done}"))
+            self.objective.sampling.copy = self._frozen_copy(f"proposal@{self.steps_done}")
         return decision
 
     def _frozen_copy(self, name: str, state: dict | None = None) -> LM:
